@@ -1,0 +1,1 @@
+"""Engram Memory: a self-hosted memory server for AI agents."""

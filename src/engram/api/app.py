@@ -1,0 +1,40 @@
+"""The FastAPI application: Zep v2 API, probes, error mapping, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from engram.api import health, zep
+from engram.api.errors import install_error_handlers
+from engram.api.responses import FastJSON
+from engram.runtime import Runtime
+
+__all__ = ["create_app"]
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """Build the app around a prepared runtime (database migrated, embedder loaded)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.open()
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="Engram Memory",
+        version="0.1.0",
+        summary="Self-hosted memory for AI agents (Zep v2 compatible)",
+        lifespan=lifespan,
+        default_response_class=FastJSON,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(zep.router)
+    return app

@@ -1,0 +1,55 @@
+"""Kubernetes probes: /healthz (the process answers) and /readyz (it can serve)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from engram.api.deps import RuntimeDep
+from engram.api.responses import FastJSON
+from engram.errors import EngramError
+from engram.store import migrate
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"], default_response_class=FastJSON)
+
+
+@router.get("/healthz")
+async def healthz() -> Any:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(runtime: RuntimeDep) -> Any:
+    checks: dict[str, str] = {}
+    db, embedder = runtime.db, runtime.embedder
+    if db is None or embedder is None:
+        return FastJSON({"status": "starting", "checks": checks}, status_code=503)
+    try:
+        async with db.pool.connection(timeout=2.0) as conn:
+            cur = await conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            )
+            row = await cur.fetchone()
+            checks["database"] = "ok"
+            checks["pgvector"] = row["extversion"] if row else "missing"
+            meta = await migrate.read_meta_async(conn)
+        if meta is None or meta.dimensions != embedder.dimensions:
+            checks["dimensions"] = (
+                f"database {meta.dimensions if meta else 'unset'} != embedder {embedder.dimensions}"
+            )
+        else:
+            checks["dimensions"] = "ok"
+    except EngramError as exc:
+        checks["database"] = exc.message
+    except Exception as exc:  # any failure to reach the database means not ready
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" for k, v in checks.items() if k != "pgvector") and checks.get(
+        "pgvector", "missing"
+    ) != "missing"
+    return FastJSON(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )

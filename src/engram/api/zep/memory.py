@@ -1,0 +1,122 @@
+"""Zep v2 memory and messages of a session."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from engram.api.deps import Db, Embed, RuntimeDep, Tenant
+from engram.api.responses import FastJSON
+from engram.api.zep.schemas import MemoryAddRequest, UpdateMessageRequest, message_json
+from engram.errors import ValidationError
+from engram.memory import MessageIn, add_messages
+from engram.store import messages, sessions
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["memory"], default_response_class=FastJSON)
+
+
+@router.post("/sessions/{session_id}/memory")
+async def add_memory(
+    session_id: str, body: MemoryAddRequest, db: Db, embed: Embed, runtime: RuntimeDep,
+    tenant: Tenant,
+) -> Any:  # fmt: skip
+    limits = runtime.settings.limits
+    if len(body.messages) > limits.max_messages_per_request:
+        raise ValidationError(
+            f"{len(body.messages)} messages in one request; the limit is "
+            f"{limits.max_messages_per_request}",
+            field="messages",
+            hint="split the messages over several requests",
+        )
+    episode = []
+    for i, m in enumerate(body.messages):
+        if len(m.content) > limits.max_content_chars:
+            raise ValidationError(
+                f"messages[{i}].content has {len(m.content)} characters; the limit is "
+                f"{limits.max_content_chars}",
+                field=f"messages[{i}].content",
+                hint="shorten the message or raise limits.max_content_chars",
+            )
+        if not m.content.strip():
+            raise ValidationError(
+                f"messages[{i}].content is blank", field=f"messages[{i}].content"
+            )
+        episode.append(
+            MessageIn(
+                content=m.content,
+                role_type=m.role_type,
+                role=m.role or "",
+                metadata=m.metadata or {},
+                created_at=m.created_at,
+                uuid=m.uuid,
+            )
+        )
+    await add_messages(db, embed, tenant, session_id, episode, runtime.settings.text_search_config)
+    return {"message": "OK"}
+
+
+@router.get("/sessions/{session_id}/memory")
+async def get_memory(
+    session_id: str,
+    db: Db,
+    runtime: RuntimeDep,
+    tenant: Tenant,
+    lastn: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    min_rating: Annotated[float | None, Query(alias="minRating")] = None,
+) -> Any:
+    n = lastn or runtime.settings.memory_window
+    async with db.tenant(tenant) as conn:
+        session = await sessions.get(conn, session_id)
+        rows = await messages.last_n(conn, session_id, n)
+    return {
+        "messages": [message_json(r) for r in rows],
+        "relevant_facts": [],
+        "facts": [],
+        "metadata": session["metadata"],
+        "summary": None,
+    }
+
+
+@router.delete("/sessions/{session_id}/memory")
+async def delete_memory(session_id: str, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        await sessions.get(conn, session_id)
+        await messages.delete_for_session(conn, session_id)
+    return {"message": "OK"}
+
+
+@router.get("/sessions/{session_id}/messages")
+async def list_messages(
+    session_id: str,
+    db: Db,
+    tenant: Tenant,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[int, Query(ge=0, description="1-based page number")] = 1,
+) -> Any:
+    offset = (max(cursor, 1) - 1) * limit
+    async with db.tenant(tenant) as conn:
+        await sessions.get(conn, session_id)
+        rows = await messages.list_for_session(conn, session_id, offset=offset, limit=limit)
+        total = await messages.count_for_session(conn, session_id)
+    return {"messages": [message_json(r) for r in rows], "row_count": len(rows), "total_count": total}
+
+
+@router.get("/sessions/{session_id}/messages/{message_uuid}")
+async def get_message(session_id: str, message_uuid: UUID, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        await sessions.get(conn, session_id)
+        return message_json(await messages.get(conn, session_id, message_uuid))
+
+
+@router.patch("/sessions/{session_id}/messages/{message_uuid}")
+async def update_message(
+    session_id: str, message_uuid: UUID, body: UpdateMessageRequest, db: Db, tenant: Tenant
+) -> Any:
+    async with db.tenant(tenant) as conn:
+        await sessions.get(conn, session_id)
+        row = await messages.update_metadata(conn, session_id, message_uuid, body.metadata)
+    return message_json(row)

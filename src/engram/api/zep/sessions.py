@@ -1,0 +1,120 @@
+"""Zep v2 sessions: add, get, update, list ordered, search."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from engram.api.deps import Db, Embed, RuntimeDep, Tenant
+from engram.api.responses import FastJSON
+from engram.api.zep.schemas import (
+    CreateSessionRequest,
+    SearchRequest,
+    UpdateSessionRequest,
+    message_json,
+    session_json,
+)
+from engram.errors import NotFoundError
+from engram.search import MessageQuery, search_messages
+from engram.store import sessions, users
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["sessions"], default_response_class=FastJSON)
+
+
+@router.post("/sessions", status_code=201)
+async def add_session(body: CreateSessionRequest, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        if body.user_id is not None and not await users.exists(conn, body.user_id):
+            raise NotFoundError("user", body.user_id)
+        row = await sessions.add(
+            conn, tenant, body.session_id, body.user_id, body.metadata, body.fact_rating_instruction
+        )
+    return FastJSON(session_json(row), status_code=201)
+
+
+@router.get("/sessions-ordered")
+async def list_sessions(
+    db: Db,
+    tenant: Tenant,
+    page_number: Annotated[int, Query(ge=0)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=1000)] = 10,
+    order_by: Annotated[
+        str, Query(pattern="^(created_at|updated_at|user_id|session_id|id)$")
+    ] = "created_at",
+    asc: bool = False,
+) -> Any:
+    offset = (max(page_number, 1) - 1) * page_size
+    async with db.tenant(tenant) as conn:
+        rows = await sessions.list_ordered(
+            conn, offset=offset, limit=page_size, order_by=order_by, ascending=asc  # type: ignore[arg-type]
+        )
+        total = await sessions.count(conn)
+    return {
+        "sessions": [session_json(r) for r in rows],
+        "response_count": len(rows),
+        "total_count": total,
+    }
+
+
+@router.post("/sessions/search")
+async def search(
+    body: SearchRequest,
+    db: Db,
+    embed: Embed,
+    runtime: RuntimeDep,
+    tenant: Tenant,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+) -> Any:
+    if body.search_scope != "messages":
+        # Facts arrive with the knowledge graph; summaries are not produced by Engram.
+        return {"results": []}
+    if body.user_id is not None:
+        async with db.tenant(tenant) as conn:
+            if not await users.exists(conn, body.user_id):
+                raise NotFoundError("user", body.user_id)
+    hits = await search_messages(
+        db,
+        embed,
+        tenant,
+        MessageQuery(
+            text=body.text,
+            limit=limit,
+            user_id=body.user_id,
+            session_ids=body.session_ids,
+            min_score=body.min_score,
+            metadata=body.record_filter,
+            search_type=body.search_type,
+            mmr_lambda=body.mmr_lambda if body.mmr_lambda is not None else 0.5,
+            ef_search=runtime.settings.vector.hnsw_ef_search,
+        ),
+    )
+    return {
+        "results": [
+            {
+                "message": message_json(h.message),
+                "score": h.score,
+                "session_id": h.message["session_id"],
+                "fact": None,
+                "summary": None,
+            }
+            for h in hits
+        ]
+    }
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(session_id: str, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        return session_json(await sessions.get(conn, session_id))
+
+
+@router.patch("/sessions/{session_id}")
+async def update_session(
+    session_id: str, body: UpdateSessionRequest, db: Db, tenant: Tenant
+) -> Any:
+    async with db.tenant(tenant) as conn:
+        row = await sessions.update(conn, session_id, body.metadata, body.fact_rating_instruction)
+    return session_json(row)

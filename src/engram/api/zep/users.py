@@ -1,0 +1,66 @@
+"""Zep v2 users: add, get, update, delete, list ordered, list a user's sessions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from engram.api.deps import Db, Tenant
+from engram.api.responses import FastJSON
+from engram.api.zep.schemas import CreateUserRequest, UpdateUserRequest, session_json, user_json
+from engram.store import sessions, users
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["users"], default_response_class=FastJSON)
+
+
+@router.post("/users", status_code=201)
+async def add_user(body: CreateUserRequest, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        row = await users.add(conn, tenant, body.user_id, body.model_dump())
+    return FastJSON(user_json(row), status_code=201)
+
+
+@router.get("/users-ordered")
+async def list_users(
+    db: Db,
+    tenant: Tenant,
+    page_number: Annotated[int, Query(alias="pageNumber", ge=0)] = 1,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 10,
+) -> Any:
+    offset = (max(page_number, 1) - 1) * page_size
+    async with db.tenant(tenant) as conn:
+        rows = await users.list_ordered(conn, offset=offset, limit=page_size)
+        total = await users.count(conn)
+    return {"users": [user_json(r) for r in rows], "row_count": len(rows), "total_count": total}
+
+
+@router.get("/users/{user_id}")
+async def get_user(user_id: str, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        return user_json(await users.get(conn, user_id))
+
+
+@router.patch("/users/{user_id}")
+async def update_user(user_id: str, body: UpdateUserRequest, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        return user_json(await users.update(conn, user_id, body.model_dump()))
+
+
+@router.delete("/users/{user_id}")
+async def delete_user(user_id: str, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        await users.delete(conn, user_id)
+    return {"message": "OK"}
+
+
+@router.get("/users/{user_id}/sessions")
+async def user_sessions(user_id: str, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        await users.get(conn, user_id)  # 404 for an unknown user
+        rows = await sessions.list_for_user(conn, user_id)
+    # A list wrapping one list: the shape zep-python 2.x parses (List[List[Session]], as
+    # Zep's published API definition declares it); a flat list breaks the SDK.
+    return [[session_json(r) for r in rows]]

@@ -1,0 +1,166 @@
+"""The `engram` command: serve, migrate, model prepare."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from engram.config import Settings, load_settings
+from engram.errors import EngramError
+
+__all__ = ["app"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Engram Memory server.")
+model_app = typer.Typer(no_args_is_help=True, help="The local embedding model.")
+app.add_typer(model_app, name="model")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file (or ENGRAM_CONFIG)")
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="where the embedded PostgreSQL keeps its data")
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="external PostgreSQL DSN for the app role (or ENGRAM_DATABASE_URL); "
+        "default: the embedded server",
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except EngramError as exc:
+        _fail(exc)
+
+
+def _fail(exc: EngramError) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc.message}")
+    if exc.hint:
+        console.print(f"[yellow]what to do:[/] {exc.hint}")
+    raise typer.Exit(code=2)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="the API key clients send (or ENGRAM_API_KEY)")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the API (starting the embedded PostgreSQL unless --database-url is given)."""
+    import uvicorn
+
+    from engram.api import create_app
+    from engram.runtime import Runtime
+
+    settings = _settings(
+        config, host=host, port=port, data_dir=data_dir, database_url=database_url,
+        api_key=api_key,
+    )  # fmt: skip
+    _logging(settings.log_level)
+    runtime = Runtime(settings)
+    try:
+        try:
+            runtime.prepare()
+        except EngramError as exc:
+            _fail(exc)
+        where = "embedded PostgreSQL in " + str(settings.data_dir) if settings.embedded else "external PostgreSQL"
+        console.print(f"[green]Engram[/] on http://{settings.host}:{settings.port} ({where})")
+        if settings.api_key is None:
+            key_file = Path(settings.data_dir).expanduser() / "api_key"
+            console.print(f"API key: in {key_file} (send 'Authorization: Api-Key <key>')")
+        uvicorn.run(
+            create_app(runtime),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        runtime.shutdown()
+
+
+@app.command("migrate")
+def migrate_cmd(
+    data_dir: DataDirOpt = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="DSN of the OWNER role (or ENGRAM_MIGRATE_DATABASE_URL); default: embedded",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Apply pending migrations as the owner role, then exit."""
+    from engram.embed import build_embedder
+    from engram.runtime import Runtime
+    from engram.store import migrate
+
+    settings = _settings(config, data_dir=data_dir)
+    _logging(settings.log_level)
+    owner_dsn = database_url or (
+        settings.migrate_database_url.get_secret_value() if settings.migrate_database_url else None
+    )
+    runtime = Runtime(settings)
+    try:
+        if owner_dsn is None:
+            if not settings.embedded:
+                _fail(
+                    EngramError(
+                        "no owner DSN to migrate an external database with",
+                        hint="pass --database-url OWNER_DSN or set ENGRAM_MIGRATE_DATABASE_URL",
+                    )
+                )
+            runtime.start_database()
+            owner_dsn = runtime.owner_dsn
+        assert owner_dsn is not None
+        embedder = build_embedder(settings.embedder)
+        try:
+            applied = migrate.migrate(owner_dsn, settings, embedder.id, embedder.dimensions)
+        finally:
+            embedder.close()
+        console.print(
+            f"applied {len(applied)} migration(s): {', '.join(applied)}"
+            if applied
+            else "database is up to date"
+        )
+    except EngramError as exc:
+        _fail(exc)
+    finally:
+        runtime.shutdown()
+
+
+@model_app.command("prepare")
+def model_prepare(
+    model_dir: Annotated[Path | None, typer.Option(help="where to keep the prepared model")] = None,
+) -> None:
+    """Convert the packaged all-MiniLM-L6-v2 to the fast ONNX form (once; offline)."""
+    from engram.embed.local import prepare_model
+
+    _logging("info")
+    path = prepare_model(model_dir)
+    console.print(f"local embedding model ready in {path}")

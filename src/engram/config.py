@@ -1,0 +1,166 @@
+"""Settings: one pydantic-settings class, built by `load_settings` (never at import).
+
+Sources, highest priority first: explicit overrides (CLI flags), environment variables
+``ENGRAM_*`` (nested with ``__``, e.g. ``ENGRAM_VECTOR__INDEX=ivfflat``), the YAML file
+given by ``--config`` or ``ENGRAM_CONFIG``, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from engram.errors import ConfigError
+
+__all__ = [
+    "AutovacuumSettings",
+    "EmbedderSettings",
+    "LimitSettings",
+    "PoolSettings",
+    "Settings",
+    "VectorSettings",
+    "load_settings",
+]
+
+
+class EmbedderSettings(BaseModel):
+    """Which model turns text into vectors."""
+
+    kind: Literal["local", "openai", "azure-openai"] = "local"
+    # local: where the prepared ONNX model is cached (default: the user cache dir).
+    model_dir: Path | None = None
+    threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0 = cores")
+    max_batch: int = Field(default=64, ge=1)
+    # openai / azure-openai
+    model: str = "text-embedding-3-small"
+    dimensions: int | None = Field(default=None, ge=1)
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    azure_endpoint: str | None = None
+    azure_deployment: str | None = None
+    api_version: str = "2024-10-21"
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+
+
+class VectorSettings(BaseModel):
+    """pgvector index settings; recorded in engram_meta at the first migration."""
+
+    index: Literal["hnsw", "ivfflat"] = "hnsw"
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
+    hnsw_ef_search: int = Field(default=64, ge=1, le=1000)
+    ivfflat_lists: int = Field(default=100, ge=1)
+    ivfflat_probes: int = Field(default=10, ge=1)
+
+
+class AutovacuumSettings(BaseModel):
+    """Per-table autovacuum storage parameters (ARCHITECTURE.md defaults)."""
+
+    vacuum_scale_factor: float = Field(default=0.1, ge=0, le=100)
+    analyze_scale_factor: float = Field(default=0.05, ge=0, le=100)
+    vacuum_cost_delay: int = Field(default=10, ge=-1, le=100)
+
+
+class PoolSettings(BaseModel):
+    min_size: int = Field(default=2, ge=1)
+    max_size: int = Field(default=10, ge=1)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class LimitSettings(BaseModel):
+    max_content_chars: int = Field(default=65_536, ge=1)
+    max_messages_per_request: int = Field(default=1_000, ge=1)
+    max_metadata_bytes: int = Field(default=65_536, ge=2)
+
+
+class Settings(BaseSettings):
+    """Everything Engram can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENGRAM_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    profile: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    data_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("engram"))
+    # External PostgreSQL: the app role's DSN, and the owner role's DSN for migrations.
+    database_url: SecretStr | None = None
+    migrate_database_url: SecretStr | None = None
+    api_key: SecretStr | None = None
+    # Roles: migrations run as the owner, the API as the app role (owns nothing, no BYPASSRLS).
+    owner_role: str = "engram_owner"
+    app_role: str = "engram_app"
+    database_name: str = "engram"
+    default_tenant: str = "default"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    embedder: EmbedderSettings = EmbedderSettings()
+    vector: VectorSettings = VectorSettings()
+    autovacuum: AutovacuumSettings = AutovacuumSettings()
+    pool: PoolSettings = PoolSettings()
+    limits: LimitSettings = LimitSettings()
+    text_search_config: str = "english"
+    # Messages returned by GET memory when the caller gives no lastn (Zep's default).
+    memory_window: int = Field(default=12, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.pool.min_size > self.pool.max_size:
+            raise ValueError("pool.min_size must not exceed pool.max_size")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when Engram runs its own PostgreSQL in data_dir."""
+        return self.database_url is None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get("_ENGRAM_CONFIG_FILE")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from overrides, environment and an optional YAML file."""
+    path = config_file or (Path(p) if (p := os.environ.get("ENGRAM_CONFIG")) else None)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", hint="pass an existing YAML file")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    previous = os.environ.get("_ENGRAM_CONFIG_FILE")
+    try:
+        if path is not None:
+            os.environ["_ENGRAM_CONFIG_FILE"] = str(path)
+        env_config = os.environ.pop("ENGRAM_CONFIG", None)
+        try:
+            return Settings(**clean)
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration: {exc}", hint="fix the value named above") from exc
+        finally:
+            if env_config is not None:
+                os.environ["ENGRAM_CONFIG"] = env_config
+    finally:
+        if previous is None:
+            os.environ.pop("_ENGRAM_CONFIG_FILE", None)
+        else:
+            os.environ["_ENGRAM_CONFIG_FILE"] = previous

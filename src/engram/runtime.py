@@ -1,0 +1,142 @@
+"""The running system: database (embedded or external), migrations, embedder, pool.
+
+``prepare()`` does the blocking start-up work (start PostgreSQL, migrate, load the
+model, check the schema) before the event loop serves anything; ``open()`` and
+``close()`` run in the ASGI lifespan; ``shutdown()`` stops the embedded server.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+import psycopg
+
+from engram.config import Settings
+from engram.embed import Embedder, build_embedder
+from engram.embed.batcher import BatchingEmbedder
+from engram.errors import ConfigError, SchemaMismatchError, UnavailableError
+from engram.store import migrate
+from engram.store.db import Database
+from engram.store.embedded import EmbeddedPostgres
+
+__all__ = ["Runtime", "resolve_api_key"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_api_key(settings: Settings) -> str:
+    """The configured API key, or one generated once and kept in data_dir/api_key (0600)."""
+    if settings.api_key is not None:
+        key = settings.api_key.get_secret_value()
+        if settings.profile == "production" and len(key) < 24:
+            raise ConfigError(
+                "the API key is too short for the production profile",
+                hint="use at least 24 random characters",
+            )
+        return key
+    path = Path(settings.data_dir).expanduser() / "api_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(key + "\n")
+    tmp.rename(path)
+    logger.warning("no API key configured; generated one in %s", path)
+    return key
+
+
+class Runtime:
+    """Everything a server or worker process holds for its lifetime."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedPostgres | None = None
+        self.embedder: Embedder | None = None
+        self.batcher: BatchingEmbedder | None = None
+        self.db: Database | None = None
+        self.app_dsn = ""
+        self.owner_dsn: str | None = None
+        self.api_key = ""
+
+    def prepare(self, *, run_migrations: bool = True) -> None:
+        """Start the database if embedded, load the embedder, migrate, check the schema."""
+        s = self.settings
+        self.api_key = resolve_api_key(s)
+        self.start_database()
+        self.embedder = build_embedder(s.embedder)
+        if run_migrations and self.owner_dsn is not None:
+            applied = migrate.migrate(
+                self.owner_dsn, s, self.embedder.id, self.embedder.dimensions
+            )
+            for name in applied:
+                logger.info("applied migration %s", name)
+        self.check_schema()
+
+    def start_database(self) -> None:
+        """Resolve the DSNs; start and bootstrap the embedded server when no URL is given."""
+        s = self.settings
+        if s.database_url is None:
+            self.embedded = EmbeddedPostgres(Path(s.data_dir))
+            self.embedded.start()
+            migrate.bootstrap_embedded(
+                self.embedded.superuser_dsn, s.owner_role, s.app_role, s.database_name
+            )
+            self.owner_dsn = self.embedded.dsn(s.owner_role, s.database_name)
+            self.app_dsn = self.embedded.dsn(s.app_role, s.database_name)
+        else:
+            self.app_dsn = s.database_url.get_secret_value()
+            self.owner_dsn = (
+                s.migrate_database_url.get_secret_value() if s.migrate_database_url else None
+            )
+
+    def check_schema(self) -> None:
+        """Refuse to serve a database with pending migrations or other vector dimensions."""
+        assert self.embedder is not None
+        try:
+            with psycopg.connect(self.app_dsn, autocommit=True, connect_timeout=10) as conn:
+                exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+                row = exists.fetchone()
+                if not row or not row[0]:
+                    raise SchemaMismatchError(
+                        "the database has no Engram schema",
+                        hint="run `engram migrate --database-url OWNER_DSN` first",
+                    )
+                migrate.check_meta(conn, self.embedder.id, self.embedder.dimensions)
+        except psycopg.OperationalError as exc:
+            raise UnavailableError(
+                f"cannot connect to the database: {str(exc).strip()}",
+                hint="check --database-url / ENGRAM_DATABASE_URL and that PostgreSQL runs",
+            ) from exc
+        pending = migrate.pending_migrations(self.app_dsn)
+        if pending:
+            raise SchemaMismatchError(
+                f"migrations not applied: {', '.join(pending)}",
+                hint="run `engram migrate` with the owner role first",
+            )
+
+    async def open(self) -> None:
+        """Open the connection pool and the embedding batcher (inside the event loop)."""
+        assert self.embedder is not None
+        p = self.settings.pool
+        self.db = Database(
+            self.app_dsn, min_size=p.min_size, max_size=p.max_size, timeout_s=p.timeout_s
+        )
+        await self.db.open()
+        self.batcher = BatchingEmbedder(self.embedder, max_batch=self.settings.embedder.max_batch)
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.aclose()
+        if self.db is not None:
+            await self.db.close()
+
+    def shutdown(self) -> None:
+        """Release the model and stop the embedded server, if this process started it."""
+        if self.embedder is not None:
+            self.embedder.close()
+        if self.embedded is not None:
+            self.embedded.stop()

@@ -1,0 +1,63 @@
+"""Message search: embed the query, nearest neighbours in pgvector, optional MMR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engram.embed.batcher import BatchingEmbedder
+from engram.search.mmr import mmr
+from engram.store import messages
+from engram.store.db import Database
+
+__all__ = ["MessageQuery", "SearchHit", "search_messages"]
+
+_MMR_POOL = 4  # MMR picks from this many times `limit` nearest candidates
+
+
+@dataclass(frozen=True)
+class MessageQuery:
+    text: str
+    limit: int = 10
+    user_id: str | None = None
+    session_ids: list[str] | None = None
+    min_score: float | None = None
+    metadata: dict[str, Any] | None = None
+    search_type: str = "similarity"
+    mmr_lambda: float = 0.5
+    ef_search: int = 64
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    message: dict[str, Any]
+    score: float
+
+
+async def search_messages(
+    db: Database, embedder: BatchingEmbedder, tenant: str, q: MessageQuery
+) -> list[SearchHit]:
+    """Messages most similar to the query text, best first, scores in [-1, 1]."""
+    vector = (await embedder.embed([q.text]))[0]
+    use_mmr = q.search_type == "mmr"
+    fetch = q.limit * _MMR_POOL if use_mmr else q.limit
+    async with db.tenant(tenant) as conn:
+        rows = await messages.vector_search(
+            conn,
+            vector,
+            limit=fetch,
+            user_id=q.user_id,
+            session_ids=q.session_ids,
+            metadata=q.metadata,
+            ef_search=q.ef_search,
+            with_embedding=use_mmr,
+        )
+    if use_mmr and rows:
+        matrix = np.stack([np.asarray(r.pop("embedding"), dtype=np.float32) for r in rows])
+        rows = [rows[i] for i in mmr(vector, matrix, q.limit, q.mmr_lambda)]
+    hits = [SearchHit(message=r, score=float(r.pop("score"))) for r in rows]
+    if q.min_score is not None:
+        hits = [h for h in hits if h.score >= q.min_score]
+    return hits

@@ -1,0 +1,1 @@
+"""All SQL: pool, migrations, embedded server, one repository per noun."""

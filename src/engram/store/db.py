@@ -1,0 +1,77 @@
+"""The connection pool and the per-transaction tenant context."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector_async
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from engram.errors import UnavailableError
+
+__all__ = ["Database", "Conn"]
+
+logger = logging.getLogger(__name__)
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+
+class Database:
+    """An async pool of connections as the app role; every unit of work is one transaction."""
+
+    def __init__(self, dsn: str, *, min_size: int, max_size: int, timeout_s: float) -> None:
+        self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout_s,
+            open=False,
+            configure=self._configure,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            connection_class=psycopg.AsyncConnection[dict[str, Any]],
+        )
+
+    @staticmethod
+    async def _configure(conn: Conn) -> None:
+        await register_vector_async(conn)
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def tenant(self, tenant_id: str) -> AsyncIterator[Conn]:
+        """Yield a connection inside a transaction bound to ``tenant_id`` (RLS)."""
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                # is_local=true: the setting dies with the transaction, so a pooled or
+                # PgBouncer-shared connection never carries one tenant into another's work.
+                await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+                yield conn
+        except PoolTimeout as exc:
+            raise UnavailableError(
+                "the database is not reachable (no connection available in time)",
+                hint="check that PostgreSQL is running; Engram reconnects by itself",
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise UnavailableError(
+                f"the database connection failed: {str(exc).strip()}",
+                hint="check that PostgreSQL is running; Engram reconnects by itself",
+            ) from exc
+
+    async def ping(self, timeout_s: float = 2.0) -> None:
+        """Raise UnavailableError unless a connection answers a trivial query."""
+        try:
+            async with self.pool.connection(timeout=timeout_s) as conn:
+                await conn.execute("SELECT 1")
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise UnavailableError(
+                "the database is not reachable", hint="check that PostgreSQL is running"
+            ) from exc

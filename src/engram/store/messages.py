@@ -1,0 +1,184 @@
+"""Messages: the turns of a session, with their embedding and full-text vector."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from engram.errors import NotFoundError
+from engram.store.db import Conn
+
+__all__ = [
+    "NewMessage",
+    "count_for_session",
+    "delete_for_session",
+    "get",
+    "insert_many",
+    "last_n",
+    "list_for_session",
+    "update_metadata",
+    "vector_search",
+]
+
+_COLUMNS = """uuid, session_id, user_id, role, role_type, content, metadata, token_count,
+    created_at, updated_at"""
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    uuid: uuidlib.UUID
+    role: str
+    role_type: str
+    content: str
+    metadata: dict[str, Any]
+    token_count: int
+    created_at: datetime | None
+    embedding: np.ndarray[Any, np.dtype[np.float32]]
+
+
+async def insert_many(
+    conn: Conn,
+    tenant: str,
+    session_id: str,
+    user_id: str | None,
+    messages: list[NewMessage],
+    ts_config: str,
+) -> None:
+    """Insert messages in order; created_at defaults to the transaction time."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role, role_type,
+                   content, metadata, token_count, created_at, embedding, search_text)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s,
+                       to_tsvector(%s::regconfig, %s))""",
+            [
+                (
+                    tenant,
+                    m.uuid,
+                    session_id,
+                    user_id,
+                    m.role,
+                    m.role_type,
+                    m.content,
+                    Jsonb(m.metadata),
+                    m.token_count,
+                    m.created_at,
+                    m.embedding,
+                    ts_config,
+                    m.content,
+                )
+                for m in messages
+            ],
+        )
+
+
+async def get(conn: Conn, session_id: str, message_uuid: uuidlib.UUID) -> dict[str, Any]:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM messages WHERE session_id = %s AND uuid = %s",
+        (session_id, message_uuid),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError("message", str(message_uuid))
+    return row
+
+
+async def update_metadata(
+    conn: Conn, session_id: str, message_uuid: uuidlib.UUID, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    cur = await conn.execute(
+        """UPDATE messages SET metadata = metadata || %s, updated_at = now()
+           WHERE session_id = %s AND uuid = %s RETURNING uuid""",
+        (Jsonb(metadata), session_id, message_uuid),
+    )
+    if await cur.fetchone() is None:
+        raise NotFoundError("message", str(message_uuid))
+    return await get(conn, session_id, message_uuid)
+
+
+async def list_for_session(
+    conn: Conn, session_id: str, *, offset: int, limit: int
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM messages WHERE session_id = %s ORDER BY seq LIMIT %s OFFSET %s",
+        (session_id, limit, offset),
+    )
+    return await cur.fetchall()
+
+
+async def last_n(conn: Conn, session_id: str, n: int) -> list[dict[str, Any]]:
+    """The latest n messages of a session, oldest first."""
+    cur = await conn.execute(
+        f"""SELECT * FROM (SELECT {_COLUMNS}, seq FROM messages WHERE session_id = %s
+                           ORDER BY seq DESC LIMIT %s) t ORDER BY seq""",
+        (session_id, n),
+    )
+    return await cur.fetchall()
+
+
+async def count_for_session(conn: Conn, session_id: str) -> int:
+    cur = await conn.execute("SELECT count(*) AS n FROM messages WHERE session_id = %s", (session_id,))
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
+async def delete_for_session(conn: Conn, session_id: str) -> int:
+    cur = await conn.execute("DELETE FROM messages WHERE session_id = %s", (session_id,))
+    return cur.rowcount
+
+
+async def vector_search(
+    conn: Conn,
+    query: np.ndarray[Any, np.dtype[np.float32]],
+    *,
+    limit: int,
+    user_id: str | None = None,
+    session_ids: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    ef_search: int = 64,
+    with_embedding: bool = False,
+) -> list[dict[str, Any]]:
+    """The ``limit`` messages nearest to ``query`` (cosine), with ``score`` = similarity.
+
+    A user or session scope is searched exactly (its rows are few and an index scan
+    with such a selective filter would miss results); a tenant-wide search uses the
+    vector index with ``ef_search``.
+    """
+    conditions = [sql.SQL("true")]
+    params: list[Any] = []
+    if user_id is not None:
+        conditions.append(sql.SQL("user_id = %s"))
+        params.append(user_id)
+    if session_ids:
+        conditions.append(sql.SQL("session_id = ANY(%s)"))
+        params.append(session_ids)
+    if metadata:
+        conditions.append(sql.SQL("metadata @> %s"))
+        params.append(Jsonb(metadata))
+    where = sql.SQL(" AND ").join(conditions)
+    extra = sql.SQL(", embedding") if with_embedding else sql.SQL("")
+    scoped = user_id is not None or bool(session_ids)
+    if scoped:
+        query_sql = sql.SQL(
+            """WITH scope AS MATERIALIZED (
+                   SELECT {cols}, seq, embedding FROM messages WHERE {where})
+               SELECT {cols}{extra}, 1 - (embedding <=> %s) AS score
+               FROM scope ORDER BY embedding <=> %s LIMIT %s"""
+        )
+    else:
+        await conn.execute(
+            sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef_search, limit)))
+        )
+        query_sql = sql.SQL(
+            """SELECT {cols}{extra}, 1 - (embedding <=> %s) AS score
+               FROM messages WHERE {where} ORDER BY embedding <=> %s LIMIT %s"""
+        )
+    composed = query_sql.format(cols=sql.SQL(_COLUMNS), where=where, extra=extra)
+    cur = await conn.execute(composed, [*params, query, query, limit])
+    return await cur.fetchall()

@@ -1,0 +1,145 @@
+"""Bad requests get a 400/404 that names the problem, and write nothing."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.fix_server import Server
+
+pytestmark = pytest.mark.integration
+
+
+def _counts(server: Server) -> tuple[int, int, int]:
+    with server.superuser() as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions),"
+            " (SELECT count(*) FROM messages)"
+        ).fetchone()
+    assert row is not None
+    return (int(row[0]), int(row[1]), int(row[2]))  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def session_id(http: httpx.Client, uid: str) -> str:
+    assert http.post("/api/v2/users", json={"user_id": f"u-{uid}"}).status_code == 201
+    r = http.post("/api/v2/sessions", json={"session_id": f"s-{uid}", "user_id": f"u-{uid}"})
+    assert r.status_code == 201
+    return f"s-{uid}"
+
+
+def _msg(**kw: object) -> dict[str, object]:
+    return {"role_type": "user", "content": "hello there", **kw}
+
+
+BAD_MEMORY_BODIES = [
+    ({"messages": []}, "messages"),
+    ({"messages": [_msg(content="")]}, "messages[0].content"),
+    ({"messages": [_msg(content="   ")]}, "messages[0].content"),
+    ({"messages": [_msg(content="x" * 70_000)]}, "messages[0].content"),
+    ({"messages": [_msg(role_type="wizard")]}, "messages[0].role_type"),
+    ({"messages": [{"content": "no role type"}]}, "messages[0].role_type"),
+    ({"messages": [_msg(content=42)]}, "messages[0].content"),
+    ({"messages": [_msg(), _msg(metadata="not an object")]}, "messages[1].metadata"),
+    ({"messages": "hello"}, "messages"),
+    ({}, "messages"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_MEMORY_BODIES)
+def test_bad_messages_are_400_naming_the_field(
+    server: Server, http: httpx.Client, session_id: str, body: dict[str, object], field: str
+) -> None:
+    before = _counts(server)
+    r = http.post(f"/api/v2/sessions/{session_id}/memory", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == field
+    assert field.split(".")[-1].split("[")[0] in r.json()["message"]
+    assert _counts(server) == before
+
+
+def test_one_bad_message_rejects_the_whole_episode(
+    server: Server, http: httpx.Client, session_id: str
+) -> None:
+    before = _counts(server)
+    body = {"messages": [_msg(), _msg(role_type="nobody")]}
+    assert http.post(f"/api/v2/sessions/{session_id}/memory", json=body).status_code == 400
+    assert _counts(server) == before
+
+
+def test_malformed_json_is_400(server: Server, http: httpx.Client, session_id: str) -> None:
+    before = _counts(server)
+    r = http.post(
+        f"/api/v2/sessions/{session_id}/memory",
+        content=b'{"messages": [',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert "malformed JSON" in r.json()["message"]
+    assert _counts(server) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v2/users", {"user_id": ""}, "user_id"),
+        ("/api/v2/users", {"user_id": 7}, "user_id"),
+        ("/api/v2/users", {"user_id": "ok", "metadata": [1, 2]}, "metadata"),
+        ("/api/v2/sessions", {}, "session_id"),
+        ("/api/v2/sessions", {"session_id": "a/b"}, "session_id"),
+        ("/api/v2/sessions/search", {"text": ""}, "text"),
+        ("/api/v2/sessions/search", {"text": "x", "search_type": "fuzzy"}, "search_type"),
+        ("/api/v2/sessions/search", {"text": "x", "mmr_lambda": 3}, "mmr_lambda"),
+    ],
+)
+def test_bad_bodies_are_400(
+    server: Server, http: httpx.Client, path: str, body: dict[str, object], field: str
+) -> None:
+    before = _counts(server)
+    r = http.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == field
+    assert _counts(server) == before
+
+
+def test_unknown_ids_are_404_in_zep_shape(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    before = _counts(server)
+    cases = [
+        http.get(f"/api/v2/users/nobody-{uid}"),
+        http.patch(f"/api/v2/users/nobody-{uid}", json={"email": "a@b.c"}),
+        http.get(f"/api/v2/users/nobody-{uid}/sessions"),
+        http.post("/api/v2/sessions", json={"session_id": f"s-{uid}", "user_id": f"nobody-{uid}"}),
+        http.patch(f"/api/v2/sessions/none-{uid}", json={"metadata": {"a": 1}}),
+        http.post(f"/api/v2/sessions/none-{uid}/memory", json={"messages": [_msg()]}),
+        http.delete(f"/api/v2/sessions/none-{uid}/memory"),
+        http.post("/api/v2/sessions/search", json={"text": "x", "user_id": f"nobody-{uid}"}),
+    ]
+    for r in cases:
+        assert r.status_code == 404, (r.request.url, r.text)
+        assert set(r.json()) >= {"message"} and "not found" in r.json()["message"]
+    assert _counts(server) == before
+
+
+def test_duplicate_user_is_400(server: Server, http: httpx.Client, uid: str) -> None:
+    assert http.post("/api/v2/users", json={"user_id": f"u-{uid}", "email": "a@x"}).status_code == 201
+    r = http.post("/api/v2/users", json={"user_id": f"u-{uid}", "email": "b@x"})
+    assert r.status_code == 400 and "already exists" in r.json()["message"]
+    assert http.get(f"/api/v2/users/u-{uid}").json()["email"] == "a@x"
+
+
+def test_missing_or_wrong_key_is_401(server: Server) -> None:
+    assert httpx.get(f"{server.base_url}/api/v2/users-ordered").status_code == 401
+    r = httpx.get(
+        f"{server.base_url}/api/v2/users-ordered", headers={"Authorization": "Api-Key wrong"}
+    )
+    assert r.status_code == 401 and "invalid API key" in r.json()["message"]
+
+
+def test_probes_and_openapi(server: Server) -> None:
+    assert httpx.get(f"{server.base_url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.base_url}/readyz").json()
+    assert ready["status"] == "ready" and ready["checks"]["dimensions"] == "ok"
+    paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
+    assert "/api/v2/sessions/{session_id}/memory" in paths

@@ -1,0 +1,117 @@
+"""A real `engram serve` process (embedded PostgreSQL 18 + pgvector) for the whole session."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from engram.store.embedded import EmbeddedPostgres
+
+ENGRAM = str(Path(sys.executable).with_name("engram"))
+
+
+@dataclass
+class Server:
+    """A running server and how to reach it and its database."""
+
+    base_url: str
+    api_key: str
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pg(self) -> EmbeddedPostgres:
+        return EmbeddedPostgres(self.data_dir)
+
+    def superuser(self) -> psycopg.Connection[tuple[object, ...]]:
+        """A superuser connection to the engram database (for inspecting rows directly)."""
+        return psycopg.connect(self.pg.dsn("postgres", "engram"), autocommit=True)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Api-Key {self.api_key}"},
+            timeout=30,
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    data_dir: Path, *, api_key: str, port: int | None = None, extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:  # fmt: skip
+    """Start `engram serve` and wait until /readyz answers 200."""
+    port = port or free_port()
+    log = data_dir.with_suffix(".log")
+    out = log.open("ab")
+    process = subprocess.Popen(
+        [ENGRAM, "serve", "--data-dir", str(data_dir), "--port", str(port),
+         "--api-key", api_key, *(extra or [])],
+        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", api_key, data_dir, port, process, log)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"engram serve exited {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"engram serve did not become ready:\n{log.read_text()}")
+
+
+def stop_server(server: Server, sig: int = signal.SIGTERM) -> int:
+    server.process.send_signal(sig)
+    return server.process.wait(timeout=60)
+
+
+def short_tmpdir(prefix: str) -> Path:
+    # Unix socket paths are limited to ~100 bytes, so keep data dirs short.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    root = short_tmpdir("eg-")
+    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24))
+    yield srv
+    code = stop_server(srv)
+    assert code == 0, srv.log.read_text()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+@pytest.fixture
+def uid() -> str:
+    """A fresh id so that tests sharing the server never see each other's rows."""
+    return secrets.token_hex(6)
