@@ -64,12 +64,12 @@ def start_server(
     """Start `engram serve` and wait until /readyz answers 200."""
     port = port or free_port()
     log = data_dir.with_suffix(".log")
-    out = log.open("ab")
-    process = subprocess.Popen(
-        [ENGRAM, "serve", "--data-dir", str(data_dir), "--port", str(port),
-         "--api-key", api_key, *(extra or [])],
-        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [ENGRAM, "serve", "--data-dir", str(data_dir), "--port", str(port),
+             "--api-key", api_key, *(extra or [])],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )  # fmt: skip
     server = Server(f"http://127.0.0.1:{port}", api_key, data_dir, port, process, log)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -102,6 +102,9 @@ def server() -> Iterator[Server]:
     yield srv
     code = stop_server(srv)
     assert code == 0, srv.log.read_text()
+    keep = os.environ.get("ENGRAM_TEST_KEEP_LOG")
+    if keep:
+        shutil.copy(srv.log, keep)
     shutil.rmtree(root, ignore_errors=True)
 
 

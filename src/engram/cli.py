@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -43,7 +44,7 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
         _fail(exc)
 
 
-def _fail(exc: EngramError) -> typer.Exit:
+def _fail(exc: EngramError) -> NoReturn:
     console.print(f"[bold red]error:[/] {exc.message}")
     if exc.hint:
         console.print(f"[yellow]what to do:[/] {exc.hint}")
@@ -81,16 +82,31 @@ def serve(
     )  # fmt: skip
     _logging(settings.log_level)
     runtime = Runtime(settings)
+
+    def _stop_during_start(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    # Until uvicorn takes over, a signal unwinds through `finally` (stopping PostgreSQL).
+    signal.signal(signal.SIGTERM, _stop_during_start)
+    signal.signal(signal.SIGINT, _stop_during_start)
     try:
         try:
             runtime.prepare()
         except EngramError as exc:
             _fail(exc)
-        where = "embedded PostgreSQL in " + str(settings.data_dir) if settings.embedded else "external PostgreSQL"
+        where = (
+            "embedded PostgreSQL in " + str(settings.data_dir)
+            if settings.embedded
+            else "external PostgreSQL"
+        )
         console.print(f"[green]Engram[/] on http://{settings.host}:{settings.port} ({where})")
         if settings.api_key is None:
             key_file = Path(settings.data_dir).expanduser() / "api_key"
             console.print(f"API key: in {key_file} (send 'Authorization: Api-Key <key>')")
+        # uvicorn restores these after its graceful shutdown and re-raises the signal it
+        # caught; ignoring it then lets `finally` stop the embedded server and exit 0.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
         uvicorn.run(
             create_app(runtime),
             host=settings.host,

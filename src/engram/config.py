@@ -155,7 +155,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         try:
             return Settings(**clean)
         except ValueError as exc:
-            raise ConfigError(f"invalid configuration: {exc}", hint="fix the value named above") from exc
+            raise ConfigError(
+                f"invalid configuration: {exc}", hint="fix the value named above"
+            ) from exc
         finally:
             if env_config is not None:
                 os.environ["ENGRAM_CONFIG"] = env_config

@@ -69,9 +69,7 @@ class Runtime:
         self.start_database()
         self.embedder = build_embedder(s.embedder)
         if run_migrations and self.owner_dsn is not None:
-            applied = migrate.migrate(
-                self.owner_dsn, s, self.embedder.id, self.embedder.dimensions
-            )
+            applied = migrate.migrate(self.owner_dsn, s, self.embedder.id, self.embedder.dimensions)
             for name in applied:
                 logger.info("applied migration %s", name)
         self.check_schema()

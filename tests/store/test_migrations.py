@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 
 def test_every_migration_is_recorded_and_none_pending(server: Server) -> None:
     with server.superuser() as conn:
-        applied = [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY version")]
+        applied = [
+            r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY version")
+        ]
     assert applied and applied[0] == "0001_foundation.sql"
     assert migrate.pending_migrations(server.pg.dsn("engram_app")) == []
 

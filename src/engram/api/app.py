@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from engram.api import health, zep
 from engram.api.errors import install_error_handlers
+from engram.api.middleware import DropEmptyQueryParams
 from engram.api.responses import FastJSON
 from engram.runtime import Runtime
 
@@ -35,6 +36,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(DropEmptyQueryParams)
     app.include_router(health.router)
     app.include_router(zep.router)
     return app

@@ -29,9 +29,7 @@ async def readyz(runtime: RuntimeDep) -> Any:
         return FastJSON({"status": "starting", "checks": checks}, status_code=503)
     try:
         async with db.pool.connection(timeout=2.0) as conn:
-            cur = await conn.execute(
-                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-            )
+            cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             row = await cur.fetchone()
             checks["database"] = "ok"
             checks["pgvector"] = row["extversion"] if row else "missing"
@@ -46,9 +44,10 @@ async def readyz(runtime: RuntimeDep) -> Any:
         checks["database"] = exc.message
     except Exception as exc:  # any failure to reach the database means not ready
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    ready = all(v == "ok" for k, v in checks.items() if k != "pgvector") and checks.get(
-        "pgvector", "missing"
-    ) != "missing"
+    ready = (
+        all(v == "ok" for k, v in checks.items() if k != "pgvector")
+        and checks.get("pgvector", "missing") != "missing"
+    )
     return FastJSON(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,

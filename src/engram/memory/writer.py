@@ -64,7 +64,9 @@ async def add_messages(
     ]
     try:
         async with db.tenant(tenant) as conn:
-            await messages.insert_many(conn, tenant, session_id, session["user_id"], rows, ts_config)
+            await messages.insert_many(
+                conn, tenant, session_id, session["user_id"], rows, ts_config
+            )
             await sessions.touch(conn, session_id)
     except ForeignKeyViolation as exc:  # the session was deleted while we embedded
         raise NotFoundError("session", session_id) from exc

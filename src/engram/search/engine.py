@@ -55,7 +55,7 @@ async def search_messages(
             with_embedding=use_mmr,
         )
     if use_mmr and rows:
-        matrix = np.stack([np.asarray(r.pop("embedding"), dtype=np.float32) for r in rows])
+        matrix = np.stack([r.pop("embedding").to_numpy() for r in rows]).astype(np.float32)
         rows = [rows[i] for i in mmr(vector, matrix, q.limit, q.mmr_lambda)]
     hits = [SearchHit(message=r, score=float(r.pop("score"))) for r in rows]
     if q.min_score is not None:

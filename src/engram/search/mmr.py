@@ -15,7 +15,8 @@ def mmr(
     k: int,
     lambda_: float = 0.5,
 ) -> list[int]:
-    """Indices of ``k`` candidates chosen greedily by λ·relevance − (1−λ)·redundancy.
+    """Indices of ``k`` candidates, greedily maximising
+    lambda * relevance - (1 - lambda) * redundancy.
 
     Rows are unit vectors, so dot products are cosine similarities.
     """

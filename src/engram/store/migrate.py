@@ -149,9 +149,9 @@ def vector_index_sql(meta: VectorMeta, table: str, column: str) -> sql.Composed:
             sql.Literal(meta.params["m"]),
             sql.Literal(meta.params["ef_construction"]),
         )
-    return sql.SQL("CREATE INDEX {} ON {} USING ivfflat ({} vector_cosine_ops) WITH (lists = {});").format(
-        name, sql.Identifier(table), sql.Identifier(column), sql.Literal(meta.params["lists"])
-    )
+    return sql.SQL(
+        "CREATE INDEX {} ON {} USING ivfflat ({} vector_cosine_ops) WITH (lists = {});"
+    ).format(name, sql.Identifier(table), sql.Identifier(column), sql.Literal(meta.params["lists"]))
 
 
 def pending_migrations(owner_dsn: str) -> list[str]:
@@ -187,11 +187,12 @@ def migrate(owner_dsn: str, settings: Settings, embedder_id: str, dimensions: in
                     continue
                 logger.info("applying migration %s", name)
                 with conn.transaction():
-                    conn.execute(sql.SQL(text).format(**args))  # type: ignore[arg-type]
+                    conn.execute(sql.SQL(text).format(**args))
                     if version == 1:
                         _write_meta(conn, meta)
                     conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        "INSERT INTO schema_migrations (version, name, checksum)"
+                        " VALUES (%s, %s, %s)",
                         (version, name, checksum),
                     )
                 done.append(name)
@@ -224,7 +225,9 @@ def _grant(conn: psycopg.Connection[Any], app_role: str) -> None:
         )
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
     conn.execute(
-        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, messages TO {}").format(role)
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, messages TO {}").format(
+            role
+        )
     )
     conn.execute(sql.SQL("GRANT SELECT ON engram_meta, schema_migrations TO {}").format(role))
 

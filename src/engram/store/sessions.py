@@ -13,8 +13,8 @@ from engram.store.db import Conn
 
 __all__ = ["add", "count", "get", "list_for_user", "list_ordered", "touch", "update"]
 
-_COLUMNS = """session_id, id, uuid, user_id, metadata, fact_rating_instruction,
-    created_at, updated_at, ended_at"""
+_COLUMNS = sql.SQL("""session_id, id, uuid, user_id, metadata, fact_rating_instruction,
+    created_at, updated_at, ended_at""")
 
 OrderBy = Literal["created_at", "updated_at", "user_id", "session_id", "id"]
 
@@ -51,7 +51,9 @@ async def add(
 
 
 async def get(conn: Conn, session_id: str) -> dict[str, Any]:
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM sessions WHERE session_id = %s", (session_id,))
+    cur = await conn.execute(
+        sql.SQL("SELECT {} FROM sessions WHERE session_id = %s").format(_COLUMNS), (session_id,)
+    )
     row = await cur.fetchone()
     if row is None:
         raise NotFoundError("session", session_id)
@@ -83,12 +85,15 @@ async def update(
 
 
 async def touch(conn: Conn, session_id: str) -> None:
-    await conn.execute("UPDATE sessions SET updated_at = now() WHERE session_id = %s", (session_id,))
+    await conn.execute(
+        "UPDATE sessions SET updated_at = now() WHERE session_id = %s", (session_id,)
+    )
 
 
 async def list_for_user(conn: Conn, user_id: str) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM sessions WHERE user_id = %s ORDER BY id", (user_id,)
+        sql.SQL("SELECT {} FROM sessions WHERE user_id = %s ORDER BY id").format(_COLUMNS),
+        (user_id,),
     )
     return await cur.fetchall()
 
@@ -97,7 +102,7 @@ async def list_ordered(
     conn: Conn, *, offset: int, limit: int, order_by: OrderBy, ascending: bool
 ) -> list[dict[str, Any]]:
     query = sql.SQL("SELECT {} FROM sessions ORDER BY {} {}, id {} LIMIT %s OFFSET %s").format(
-        sql.SQL(_COLUMNS),
+        _COLUMNS,
         sql.Identifier(order_by),
         sql.SQL("ASC" if ascending else "DESC"),
         sql.SQL("ASC" if ascending else "DESC"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg import sql
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
@@ -12,9 +13,10 @@ from engram.store.db import Conn
 
 __all__ = ["add", "count", "delete", "get", "list_ordered", "update"]
 
-_COLUMNS = """user_id, id, uuid, email, first_name, last_name, metadata, created_at, updated_at,
+_COLUMNS = sql.SQL("""user_id, id, uuid, email, first_name, last_name, metadata,
+    created_at, updated_at,
     (SELECT count(*) FROM sessions s
-      WHERE s.tenant_id = u.tenant_id AND s.user_id = u.user_id) AS session_count"""
+      WHERE s.tenant_id = u.tenant_id AND s.user_id = u.user_id) AS session_count""")
 
 
 async def add(conn: Conn, tenant: str, user_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +42,9 @@ async def add(conn: Conn, tenant: str, user_id: str, fields: dict[str, Any]) -> 
 
 
 async def get(conn: Conn, user_id: str) -> dict[str, Any]:
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM users u WHERE user_id = %s", (user_id,))
+    cur = await conn.execute(
+        sql.SQL("SELECT {} FROM users u WHERE user_id = %s").format(_COLUMNS), (user_id,)
+    )
     row = await cur.fetchone()
     if row is None:
         raise NotFoundError("user", user_id)
@@ -84,7 +88,8 @@ async def delete(conn: Conn, user_id: str) -> None:
 
 async def list_ordered(conn: Conn, *, offset: int, limit: int) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM users u ORDER BY id LIMIT %s OFFSET %s", (limit, offset)
+        sql.SQL("SELECT {} FROM users u ORDER BY id LIMIT %s OFFSET %s").format(_COLUMNS),
+        (limit, offset),
     )
     return await cur.fetchall()
 

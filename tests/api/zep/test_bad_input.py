@@ -102,9 +102,7 @@ def test_bad_bodies_are_400(
     assert _counts(server) == before
 
 
-def test_unknown_ids_are_404_in_zep_shape(
-    server: Server, http: httpx.Client, uid: str
-) -> None:
+def test_unknown_ids_are_404_in_zep_shape(server: Server, http: httpx.Client, uid: str) -> None:
     before = _counts(server)
     cases = [
         http.get(f"/api/v2/users/nobody-{uid}"),
@@ -123,7 +121,9 @@ def test_unknown_ids_are_404_in_zep_shape(
 
 
 def test_duplicate_user_is_400(server: Server, http: httpx.Client, uid: str) -> None:
-    assert http.post("/api/v2/users", json={"user_id": f"u-{uid}", "email": "a@x"}).status_code == 201
+    assert (
+        http.post("/api/v2/users", json={"user_id": f"u-{uid}", "email": "a@x"}).status_code == 201
+    )
     r = http.post("/api/v2/users", json={"user_id": f"u-{uid}", "email": "b@x"})
     assert r.status_code == 400 and "already exists" in r.json()["message"]
     assert http.get(f"/api/v2/users/u-{uid}").json()["email"] == "a@x"

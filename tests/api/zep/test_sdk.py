@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from zep_python import NotFoundError
 from zep_python.client import Zep
@@ -17,7 +18,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def zep(server: Server) -> Iterator[Zep]:
-    yield Zep(api_key=server.api_key, base_url=server.base_url)
+    # Our own httpx client, so that its sockets are closed when the test ends.
+    with httpx.Client(timeout=30) as client:
+        yield Zep(api_key=server.api_key, base_url=server.base_url, httpx_client=client)
 
 
 def test_users_round_trip(zep: Zep, uid: str) -> None:
@@ -67,7 +70,9 @@ def test_sessions_round_trip(zep: Zep, uid: str) -> None:
     nested = zep.user.get_sessions(f"u-{uid}")
     assert [x.session_id for x in nested[0]] == [f"s-{uid}", f"s2-{uid}"]
 
-    listed = zep.memory.list_sessions(page_number=1, page_size=1000, order_by="created_at", asc=True)
+    listed = zep.memory.list_sessions(
+        page_number=1, page_size=1000, order_by="created_at", asc=True
+    )
     ids = [x.session_id for x in listed.sessions or []]
     assert ids.index(f"s-{uid}") < ids.index(f"s2-{uid}")
     desc = zep.memory.list_sessions(page_number=1, page_size=1000, order_by="created_at", asc=False)
@@ -156,9 +161,7 @@ def test_search_is_semantic_and_scoped(zep: Zep, uid: str) -> None:
     assert all(r.session_id == f"s-{uid}" for r in results)  # never another user's
     assert results[0].score is not None and 0 < results[0].score <= 1
 
-    by_session = zep.memory.search_sessions(
-        text="dog", session_ids=[f"t-{uid}"], limit=5
-    )
+    by_session = zep.memory.search_sessions(text="dog", session_ids=[f"t-{uid}"], limit=5)
     assert [r.message.content for r in by_session.results or [] if r.message] == [
         "I adopted a dog called Rex last week."
     ]
@@ -191,7 +194,8 @@ def test_facts_unknown_ids_are_404(zep: Zep) -> None:
 
 
 def test_wrong_api_key_is_refused(server: Server) -> None:
-    bad = Zep(api_key="not-the-key", base_url=server.base_url)
-    with pytest.raises(ApiError) as exc:
-        bad.user.list_ordered()
+    with httpx.Client() as client:
+        bad = Zep(api_key="not-the-key", base_url=server.base_url, httpx_client=client)
+        with pytest.raises(ApiError) as exc:
+            bad.user.list_ordered()
     assert exc.value.status_code == 401

@@ -42,9 +42,7 @@ async def add_memory(
                 hint="shorten the message or raise limits.max_content_chars",
             )
         if not m.content.strip():
-            raise ValidationError(
-                f"messages[{i}].content is blank", field=f"messages[{i}].content"
-            )
+            raise ValidationError(f"messages[{i}].content is blank", field=f"messages[{i}].content")
         episode.append(
             MessageIn(
                 content=m.content,
@@ -102,7 +100,11 @@ async def list_messages(
         await sessions.get(conn, session_id)
         rows = await messages.list_for_session(conn, session_id, offset=offset, limit=limit)
         total = await messages.count_for_session(conn, session_id)
-    return {"messages": [message_json(r) for r in rows], "row_count": len(rows), "total_count": total}
+    return {
+        "messages": [message_json(r) for r in rows],
+        "row_count": len(rows),
+        "total_count": total,
+    }
 
 
 @router.get("/sessions/{session_id}/messages/{message_uuid}")

@@ -41,15 +41,17 @@ async def list_sessions(
     tenant: Tenant,
     page_number: Annotated[int, Query(ge=0)] = 1,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 10,
-    order_by: Annotated[
-        str, Query(pattern="^(created_at|updated_at|user_id|session_id|id)$")
-    ] = "created_at",
+    order_by: sessions.OrderBy = "created_at",
     asc: bool = False,
 ) -> Any:
     offset = (max(page_number, 1) - 1) * page_size
     async with db.tenant(tenant) as conn:
         rows = await sessions.list_ordered(
-            conn, offset=offset, limit=page_size, order_by=order_by, ascending=asc  # type: ignore[arg-type]
+            conn,
+            offset=offset,
+            limit=page_size,
+            order_by=order_by,
+            ascending=asc,
         )
         total = await sessions.count(conn)
     return {
