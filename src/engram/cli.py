@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -19,6 +20,8 @@ __all__ = ["app"]
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Engram Memory server.")
 model_app = typer.Typer(no_args_is_help=True, help="The local embedding model.")
 app.add_typer(model_app, name="model")
+jobs_app = typer.Typer(no_args_is_help=True, help="Extraction jobs.")
+app.add_typer(jobs_app, name="jobs")
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[
@@ -69,6 +72,9 @@ def serve(
         str | None, typer.Option("--api-key", help="the API key clients send (or ENGRAM_API_KEY)")
     ] = None,
     config: ConfigOpt = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="do not run an extraction worker in-process")
+    ] = False,
 ) -> None:
     """Serve the API (starting the embedded PostgreSQL unless --database-url is given)."""
     import uvicorn
@@ -80,6 +86,8 @@ def serve(
         config, host=host, port=port, data_dir=data_dir, database_url=database_url,
         api_key=api_key,
     )  # fmt: skip
+    if no_worker:
+        settings.worker.enabled = False
     _logging(settings.log_level)
     runtime = Runtime(settings)
 
@@ -180,3 +188,94 @@ def model_prepare(
     _logging("info")
     path = prepare_model(model_dir)
     console.print(f"local embedding model ready in {path}")
+
+
+def _with_runtime(config: Path | None, data_dir: Path | None, database_url: str | None,
+                  work: Any) -> Any:  # fmt: skip
+    """Prepare a runtime (no migrations), open it, run ``work(runtime)``, close it."""
+    import asyncio
+
+    from engram.runtime import Runtime
+
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    _logging(settings.log_level)
+    runtime = Runtime(settings)
+    try:
+        runtime.prepare(run_migrations=False)
+
+        async def main() -> Any:
+            await runtime.open()
+            try:
+                return await work(runtime)
+            finally:
+                await runtime.close()
+
+        return asyncio.run(main())
+    except EngramError as exc:
+        _fail(exc)
+    finally:
+        runtime.shutdown()
+
+
+@app.command()
+def worker(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="jobs processed at once")] = 1,
+    config: ConfigOpt = None,
+) -> None:
+    """Run an extraction worker (any number, on any machine) until SIGTERM/SIGINT."""
+    import asyncio
+
+    from engram.jobs.queue import run_worker
+
+    async def work(runtime: Any) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(run_worker(runtime.queue, concurrency))
+        console.print(f"[green]Engram worker[/] running ({concurrency} at a time)")
+        await stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    _with_runtime(config, data_dir, database_url, work)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[
+        str | None, typer.Option(help="todo, doing, succeeded, failed, cancelled, aborted")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """List extraction jobs with their state and, for failures, the reason."""
+    from rich.table import Table
+
+    from engram.jobs.admin import list_jobs
+
+    rows = _with_runtime(
+        config, data_dir, database_url, lambda rt: list_jobs(rt.queue, rt.db, status)
+    )
+    table = Table("id", "status", "tenant", "episode", "attempts", "reason")
+    for r in rows:
+        table.add_row(str(r.id), r.status, r.tenant, r.episode, str(r.attempts), r.error or "")
+    Console().print(table)
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: Annotated[int, typer.Argument(help="the id `engram jobs list` shows")],
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run a failed job again now."""
+    from engram.jobs.admin import retry_job
+
+    _with_runtime(config, data_dir, database_url, lambda rt: retry_job(rt.queue, rt.db, job_id))
+    console.print(f"job {job_id} queued again")

@@ -25,10 +25,12 @@ from engram.errors import ConfigError
 __all__ = [
     "AutovacuumSettings",
     "EmbedderSettings",
+    "ExtractorSettings",
     "LimitSettings",
     "PoolSettings",
     "Settings",
     "VectorSettings",
+    "WorkerSettings",
     "load_settings",
 ]
 
@@ -51,6 +53,22 @@ class EmbedderSettings(BaseModel):
     api_version: str = "2024-10-21"
     timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+
+
+class ExtractorSettings(BaseModel):
+    """Which extractor turns episodes into entities and facts."""
+
+    kind: Literal["local", "llm"] = "local"
+    # Knowledge-graph resolution thresholds (cosine of the local embedder's vectors).
+    entity_threshold: float = Field(default=0.92, gt=0, le=1)
+    fact_threshold: float = Field(default=0.95, gt=0, le=1)
+
+
+class WorkerSettings(BaseModel):
+    """The extraction worker that `engram serve` runs in-process (and `engram worker`)."""
+
+    enabled: bool = True
+    concurrency: int = Field(default=1, ge=1, le=64)
 
 
 class VectorSettings(BaseModel):
@@ -106,6 +124,8 @@ class Settings(BaseSettings):
     default_tenant: str = "default"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     embedder: EmbedderSettings = EmbedderSettings()
+    extractor: ExtractorSettings = ExtractorSettings()
+    worker: WorkerSettings = WorkerSettings()
     vector: VectorSettings = VectorSettings()
     autovacuum: AutovacuumSettings = AutovacuumSettings()
     pool: PoolSettings = PoolSettings()
@@ -113,6 +133,8 @@ class Settings(BaseSettings):
     text_search_config: str = "english"
     # Messages returned by GET memory when the caller gives no lastn (Zep's default).
     memory_window: int = Field(default=12, ge=1, le=10_000)
+    # Facts returned as relevant_facts by GET memory.
+    relevant_facts: int = Field(default=10, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

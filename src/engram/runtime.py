@@ -7,16 +7,21 @@ model, check the schema) before the event loop serves anything; ``open()`` and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from pathlib import Path
 
+import procrastinate
 import psycopg
 
 from engram.config import Settings
 from engram.embed import Embedder, build_embedder
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import ConfigError, SchemaMismatchError, UnavailableError
+from engram.extract import Extractor, build_extractor
+from engram.jobs.queue import build_queue, run_worker
 from engram.store import migrate
 from engram.store.db import Database
 from engram.store.embedded import EmbeddedPostgres
@@ -58,6 +63,9 @@ class Runtime:
         self.embedder: Embedder | None = None
         self.batcher: BatchingEmbedder | None = None
         self.db: Database | None = None
+        self.extractor: Extractor = build_extractor(settings.extractor)
+        self.queue: procrastinate.App | None = None
+        self._worker: asyncio.Task[None] | None = None
         self.app_dsn = ""
         self.owner_dsn: str | None = None
         self.api_key = ""
@@ -116,8 +124,8 @@ class Runtime:
                 hint="run `engram migrate` with the owner role first",
             )
 
-    async def open(self) -> None:
-        """Open the connection pool and the embedding batcher (inside the event loop)."""
+    async def open(self, *, worker: bool = False) -> None:
+        """Open the pool, the embedding batcher and the job queue; start a worker if asked."""
         assert self.embedder is not None
         p = self.settings.pool
         self.db = Database(
@@ -125,8 +133,20 @@ class Runtime:
         )
         await self.db.open()
         self.batcher = BatchingEmbedder(self.embedder, max_batch=self.settings.embedder.max_batch)
+        self.queue = build_queue(self.app_dsn, self)
+        await self.queue.open_async()
+        if worker:
+            self._worker = asyncio.create_task(
+                run_worker(self.queue, self.settings.worker.concurrency), name="engram-worker"
+            )
 
     async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if self.queue is not None:
+            await self.queue.close_async()
         if self.batcher is not None:
             await self.batcher.aclose()
         if self.db is not None:

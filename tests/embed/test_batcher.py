@@ -18,7 +18,7 @@ from engram.errors import EmbeddingError
 def vector(text: str) -> NDArray[np.float32]:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
     v = np.random.default_rng(seed).standard_normal(8).astype(np.float32)
-    return v / np.linalg.norm(v)  # type: ignore[no-any-return]
+    return v / np.linalg.norm(v)
 
 
 class FakeEmbedder:

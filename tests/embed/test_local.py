@@ -71,6 +71,16 @@ def test_a_text_gets_the_same_vector_whatever_its_batch(local_embedder: LocalEmb
     np.testing.assert_allclose(shuffled, batched[order], atol=1e-6)
 
 
+def test_fp32_batches_with_padding_match_one_by_one(model_dir: Path) -> None:
+    embedder = LocalEmbedder(model_dir, precision="fp32")
+    try:
+        batched = embedder.embed(TEXTS)
+        one_by_one = np.stack([embedder.embed([t])[0] for t in TEXTS])
+    finally:
+        embedder.close()
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
 def test_empty_input_gives_an_empty_matrix(local_embedder: LocalEmbedder) -> None:
     vectors = local_embedder.embed([])
     assert vectors.shape == (0, 384)

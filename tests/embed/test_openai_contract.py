@@ -33,7 +33,7 @@ def raw_vector(text: str, dims: int) -> NDArray[np.float32]:
 
 
 def unit(v: NDArray[np.float32]) -> NDArray[np.float32]:
-    return v / np.linalg.norm(v)  # type: ignore[no-any-return]
+    return v / np.linalg.norm(v)
 
 
 @dataclass

@@ -21,7 +21,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.open()
+        await runtime.open(worker=runtime.settings.worker.enabled)
         try:
             yield
         finally:

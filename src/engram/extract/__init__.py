@@ -1,5 +1,7 @@
 """Extraction: turn an episode (messages with their time) into entities and facts."""
 
+from engram.config import ExtractorSettings
+from engram.errors import ConfigError
 from engram.extract.local import LocalExtractor
 from engram.extract.types import (
     CandidateFact,
@@ -22,4 +24,15 @@ __all__ = [
     "Extraction",
     "Extractor",
     "LocalExtractor",
+    "build_extractor",
 ]
+
+
+def build_extractor(settings: ExtractorSettings) -> Extractor:
+    """The extractor the settings name."""
+    if settings.kind == "local":
+        return LocalExtractor()
+    raise ConfigError(
+        f"extractor kind {settings.kind!r} is not available in this version",
+        hint="use extractor.kind: local",
+    )

@@ -11,7 +11,7 @@ from psycopg.errors import ForeignKeyViolation
 
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import NotFoundError
-from engram.store import messages, sessions
+from engram.store import episodes, messages, sessions
 from engram.store.db import Database
 
 __all__ = ["MessageIn", "add_messages", "estimate_tokens"]
@@ -45,7 +45,7 @@ async def add_messages(
     episode: list[MessageIn],
     ts_config: str,
 ) -> list[uuidlib.UUID]:
-    """Store an episode; its messages are searchable when this returns."""
+    """Store an episode and enqueue its extraction; its messages are searchable at once."""
     async with db.tenant(tenant) as conn:
         session = await sessions.get(conn, session_id)  # 404 before any work
     vectors = await embedder.embed([m.content for m in episode])
@@ -62,10 +62,14 @@ async def add_messages(
         )
         for i, m in enumerate(episode)
     ]
+    episode_uuid = uuidlib.uuid4()
     try:
         async with db.tenant(tenant) as conn:
             await messages.insert_many(
-                conn, tenant, session_id, session["user_id"], rows, ts_config
+                conn, tenant, session_id, session["user_id"], rows, ts_config, episode_uuid
+            )
+            await episodes.add(
+                conn, tenant, episode_uuid, session["user_id"], session_id, [r.uuid for r in rows]
             )
             await sessions.touch(conn, session_id)
     except ForeignKeyViolation as exc:  # the session was deleted while we embedded

@@ -9,10 +9,10 @@ import numpy as np
 
 from engram.embed.batcher import BatchingEmbedder
 from engram.search.mmr import mmr
-from engram.store import messages
+from engram.store import facts, messages
 from engram.store.db import Database
 
-__all__ = ["MessageQuery", "SearchHit", "search_messages"]
+__all__ = ["MessageQuery", "SearchHit", "search_facts", "search_messages"]
 
 _MMR_POOL = 4  # MMR picks from this many times `limit` nearest candidates
 
@@ -32,7 +32,7 @@ class MessageQuery:
 
 @dataclass(frozen=True)
 class SearchHit:
-    message: dict[str, Any]
+    item: dict[str, Any]  # a message or a fact row
     score: float
 
 
@@ -57,7 +57,30 @@ async def search_messages(
     if use_mmr and rows:
         matrix = np.stack([r.pop("embedding").to_numpy() for r in rows]).astype(np.float32)
         rows = [rows[i] for i in mmr(vector, matrix, q.limit, q.mmr_lambda)]
-    hits = [SearchHit(message=r, score=float(r.pop("score"))) for r in rows]
+    hits = [SearchHit(item=r, score=float(r.pop("score"))) for r in rows]
     if q.min_score is not None:
         hits = [h for h in hits if h.score >= q.min_score]
     return hits
+
+
+async def search_facts(
+    db: Database,
+    embedder: BatchingEmbedder,
+    tenant: str,
+    text: str,
+    *,
+    limit: int,
+    user_id: str | None = None,
+    session_ids: list[str] | None = None,
+    min_score: float | None = None,
+    min_rating: float | None = None,
+) -> list[SearchHit]:
+    """Currently valid facts most similar to the query text, best first."""
+    vector = (await embedder.embed([text]))[0]
+    async with db.tenant(tenant) as conn:
+        rows = await facts.nearest_valid(
+            conn, vector, limit=limit, user_id=user_id, session_ids=session_ids,
+            min_rating=min_rating,
+        )  # fmt: skip
+    hits = [SearchHit(item=r, score=float(r.pop("score"))) for r in rows]
+    return [h for h in hits if min_score is None or h.score >= min_score]

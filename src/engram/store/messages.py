@@ -49,14 +49,16 @@ async def insert_many(
     user_id: str | None,
     messages: list[NewMessage],
     ts_config: str,
+    episode: uuidlib.UUID | None = None,
 ) -> None:
     """Insert messages in order; created_at defaults to the transaction time."""
     async with conn.cursor() as cur:
         await cur.executemany(
             """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role, role_type,
-                   content, metadata, token_count, created_at, embedding, search_text)
+                   content, metadata, token_count, created_at, embedding, search_text,
+                   episode_uuid)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s,
-                       to_tsvector(%s::regconfig, %s))""",
+                       to_tsvector(%s::regconfig, %s), %s)""",
             [
                 (
                     tenant,
@@ -72,6 +74,7 @@ async def insert_many(
                     m.embedding,
                     ts_config,
                     m.content,
+                    episode,
                 )
                 for m in messages
             ],

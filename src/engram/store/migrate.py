@@ -56,6 +56,11 @@ class VectorMeta:
         return cls(embedder_id, dimensions, v.index, params)
 
 
+# Migration 2 is the job queue's own schema, taken from the installed procrastinate
+# (pinned in pyproject.toml), so that enqueueing can join Engram's transactions.
+_PROCRASTINATE = (2, "0002_procrastinate_schema")
+
+
 def _migration_files() -> list[tuple[int, str, str]]:
     folder = resources.files("engram.store") / "migrations"
     found = []
@@ -63,6 +68,9 @@ def _migration_files() -> list[tuple[int, str, str]]:
         if entry.name.endswith(".sql"):
             version = int(entry.name.split("_", 1)[0])
             found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    from procrastinate.schema import SchemaManager
+
+    found.append((*_PROCRASTINATE, SchemaManager.get_schema()))
     return sorted(found)
 
 
@@ -130,6 +138,8 @@ def _template_args(meta: VectorMeta, settings: Settings) -> dict[str, sql.Compos
     return {
         "dims": sql.Literal(meta.dimensions),
         "vector_index": vector_index_sql(meta, "messages", "embedding"),
+        "entity_index": vector_index_sql(meta, "entities", "name_embedding"),
+        "fact_index": vector_index_sql(meta, "facts", "fact_embedding"),
         "autovacuum": autovacuum,
         "app_role": sql.Identifier(settings.app_role),
     }
@@ -187,7 +197,10 @@ def migrate(owner_dsn: str, settings: Settings, embedder_id: str, dimensions: in
                     continue
                 logger.info("applying migration %s", name)
                 with conn.transaction():
-                    conn.execute(sql.SQL(text).format(**args))
+                    if (version, name) == _PROCRASTINATE:
+                        conn.execute(text.encode())  # verbatim: not an Engram template
+                    else:
+                        conn.execute(sql.SQL(text).format(**args))
                     if version == 1:
                         _write_meta(conn, meta)
                     conn.execute(
@@ -224,12 +237,19 @@ def _grant(conn: psycopg.Connection[Any], app_role: str) -> None:
             hint="create it as README 'External PostgreSQL' shows, or set ENGRAM_APP_ROLE",
         )
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
+    # Everything in the schema (Engram's tables and the job queue's), then take back
+    # writes to the two tables only migrations may change.
     conn.execute(
-        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, messages TO {}").format(
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(
             role
         )
     )
-    conn.execute(sql.SQL("GRANT SELECT ON engram_meta, schema_migrations TO {}").format(role))
+    conn.execute(
+        sql.SQL("REVOKE INSERT, UPDATE, DELETE ON engram_meta, schema_migrations FROM {}").format(
+            role
+        )
+    )
+    conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(role))
 
 
 def check_meta(conn: psycopg.Connection[Any], embedder_id: str, dimensions: int) -> VectorMeta:

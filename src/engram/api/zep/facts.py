@@ -1,5 +1,4 @@
-"""Zep v2 facts. The knowledge graph that produces facts is issue 3; until then no fact
-exists, so every id is answered with Zep's 404."""
+"""Zep v2 facts: one fact by uuid, and deleting it."""
 
 from __future__ import annotations
 
@@ -8,9 +7,10 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from engram.api.deps import Tenant
+from engram.api.deps import Db, Tenant
 from engram.api.responses import FastJSON
-from engram.errors import NotFoundError
+from engram.api.zep.schemas import fact_json
+from engram.store import facts
 
 __all__ = ["router"]
 
@@ -18,10 +18,13 @@ router = APIRouter(tags=["facts"], default_response_class=FastJSON)
 
 
 @router.get("/facts/{fact_uuid}")
-async def get_fact(fact_uuid: UUID, tenant: Tenant) -> Any:
-    raise NotFoundError("fact", str(fact_uuid))
+async def get_fact(fact_uuid: UUID, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        return {"fact": fact_json(await facts.get(conn, fact_uuid))}
 
 
 @router.delete("/facts/{fact_uuid}")
-async def delete_fact(fact_uuid: UUID, tenant: Tenant) -> Any:
-    raise NotFoundError("fact", str(fact_uuid))
+async def delete_fact(fact_uuid: UUID, db: Db, tenant: Tenant) -> Any:
+    async with db.tenant(tenant) as conn:
+        await facts.delete(conn, fact_uuid)
+    return "Deleted"

@@ -9,10 +9,15 @@ from fastapi import APIRouter, Query
 
 from engram.api.deps import Db, Embed, RuntimeDep, Tenant
 from engram.api.responses import FastJSON
-from engram.api.zep.schemas import MemoryAddRequest, UpdateMessageRequest, message_json
+from engram.api.zep.schemas import (
+    MemoryAddRequest,
+    UpdateMessageRequest,
+    fact_json,
+    message_json,
+)
 from engram.errors import ValidationError
 from engram.memory import MessageIn, add_messages
-from engram.store import messages, sessions
+from engram.store import facts, messages, sessions
 
 __all__ = ["router"]
 
@@ -67,12 +72,23 @@ async def get_memory(
     min_rating: Annotated[float | None, Query(alias="minRating")] = None,
 ) -> Any:
     n = lastn or runtime.settings.memory_window
+    relevant: list[dict[str, Any]] = []
     async with db.tenant(tenant) as conn:
         session = await sessions.get(conn, session_id)
         rows = await messages.last_n(conn, session_id, n)
+        if session["user_id"] is not None:
+            focus = await facts.session_focus(conn, session_id)
+            if focus is not None:
+                relevant = await facts.nearest_valid(
+                    conn,
+                    focus,
+                    limit=runtime.settings.relevant_facts,
+                    user_id=session["user_id"],
+                    min_rating=min_rating,
+                )
     return {
         "messages": [message_json(r) for r in rows],
-        "relevant_facts": [],
+        "relevant_facts": [fact_json(f) for f in relevant],
         "facts": [],
         "metadata": session["metadata"],
         "summary": None,

@@ -12,11 +12,12 @@ from engram.api.zep.schemas import (
     CreateSessionRequest,
     SearchRequest,
     UpdateSessionRequest,
+    fact_json,
     message_json,
     session_json,
 )
 from engram.errors import NotFoundError
-from engram.search import MessageQuery, search_messages
+from engram.search import MessageQuery, search_facts, search_messages
 from engram.store import sessions, users
 
 __all__ = ["router"]
@@ -70,13 +71,25 @@ async def search(
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> Any:
-    if body.search_scope != "messages":
-        # Facts arrive with the knowledge graph; summaries are not produced by Engram.
-        return {"results": []}
+    if body.search_scope == "summary":
+        return {"results": []}  # Engram does not write summaries
     if body.user_id is not None:
         async with db.tenant(tenant) as conn:
             if not await users.exists(conn, body.user_id):
                 raise NotFoundError("user", body.user_id)
+    if body.search_scope == "facts":
+        hits = await search_facts(
+            db, embed, tenant, body.text, limit=limit, user_id=body.user_id,
+            session_ids=body.session_ids, min_score=body.min_score,
+            min_rating=body.min_fact_rating,
+        )  # fmt: skip
+        return {
+            "results": [
+                {"fact": fact_json(h.item), "score": h.score, "message": None,
+                 "session_id": None, "summary": None}
+                for h in hits
+            ]
+        }  # fmt: skip
     hits = await search_messages(
         db,
         embed,
@@ -96,9 +109,9 @@ async def search(
     return {
         "results": [
             {
-                "message": message_json(h.message),
+                "message": message_json(h.item),
                 "score": h.score,
-                "session_id": h.message["session_id"],
+                "session_id": h.item["session_id"],
                 "fact": None,
                 "summary": None,
             }

@@ -1,0 +1,1 @@
+"""The temporal knowledge graph: entity resolution, fact upsert, invalidation."""

@@ -1,0 +1,176 @@
+"""Episode → graph: extract, resolve entities, upsert facts, close contradicted facts.
+
+One transaction per episode, so a crash leaves nothing half-written and the retried job
+starts from scratch; an episode already marked done is skipped (idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import unicodedata
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engram.embed.batcher import BatchingEmbedder
+from engram.extract.types import Episode, EpisodeMessage, Extraction, Extractor
+from engram.store import entities, episodes, facts, users
+from engram.store.db import Conn, Database
+
+__all__ = ["GraphSettings", "normalize_name", "process_episode"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    entity_threshold: float = 0.92  # name-embedding cosine to merge two entities
+    fact_threshold: float = 0.95  # fact-embedding cosine to treat two facts as one
+    context_messages: int = 4
+    ts_config: str = "english"
+
+
+def normalize_name(name: str) -> str:
+    """Case-, accent- and punctuation-insensitive key of an entity name."""
+    text = unicodedata.normalize("NFKD", name)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = re.sub(r"[^\w\s]", " ", text.casefold())
+    text = re.sub(r"^(the|a|an)\s+", "", text.strip())
+    return " ".join(text.split())
+
+
+def _to_message(row: dict[str, Any]) -> EpisodeMessage:
+    return EpisodeMessage(
+        uuid=str(row["uuid"]),
+        role=row["role"],
+        role_type=row["role_type"],
+        content=row["content"],
+        created_at=row["created_at"],
+    )
+
+
+async def process_episode(
+    db: Database,
+    embedder: BatchingEmbedder,
+    extractor: Extractor,
+    tenant: str,
+    episode_uuid: uuidlib.UUID,
+    settings: GraphSettings,
+) -> str:
+    """Extract one episode into the user's graph; returns what happened."""
+    async with db.tenant(tenant) as conn:
+        row = await episodes.lock(conn, episode_uuid)
+        if row is None:
+            return "gone"  # its session was deleted before the job ran
+        if row["status"] == "done" or row["user_id"] is None:
+            return "skipped"
+        msgs = await episodes.messages_of(conn, episode_uuid)
+        if not msgs:
+            await episodes.mark_done(conn, episode_uuid, extractor.id, {})
+            return "empty"
+        user = await users.get(conn, row["user_id"])
+        context = await episodes.recent_context(
+            conn, row["session_id"], msgs[0]["seq"], settings.context_messages
+        )
+        name = " ".join(p for p in (user["first_name"], user["last_name"]) if p) or None
+        episode = Episode(
+            user_id=row["user_id"],
+            session_id=row["session_id"],
+            messages=[_to_message(m) for m in msgs],
+            user_name=name,
+            context=[_to_message(m) for m in context],
+        )
+        extraction = await asyncio.to_thread(extractor.extract, episode)
+        await _apply(conn, embedder, tenant, row["user_id"], extraction, settings)
+        await episodes.mark_done(conn, episode_uuid, extractor.id, extraction.usage)
+    return "done"
+
+
+async def _apply(
+    conn: Conn,
+    embedder: BatchingEmbedder,
+    tenant: str,
+    user_id: str,
+    extraction: Extraction,
+    settings: GraphSettings,
+) -> None:
+    known = {e.name: e for e in extraction.entities}
+    names = list(known)
+    for f in extraction.facts:
+        for n in (f.subject, f.object):
+            if n not in known and n not in names:
+                names.append(n)
+    texts = names + [f.fact for f in extraction.facts]
+    if not texts:
+        return
+    vectors = await embedder.embed(texts)
+    name_vec = {n: vectors[i] for i, n in enumerate(names)}
+    first_message: dict[str, uuidlib.UUID] = {}
+    for f in extraction.facts:
+        for n in (f.subject, f.object):
+            first_message.setdefault(n, uuidlib.UUID(f.source_message))
+    ids: dict[str, uuidlib.UUID] = {}
+    for n in names:
+        if n not in first_message:
+            continue  # an entity no fact uses is not worth a node
+        entity = known.get(n)
+        label = entity.label if entity else "other"
+        ids[n] = await _resolve(
+            conn, tenant, user_id, n, label, entity.summary if entity else None,
+            name_vec[n], first_message[n], settings,
+        )  # fmt: skip
+    for i, f in enumerate(extraction.facts):
+        vec = vectors[len(names) + i]
+        message = uuidlib.UUID(f.source_message)
+        source, target = ids[f.subject], ids[f.object]
+        same = await facts.find_same(conn, source, f.relation, target, vec, settings.fact_threshold)
+        if same is not None:
+            await facts.add_provenance(conn, same["uuid"], message)
+            continue
+        invalid_at = f.invalid_at
+        if f.exclusive:
+            for old in await facts.valid_for_relation(conn, source, f.relation):
+                if old["target_uuid"] == target:
+                    continue
+                if (
+                    f.valid_at is not None
+                    and old["valid_at"] is not None
+                    and (old["valid_at"] > f.valid_at)
+                ):
+                    # The new statement is about an earlier time: it held until the old one.
+                    invalid_at = min(invalid_at or old["valid_at"], old["valid_at"])
+                else:
+                    await facts.close(conn, old["uuid"], f.valid_at)
+        await facts.insert(
+            conn, tenant, user_id, source, target, f.relation, f.fact, f.exclusive, vec,
+            f.valid_at, invalid_at, message, settings.ts_config,
+        )  # fmt: skip
+
+
+async def _resolve(
+    conn: Conn,
+    tenant: str,
+    user_id: str,
+    name: str,
+    label: str,
+    summary: str | None,
+    vector: np.ndarray[Any, np.dtype[np.float32]],
+    message: uuidlib.UUID,
+    settings: GraphSettings,
+) -> uuidlib.UUID:
+    """The user's entity for ``name``: by normalised name or alias, then by embedding."""
+    key = normalize_name(name) or name.casefold()
+    found = await entities.find_by_name(conn, user_id, key)
+    if found is None:
+        near = await entities.nearest(conn, user_id, vector)
+        if near is not None and near["score"] >= settings.entity_threshold:
+            found = near
+    if found is not None:
+        entity = uuidlib.UUID(str(found["uuid"]))
+        await entities.add_episode(conn, entity, message, key, label)
+        return entity
+    return await entities.insert(conn, tenant, user_id, name, key, label, summary, vector, message)

@@ -1,0 +1,1 @@
+"""Background jobs: the procrastinate queue in PostgreSQL and its tasks."""

@@ -1,0 +1,82 @@
+"""Entities of a user's graph: people, places, organisations, things."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+import numpy as np
+
+from engram.store.db import Conn
+
+__all__ = ["add_episode", "find_by_name", "insert", "nearest"]
+
+_VEC = np.ndarray[Any, np.dtype[np.float32]]
+
+
+async def find_by_name(conn: Conn, user_id: str, normalized: str) -> dict[str, Any] | None:
+    """The entity whose normalised name or one of whose aliases is ``normalized``."""
+    cur = await conn.execute(
+        """SELECT uuid, name, labels, aliases FROM entities
+           WHERE user_id = %s AND (normalized_name = %s OR aliases @> ARRAY[%s])
+           ORDER BY normalized_name = %s DESC LIMIT 1""",
+        (user_id, normalized, normalized, normalized),
+    )
+    return await cur.fetchone()
+
+
+async def nearest(conn: Conn, user_id: str, vector: _VEC) -> dict[str, Any] | None:
+    """The entity of this user whose name embedding is closest, with ``score``."""
+    cur = await conn.execute(
+        """WITH scope AS MATERIALIZED (
+               SELECT uuid, name, labels, aliases, name_embedding FROM entities
+               WHERE user_id = %s)
+           SELECT uuid, name, labels, aliases, 1 - (name_embedding <=> %s) AS score
+           FROM scope ORDER BY name_embedding <=> %s LIMIT 1""",
+        (user_id, vector, vector),
+    )
+    return await cur.fetchone()
+
+
+async def insert(
+    conn: Conn,
+    tenant: str,
+    user_id: str,
+    name: str,
+    normalized: str,
+    label: str,
+    summary: str | None,
+    vector: _VEC,
+    message: uuidlib.UUID,
+) -> uuidlib.UUID:
+    cur = await conn.execute(
+        """INSERT INTO entities (tenant_id, user_id, name, normalized_name, labels, summary,
+                                 name_embedding, episodes)
+           VALUES (%s, %s, %s, %s, ARRAY[%s], %s, %s, ARRAY[%s]::uuid[])
+           ON CONFLICT (tenant_id, user_id, normalized_name) DO UPDATE
+               SET episodes = array_append(entities.episodes, %s), updated_at = now()
+           RETURNING uuid""",
+        (tenant, user_id, name, normalized, label, summary, vector, message, message),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return uuidlib.UUID(str(row["uuid"]))
+
+
+async def add_episode(
+    conn: Conn, entity: uuidlib.UUID, message: uuidlib.UUID, alias: str | None, label: str
+) -> None:
+    """Record that a message mentions the entity (and under which alias and label)."""
+    await conn.execute(
+        """UPDATE entities SET
+               episodes = CASE WHEN episodes @> ARRAY[%(m)s]::uuid[] THEN episodes
+                               ELSE array_append(episodes, %(m)s) END,
+               aliases = CASE WHEN %(alias)s::text IS NULL OR aliases @> ARRAY[%(alias)s]
+                                   OR normalized_name = %(alias)s THEN aliases
+                              ELSE array_append(aliases, %(alias)s) END,
+               labels = CASE WHEN labels @> ARRAY[%(label)s] THEN labels
+                             ELSE array_append(labels, %(label)s) END,
+               updated_at = now()
+           WHERE uuid = %(e)s""",
+        {"m": message, "alias": alias, "label": label, "e": entity},
+    )

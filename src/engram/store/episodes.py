@@ -1,0 +1,117 @@
+"""Episodes: the messages added in one call, and the state of their extraction."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from engram.store.db import Conn
+
+__all__ = [
+    "add",
+    "errors_for",
+    "lock",
+    "mark_done",
+    "mark_failed",
+    "messages_of",
+    "recent_context",
+    "reset",
+]
+
+QUEUE = "extract"
+TASK = "engram.extract_episode"
+
+
+async def add(
+    conn: Conn,
+    tenant: str,
+    episode: uuidlib.UUID,
+    user_id: str | None,
+    session_id: str,
+    message_uuids: list[uuidlib.UUID],
+) -> None:
+    """Record the episode and enqueue its extraction job in the caller's transaction."""
+    await conn.execute(
+        """INSERT INTO episodes (tenant_id, uuid, user_id, session_id, message_uuids)
+           VALUES (%s, %s, %s, %s, %s)""",
+        (tenant, episode, user_id, session_id, message_uuids),
+    )
+    if user_id is None:
+        return  # a session without a user has no graph to extract into
+    # procrastinate's own defer function, called inside this transaction: the job exists
+    # if and only if the messages were stored. Jobs of one user share a lock, so a user's
+    # episodes are extracted one at a time, in order.
+    await conn.execute(
+        """SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(%s, %s, 0, %s, NULL, %s, NULL)
+                  ::procrastinate_job_to_defer_v1])""",
+        (
+            QUEUE,
+            TASK,
+            f"{tenant}/{user_id}",
+            Jsonb({"tenant_id": tenant, "episode_uuid": str(episode)}),
+        ),
+    )
+
+
+async def lock(conn: Conn, episode: uuidlib.UUID) -> dict[str, Any] | None:
+    """The episode row, locked for this transaction (None if it no longer exists)."""
+    cur = await conn.execute("SELECT * FROM episodes WHERE uuid = %s FOR UPDATE", (episode,))
+    return await cur.fetchone()
+
+
+async def messages_of(conn: Conn, episode: uuidlib.UUID) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        """SELECT uuid, role, role_type, content, created_at, seq FROM messages
+           WHERE episode_uuid = %s ORDER BY seq""",
+        (episode,),
+    )
+    return await cur.fetchall()
+
+
+async def recent_context(
+    conn: Conn, session_id: str, before_seq: int, n: int
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        """SELECT * FROM (SELECT uuid, role, role_type, content, created_at, seq FROM messages
+                          WHERE session_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s) t
+           ORDER BY seq""",
+        (session_id, before_seq, n),
+    )
+    return await cur.fetchall()
+
+
+async def mark_done(
+    conn: Conn, episode: uuidlib.UUID, extractor: str, usage: dict[str, int]
+) -> None:
+    await conn.execute(
+        """UPDATE episodes SET status = 'done', extractor = %s, usage = %s, error = NULL,
+               attempts = attempts + 1, processed_at = now() WHERE uuid = %s""",
+        (extractor, Jsonb(usage), episode),
+    )
+
+
+async def mark_failed(conn: Conn, episode: uuidlib.UUID, error: str) -> None:
+    await conn.execute(
+        """UPDATE episodes SET status = 'failed', error = %s, attempts = attempts + 1,
+               processed_at = now() WHERE uuid = %s""",
+        (error[:4000], episode),
+    )
+
+
+async def errors_for(conn: Conn, uuids: list[uuidlib.UUID]) -> dict[str, dict[str, Any]]:
+    """Status, attempts and last error of the given episodes (of the current tenant)."""
+    cur = await conn.execute(
+        "SELECT uuid, status, attempts, error FROM episodes WHERE uuid = ANY(%s)", (uuids,)
+    )
+    return {str(r["uuid"]): r for r in await cur.fetchall()}
+
+
+async def reset(conn: Conn, episode: uuidlib.UUID) -> None:
+    """Make a failed episode pending again (before its job is retried)."""
+    await conn.execute(
+        """UPDATE episodes SET status = 'pending', error = NULL
+           WHERE uuid = %s AND status = 'failed'""",
+        (episode,),
+    )

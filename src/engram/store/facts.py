@@ -1,0 +1,197 @@
+"""Facts: bi-temporal edges between entities, with their provenance."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+
+from engram.errors import NotFoundError
+from engram.store.db import Conn
+
+__all__ = [
+    "add_provenance",
+    "close",
+    "delete",
+    "find_same",
+    "get",
+    "insert",
+    "nearest_valid",
+    "session_focus",
+    "valid_for_relation",
+]
+
+_VEC = np.ndarray[Any, np.dtype[np.float32]]
+
+
+async def find_same(
+    conn: Conn,
+    source: uuidlib.UUID,
+    relation: str,
+    target: uuidlib.UUID,
+    vector: _VEC,
+    threshold: float,
+) -> dict[str, Any] | None:
+    """A valid fact saying the same thing: same edge, or same subject and near-identical text."""
+    cur = await conn.execute(
+        """SELECT uuid, valid_at FROM facts
+           WHERE source_uuid = %s AND expired_at IS NULL AND invalid_at IS NULL
+             AND ((relation = %s AND target_uuid = %s)
+                  OR 1 - (fact_embedding <=> %s) >= %s)
+           ORDER BY (relation = %s AND target_uuid = %s) DESC,
+                    fact_embedding <=> %s LIMIT 1""",
+        (source, relation, target, vector, threshold, relation, target, vector),
+    )
+    return await cur.fetchone()
+
+
+async def add_provenance(conn: Conn, fact: uuidlib.UUID, message: uuidlib.UUID) -> None:
+    await conn.execute(
+        """UPDATE facts SET episodes = CASE WHEN episodes @> ARRAY[%(m)s]::uuid[]
+                                            THEN episodes ELSE array_append(episodes, %(m)s) END
+           WHERE uuid = %(f)s""",
+        {"m": message, "f": fact},
+    )
+
+
+async def valid_for_relation(
+    conn: Conn, source: uuidlib.UUID, relation: str
+) -> list[dict[str, Any]]:
+    """Currently valid facts of one subject and relation (for exclusive relations)."""
+    cur = await conn.execute(
+        """SELECT uuid, target_uuid, valid_at FROM facts
+           WHERE source_uuid = %s AND relation = %s
+             AND expired_at IS NULL AND invalid_at IS NULL""",
+        (source, relation),
+    )
+    return await cur.fetchall()
+
+
+async def close(conn: Conn, fact: uuidlib.UUID, invalid_at: datetime | None) -> None:
+    """Mark a fact as no longer holding from ``invalid_at``, learned now. Never deletes."""
+    await conn.execute(
+        "UPDATE facts SET invalid_at = %s, expired_at = now() WHERE uuid = %s",
+        (invalid_at, fact),
+    )
+
+
+async def insert(
+    conn: Conn,
+    tenant: str,
+    user_id: str,
+    source: uuidlib.UUID,
+    target: uuidlib.UUID,
+    relation: str,
+    fact: str,
+    exclusive: bool,
+    vector: _VEC,
+    valid_at: datetime | None,
+    invalid_at: datetime | None,
+    message: uuidlib.UUID,
+    ts_config: str,
+) -> uuidlib.UUID:
+    cur = await conn.execute(
+        """INSERT INTO facts (tenant_id, user_id, source_uuid, target_uuid, relation, fact,
+                              exclusive, fact_embedding, search_text, valid_at, invalid_at,
+                              episodes)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, to_tsvector(%s::regconfig, %s), %s, %s,
+                   ARRAY[%s]::uuid[])
+           RETURNING uuid""",
+        (
+            tenant,
+            user_id,
+            source,
+            target,
+            relation,
+            fact,
+            exclusive,
+            vector,
+            ts_config,
+            fact,
+            valid_at,
+            invalid_at,
+            message,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return uuidlib.UUID(str(row["uuid"]))
+
+
+_FACT_COLUMNS = sql.SQL(
+    """f.uuid, f.fact, f.relation, f.rating, f.created_at, f.valid_at, f.invalid_at,
+       f.expired_at, f.episodes, f.source_uuid, f.target_uuid, f.user_id"""
+)
+
+
+async def get(conn: Conn, fact: uuidlib.UUID) -> dict[str, Any]:
+    cur = await conn.execute(
+        sql.SQL("SELECT {} FROM facts f WHERE uuid = %s").format(_FACT_COLUMNS), (fact,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError("fact", str(fact))
+    return row
+
+
+async def delete(conn: Conn, fact: uuidlib.UUID) -> None:
+    cur = await conn.execute("DELETE FROM facts WHERE uuid = %s RETURNING 1", (fact,))
+    if await cur.fetchone() is None:
+        raise NotFoundError("fact", str(fact))
+
+
+async def nearest_valid(
+    conn: Conn,
+    vector: _VEC,
+    *,
+    limit: int,
+    user_id: str | None = None,
+    session_ids: list[str] | None = None,
+    min_rating: float | None = None,
+) -> list[dict[str, Any]]:
+    """Currently valid facts nearest to ``vector`` (exact, within a user or sessions)."""
+    conditions = [sql.SQL("f.expired_at IS NULL AND f.invalid_at IS NULL")]
+    params: list[Any] = []
+    if user_id is not None:
+        conditions.append(sql.SQL("f.user_id = %s"))
+        params.append(user_id)
+    if session_ids:
+        conditions.append(
+            sql.SQL("f.user_id IN (SELECT s.user_id FROM sessions s WHERE s.session_id = ANY(%s))")
+        )
+        params.append(session_ids)
+    if min_rating is not None:
+        conditions.append(sql.SQL("coalesce(f.rating, 1) >= %s"))
+        params.append(min_rating)
+    query = sql.SQL(
+        """WITH scope AS MATERIALIZED (SELECT {cols}, f.fact_embedding FROM facts f WHERE {where})
+           SELECT {plain}, 1 - (fact_embedding <=> %s) AS score
+           FROM scope ORDER BY fact_embedding <=> %s LIMIT %s"""
+    ).format(
+        cols=_FACT_COLUMNS,
+        where=sql.SQL(" AND ").join(conditions),
+        plain=sql.SQL(
+            """uuid, fact, relation, rating, created_at, valid_at, invalid_at, expired_at,
+               episodes, source_uuid, target_uuid, user_id"""
+        ),
+    )
+    cur = await conn.execute(query, [*params, vector, vector, limit])
+    return await cur.fetchall()
+
+
+async def session_focus(conn: Conn, session_id: str, last: int = 3) -> _VEC | None:
+    """The mean embedding of a session's latest messages: what it is about right now."""
+    cur = await conn.execute(
+        """SELECT avg(embedding) AS v FROM (SELECT embedding FROM messages
+           WHERE session_id = %s ORDER BY seq DESC LIMIT %s) t""",
+        (session_id, last),
+    )
+    row = await cur.fetchone()
+    if row is None or row["v"] is None:
+        return None
+    v = row["v"].to_numpy().astype(np.float32)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else None
