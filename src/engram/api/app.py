@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from engram.api import health, zep
+from engram.api import health, v1, zep
 from engram.api.errors import install_error_handlers
 from engram.api.middleware import DropEmptyQueryParams
 from engram.api.responses import FastJSON
@@ -39,4 +39,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(DropEmptyQueryParams)
     app.include_router(health.router)
     app.include_router(zep.router)
+    app.include_router(v1.router)
     return app

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from engram.errors import NotFoundError
 from engram.store.db import Conn
 
-__all__ = ["add_episode", "find_by_name", "insert", "nearest"]
+__all__ = ["add_episode", "find_by_name", "get", "insert", "many", "nearest"]
 
 _VEC = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -80,3 +81,24 @@ async def add_episode(
            WHERE uuid = %(e)s""",
         {"m": message, "alias": alias, "label": label, "e": entity},
     )
+
+
+async def get(conn: Conn, user_id: str, entity: uuidlib.UUID) -> dict[str, Any]:
+    cur = await conn.execute(
+        """SELECT uuid, user_id, name, labels, aliases, summary, created_at, updated_at
+           FROM entities WHERE user_id = %s AND uuid = %s""",
+        (user_id, entity),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError("entity", str(entity))
+    return row
+
+
+async def many(conn: Conn, uuids: list[uuidlib.UUID]) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        """SELECT uuid, user_id, name, labels, aliases, summary, created_at, updated_at
+           FROM entities WHERE uuid = ANY(%s) ORDER BY name""",
+        (uuids,),
+    )
+    return await cur.fetchall()

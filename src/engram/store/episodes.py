@@ -16,6 +16,7 @@ __all__ = [
     "mark_done",
     "mark_failed",
     "messages_of",
+    "of_user",
     "recent_context",
     "reset",
 ]
@@ -115,3 +116,14 @@ async def reset(conn: Conn, episode: uuidlib.UUID) -> None:
            WHERE uuid = %s AND status = 'failed'""",
         (episode,),
     )
+
+
+async def of_user(conn: Conn, user_id: str, limit: int) -> list[dict[str, Any]]:
+    """A user's latest episodes with their extraction state."""
+    cur = await conn.execute(
+        """SELECT uuid, session_id, cardinality(message_uuids) AS messages, status, extractor,
+                  attempts, error, usage, created_at, processed_at
+           FROM episodes WHERE user_id = %s ORDER BY created_at DESC LIMIT %s""",
+        (user_id, limit),
+    )
+    return await cur.fetchall()

@@ -14,12 +14,15 @@ from engram.store.db import Conn
 
 __all__ = [
     "add_provenance",
+    "as_of",
     "close",
     "delete",
     "find_same",
     "get",
     "insert",
     "nearest_valid",
+    "of_entity",
+    "provenance",
     "session_focus",
     "valid_for_relation",
 ]
@@ -167,9 +170,13 @@ async def nearest_valid(
         conditions.append(sql.SQL("coalesce(f.rating, 1) >= %s"))
         params.append(min_rating)
     query = sql.SQL(
-        """WITH scope AS MATERIALIZED (SELECT {cols}, f.fact_embedding FROM facts f WHERE {where})
-           SELECT {plain}, 1 - (fact_embedding <=> %s) AS score
-           FROM scope ORDER BY fact_embedding <=> %s LIMIT %s"""
+        """WITH scope AS MATERIALIZED (SELECT {cols}, f.fact_embedding FROM facts f WHERE {where}),
+           best AS (SELECT {plain}, 1 - (fact_embedding <=> %s) AS score
+                    FROM scope ORDER BY fact_embedding <=> %s LIMIT %s)
+           SELECT best.*, s.name AS source_name, t.name AS target_name
+           FROM best JOIN entities s ON s.uuid = best.source_uuid
+                     JOIN entities t ON t.uuid = best.target_uuid
+           ORDER BY best.score DESC"""
     ).format(
         cols=_FACT_COLUMNS,
         where=sql.SQL(" AND ").join(conditions),
@@ -195,3 +202,58 @@ async def session_focus(conn: Conn, session_id: str, last: int = 3) -> _VEC | No
     v = row["v"].to_numpy().astype(np.float32)
     norm = float(np.linalg.norm(v))
     return v / norm if norm > 0 else None
+
+
+async def as_of(
+    conn: Conn, user_id: str, valid_at: datetime, known_at: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Facts of a user that held at ``valid_at``, as recorded at ``known_at``."""
+    cur = await conn.execute(
+        sql.SQL(
+            """SELECT {}, s.name AS source_name, t.name AS target_name
+               FROM facts f
+               JOIN entities s ON s.tenant_id = f.tenant_id AND s.uuid = f.source_uuid
+               JOIN entities t ON t.tenant_id = f.tenant_id AND t.uuid = f.target_uuid
+               WHERE f.user_id = %(u)s
+                 AND (f.valid_at IS NULL OR f.valid_at <= %(v)s)
+                 AND f.created_at <= %(k)s
+                 -- Until expired_at we believed the fact open-ended; from then on we
+                 -- know it ended at invalid_at.
+                 AND (CASE WHEN f.expired_at IS NOT NULL AND f.expired_at > %(k)s THEN true
+                           ELSE f.invalid_at IS NULL OR f.invalid_at > %(v)s END)
+               ORDER BY f.valid_at NULLS FIRST, f.created_at LIMIT %(n)s"""
+        ).format(_FACT_COLUMNS),
+        {"u": user_id, "v": valid_at, "k": known_at, "n": limit},
+    )
+    return await cur.fetchall()
+
+
+async def of_entity(
+    conn: Conn, entity: uuidlib.UUID, include_invalid: bool
+) -> list[dict[str, Any]]:
+    """Facts in which an entity is the subject or the object, newest first."""
+    cur = await conn.execute(
+        sql.SQL(
+            """SELECT {}, s.name AS source_name, t.name AS target_name
+               FROM facts f
+               JOIN entities s ON s.tenant_id = f.tenant_id AND s.uuid = f.source_uuid
+               JOIN entities t ON t.tenant_id = f.tenant_id AND t.uuid = f.target_uuid
+               WHERE (f.source_uuid = %(e)s OR f.target_uuid = %(e)s)
+                 AND (%(all)s OR (f.expired_at IS NULL AND f.invalid_at IS NULL))
+               ORDER BY f.valid_at DESC NULLS LAST, f.created_at DESC"""
+        ).format(_FACT_COLUMNS),
+        {"e": entity, "all": include_invalid},
+    )
+    return await cur.fetchall()
+
+
+async def provenance(conn: Conn, fact: uuidlib.UUID) -> list[dict[str, Any]]:
+    """The messages a fact was extracted from, oldest first."""
+    row = await get(conn, fact)
+    cur = await conn.execute(
+        """SELECT uuid, session_id, role, role_type, content, metadata, token_count,
+                  created_at, updated_at
+           FROM messages WHERE uuid = ANY(%s) ORDER BY seq""",
+        (row["episodes"],),
+    )
+    return await cur.fetchall()

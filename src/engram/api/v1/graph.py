@@ -1,0 +1,120 @@
+"""A user's temporal knowledge graph: as of a time, one entity, fact search, provenance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from engram.api.deps import Db, Embed, Tenant
+from engram.api.responses import FastJSON
+from engram.api.zep.schemas import message_json
+from engram.errors import ValidationError
+from engram.search import search_facts
+from engram.store import entities, episodes, facts, users
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["graph"], default_response_class=FastJSON)
+
+
+def _fact(row: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        "uuid": row["uuid"],
+        "fact": row["fact"],
+        "relation": row["relation"],
+        "source": {"uuid": row["source_uuid"], "name": row.get("source_name")},
+        "target": {"uuid": row["target_uuid"], "name": row.get("target_name")},
+        "valid_at": row["valid_at"],
+        "invalid_at": row["invalid_at"],
+        "created_at": row["created_at"],
+        "expired_at": row["expired_at"],
+        "rating": row["rating"],
+        "episodes": row["episodes"],
+    }
+    if "score" in row:
+        out["score"] = row["score"]
+    return out
+
+
+def _aware(value: datetime | None, name: str) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    if value.tzinfo is None:
+        raise ValidationError(
+            f"{name} has no time zone", field=name, hint="send ISO 8601 with Z or an offset"
+        )
+    return value
+
+
+@router.get("/users/{user_id}/graph")
+async def user_graph(
+    user_id: str,
+    db: Db,
+    tenant: Tenant,
+    as_of: Annotated[datetime | None, Query(description="what held at this time")] = None,
+    known_at: Annotated[datetime | None, Query(description="as recorded at this time")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Any:
+    """Entities, facts and episodes of a user's graph, bi-temporally."""
+    valid, known = _aware(as_of, "as_of"), _aware(known_at, "known_at")
+    async with db.tenant(tenant) as conn:
+        await users.get(conn, user_id)
+        rows = await facts.as_of(conn, user_id, valid, known, limit)
+        ids = list({r["source_uuid"] for r in rows} | {r["target_uuid"] for r in rows})
+        nodes = await entities.many(conn, ids)
+        eps = await episodes.of_user(conn, user_id, limit)
+    return {
+        "user_id": user_id,
+        "as_of": valid,
+        "known_at": known,
+        "entities": nodes,
+        "facts": [_fact(r) for r in rows],
+        "episodes": eps,
+    }
+
+
+@router.get("/users/{user_id}/entities/{entity_uuid}")
+async def entity(
+    user_id: str,
+    entity_uuid: UUID,
+    db: Db,
+    tenant: Tenant,
+    include_invalid: bool = False,
+) -> Any:
+    """One entity with its facts (only current ones unless include_invalid)."""
+    async with db.tenant(tenant) as conn:
+        node = await entities.get(conn, user_id, entity_uuid)
+        rows = await facts.of_entity(conn, entity_uuid, include_invalid)
+    return {**node, "facts": [_fact(r) for r in rows]}
+
+
+class FactSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr = Field(min_length=1, max_length=8192)
+    user_id: StrictStr
+    limit: int = Field(default=10, ge=1, le=1000)
+    min_score: float | None = Field(default=None, ge=-1, le=1)
+
+
+@router.post("/facts/search")
+async def fact_search(body: FactSearch, db: Db, embed: Embed, tenant: Tenant) -> Any:
+    """Currently valid facts of a user closest in meaning to the text."""
+    async with db.tenant(tenant) as conn:
+        await users.get(conn, body.user_id)
+    hits = await search_facts(
+        db, embed, tenant, body.text, limit=body.limit, user_id=body.user_id,
+        min_score=body.min_score,
+    )  # fmt: skip
+    return {"results": [_fact({**h.item, "score": h.score}) for h in hits]}
+
+
+@router.get("/facts/{fact_uuid}/episodes")
+async def fact_episodes(fact_uuid: UUID, db: Db, tenant: Tenant) -> Any:
+    """The messages a fact was extracted from."""
+    async with db.tenant(tenant) as conn:
+        rows = await facts.provenance(conn, fact_uuid)
+    return {"messages": [{**message_json(r), "session_id": r["session_id"]} for r in rows]}

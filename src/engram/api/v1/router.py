@@ -1,0 +1,11 @@
+"""All native routes, authenticated like the Zep API."""
+
+from fastapi import APIRouter, Depends
+
+from engram.api.deps import _authenticate
+from engram.api.v1 import graph
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(_authenticate)])
+router.include_router(graph.router)
