@@ -234,7 +234,9 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(run_worker(runtime.queue, concurrency))
+        task = asyncio.create_task(
+            run_worker(runtime.queue, concurrency, runtime.settings.worker.stalled_after_s)
+        )
         console.print(f"[green]Engram worker[/] running ({concurrency} at a time)")
         await stop.wait()
         task.cancel()

@@ -62,6 +62,19 @@ class ExtractorSettings(BaseModel):
     # Knowledge-graph resolution thresholds (cosine of the local embedder's vectors).
     entity_threshold: float = Field(default=0.92, gt=0, le=1)
     fact_threshold: float = Field(default=0.95, gt=0, le=1)
+    # llm: one structured-output call per episode through the openai SDK (OpenAI, Azure
+    # OpenAI, or any OpenAI-compatible base_url such as vLLM or Ollama).
+    provider: Literal["openai", "azure-openai"] = "openai"
+    model: str = "gpt-4o-mini"
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    azure_endpoint: str | None = None
+    azure_deployment: str | None = None
+    api_version: str = "2024-10-21"
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_output_tokens: int = Field(default=4096, ge=1)
 
 
 class WorkerSettings(BaseModel):
@@ -69,6 +82,13 @@ class WorkerSettings(BaseModel):
 
     enabled: bool = True
     concurrency: int = Field(default=1, ge=1, le=64)
+    # A failing job is retried with exponential back-off (retry_wait_s, ×2 each time)
+    # up to max_attempts in all, then stays failed until `engram jobs retry`.
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_wait_s: float = Field(default=2.0, ge=0)
+    # A job whose worker stopped sending heartbeats this long ago (killed, OOM, power
+    # loss) is handed back to the queue; its transaction never committed.
+    stalled_after_s: float = Field(default=30.0, ge=5)
 
 
 class VectorSettings(BaseModel):

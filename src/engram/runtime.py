@@ -137,7 +137,12 @@ class Runtime:
         await self.queue.open_async()
         if worker:
             self._worker = asyncio.create_task(
-                run_worker(self.queue, self.settings.worker.concurrency), name="engram-worker"
+                run_worker(
+                    self.queue,
+                    self.settings.worker.concurrency,
+                    self.settings.worker.stalled_after_s,
+                ),
+                name="engram-worker",
             )
 
     async def close(self) -> None:

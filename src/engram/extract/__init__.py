@@ -32,7 +32,11 @@ def build_extractor(settings: ExtractorSettings) -> Extractor:
     """The extractor the settings name."""
     if settings.kind == "local":
         return LocalExtractor()
+    if settings.kind == "llm":
+        from engram.extract.llm import LLMExtractor  # imports the openai SDK only when used
+
+        return LLMExtractor(settings)
     raise ConfigError(
         f"extractor kind {settings.kind!r} is not available in this version",
-        hint="use extractor.kind: local",
+        hint="use extractor.kind: local or llm",
     )

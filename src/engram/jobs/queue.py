@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid as uuidlib
 from typing import Any
@@ -16,16 +18,14 @@ __all__ = ["build_queue", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
-# Exponential back-off: 2, 4, 8, 16 s; after the fifth failure the job stays failed
-# (with its reason in `episodes.error`) until `engram jobs retry`.
-RETRY = RetryStrategy(max_attempts=5, exponential_wait=2)
-
 
 def build_queue(dsn: str, runtime: Any) -> procrastinate.App:
     """A procrastinate app whose extraction task uses the runtime's pool and models."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
+    w = runtime.settings.worker
+    retry = RetryStrategy(max_attempts=w.max_attempts, exponential_wait=w.retry_wait_s)
 
-    @app.task(name=episodes.TASK, queue=episodes.QUEUE, retry=RETRY, pass_context=True)
+    @app.task(name=episodes.TASK, queue=episodes.QUEUE, retry=retry, pass_context=True)
     async def extract_episode(
         context: procrastinate.JobContext, tenant_id: str, episode_uuid: str
     ) -> None:
@@ -51,8 +51,35 @@ def build_queue(dsn: str, runtime: Any) -> procrastinate.App:
     return app
 
 
-async def run_worker(app: procrastinate.App, concurrency: int = 1) -> None:
+async def run_worker(
+    app: procrastinate.App, concurrency: int = 1, stalled_after_s: float = 30.0
+) -> None:
     """Process extraction jobs until cancelled (the app must be open)."""
-    await app.run_worker_async(
-        queues=[episodes.QUEUE], concurrency=concurrency, install_signal_handlers=False
-    )
+    rescuer = asyncio.create_task(_rescue_stalled(app, stalled_after_s))
+    try:
+        await app.run_worker_async(
+            queues=[episodes.QUEUE],
+            concurrency=concurrency,
+            install_signal_handlers=False,
+            update_heartbeat_interval=max(1.0, stalled_after_s / 6),
+            stalled_worker_timeout=stalled_after_s,
+        )
+    finally:
+        rescuer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rescuer
+
+
+async def _rescue_stalled(app: procrastinate.App, stalled_after_s: float) -> None:
+    """Requeue jobs of workers that died mid-job (their work was rolled back)."""
+    while True:
+        await asyncio.sleep(stalled_after_s / 2)
+        try:
+            stalled = await app.job_manager.get_stalled_jobs(
+                queue=episodes.QUEUE, seconds_since_heartbeat=stalled_after_s
+            )
+            for job in stalled:
+                logger.warning("job %s stalled (its worker died); retrying it", job.id)
+                await app.job_manager.retry_job(job)
+        except Exception:  # keep rescuing on the next round; the database may be back
+            logger.exception("could not check for stalled jobs")

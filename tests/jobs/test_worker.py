@@ -1,0 +1,127 @@
+"""`engram worker` and `engram jobs`: extraction outside the API process, and recovery."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def api_only() -> Iterator[Server]:
+    """A server that runs no worker, so jobs wait for `engram worker`."""
+    root = short_tmpdir("egw-")
+    srv = start_server(root / "d", api_key=secrets.token_urlsafe(16), extra=["--no-worker"])
+    yield srv
+    stop_server(srv)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _cli(server: Server, *args: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [ENGRAM, *args, "--data-dir", str(server.data_dir)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {}),
+                                                           "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
+
+
+def _episode_states(server: Server) -> list[str]:
+    with server.superuser() as conn:
+        return [str(r[0]) for r in conn.execute("SELECT status FROM episodes ORDER BY created_at")]
+
+
+def _wait(predicate: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.3)
+    raise AssertionError("condition not reached in time")
+
+
+def _seed(server: Server) -> None:
+    with server.client() as http:
+        http.post("/api/v2/users", json={"user_id": "ada", "first_name": "Ada"})
+        http.post("/api/v2/sessions", json={"session_id": "s", "user_id": "ada"})
+        for text in ("I live in Oslo.", "I work at Statoil as a geologist."):
+            body = {"messages": [{"role": "Ada", "role_type": "user", "content": text}]}
+            assert http.post("/api/v2/sessions/s/memory", json=body).status_code == 200
+
+
+def _start_worker(server: Server, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [ENGRAM, "worker", "--data-dir", str(server.data_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_a_separate_worker_processes_the_queue(api_only: Server) -> None:
+    _seed(api_only)
+    time.sleep(1)
+    assert _episode_states(api_only) == ["pending", "pending"]  # nobody is extracting
+    listed = _cli(api_only, "jobs", "list")
+    assert listed.count("todo") == 2
+
+    worker = _start_worker(api_only)
+    try:
+        _wait(lambda: _episode_states(api_only) == ["done", "done"])
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    with api_only.superuser() as conn:
+        facts = [r[0] for r in conn.execute("SELECT fact FROM facts ORDER BY created_at")]
+    assert any("Oslo" in f for f in facts) and any("Statoil" in f for f in facts)
+    assert _cli(api_only, "jobs", "list", "--status", "succeeded").count("succeeded") == 2
+
+
+def test_a_job_whose_worker_died_is_retried(api_only: Server) -> None:
+    _seed(api_only)
+    with api_only.superuser() as conn:
+        # A worker that took the first job and then died (no heartbeat for an hour).
+        dead = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '1 hour')"
+            " RETURNING id"
+        ).fetchone()
+        assert dead is not None
+        conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s"
+            " WHERE id = (SELECT min(id) FROM procrastinate_jobs)",
+            (dead[0],),
+        )
+    worker = _start_worker(api_only, {"ENGRAM_WORKER__STALLED_AFTER_S": "5"})
+    try:
+        _wait(lambda: _episode_states(api_only) == ["done", "done"], timeout=90)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+
+
+def test_retrying_a_job_that_did_not_fail_is_refused(api_only: Server) -> None:
+    _seed(api_only)
+    with api_only.superuser() as conn:
+        job = conn.execute("SELECT min(id) FROM procrastinate_jobs").fetchone()
+    assert job is not None
+    result = subprocess.run(
+        [ENGRAM, "jobs", "retry", str(job[0]), "--data-dir", str(api_only.data_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "not failed" in result.stderr
+    unknown = subprocess.run(
+        [ENGRAM, "jobs", "retry", "999999", "--data-dir", str(api_only.data_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "not found" in unknown.stderr
