@@ -82,7 +82,7 @@ class WorkerSettings(BaseModel):
 
     enabled: bool = True
     concurrency: int = Field(default=1, ge=1, le=64)
-    # A failing job is retried with exponential back-off (retry_wait_s, ×2 each time)
+    # A failing job is retried with exponential back-off (retry_wait_s, doubling each time)
     # up to max_attempts in all, then stays failed until `engram jobs retry`.
     max_attempts: int = Field(default=5, ge=1, le=100)
     retry_wait_s: float = Field(default=2.0, ge=0)
