@@ -8,7 +8,9 @@ EngramError
 ├── AuthError              missing or wrong credentials (HTTP 401)
 ├── UnavailableError       a dependency (database, model, KMS) is down (HTTP 503)
 ├── SchemaMismatchError    the database was made for other vector settings (refuse to start)
-└── EmbeddingError         the embedder failed or returned something unusable (HTTP 503)
+├── EmbeddingError         the embedder failed or returned something unusable (HTTP 503)
+└── ExtractionError        the LLM extractor could not extract an episode (the job fails,
+                           its messages stay); ``transient`` says whether a retry may help
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ __all__ = [
     "ConflictError",
     "EmbeddingError",
     "EngramError",
+    "ExtractionError",
     "NotFoundError",
     "SchemaMismatchError",
     "UnavailableError",
@@ -79,3 +82,27 @@ class SchemaMismatchError(EngramError):
 
 class EmbeddingError(EngramError):
     status = 503
+
+
+class ExtractionError(EngramError):
+    status = 503
+    TRANSIENT = frozenset({"unreachable", "timeout", "rate_limited", "server_error"})
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        endpoint: str,
+        hint: str | None = None,
+        usage: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+        self.endpoint = endpoint
+        self.usage = usage or {}  # tokens spent on the failed call, if it got an answer
+
+    @property
+    def transient(self) -> bool:
+        """True when retrying later may succeed (network, rate limit, server error)."""
+        return self.reason in self.TRANSIENT

@@ -158,8 +158,11 @@ class Runtime:
             await self.db.close()
 
     def shutdown(self) -> None:
-        """Release the model and stop the embedded server, if this process started it."""
+        """Release the models and stop the embedded server, if this process started it."""
         if self.embedder is not None:
             self.embedder.close()
+        close = getattr(self.extractor, "close", None)
+        if close is not None:
+            close()
         if self.embedded is not None:
             self.embedded.stop()

@@ -196,3 +196,12 @@ def test_real_model_concurrent_callers_match_direct_embedding(
 
     for texts, got in zip(requests, asyncio.run(main()), strict=True):
         np.testing.assert_allclose(got, local_embedder.embed(texts), atol=1e-6)
+
+
+def test_the_batcher_follows_a_new_event_loop() -> None:
+    batcher = BatchingEmbedder(FakeEmbedder())
+    first = asyncio.run(batcher.embed(["a"]))
+    second = asyncio.run(batcher.embed(["b"]))
+    asyncio.run(batcher.aclose())
+    np.testing.assert_array_equal(first[0], vector("a"))
+    np.testing.assert_array_equal(second[0], vector("b"))

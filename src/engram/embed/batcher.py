@@ -58,7 +58,8 @@ class BatchingEmbedder:
         if not texts:
             return np.empty((0, self.dimensions), dtype=np.float32)
         loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done():
+        worker = self._worker
+        if worker is None or worker.done() or worker.get_loop() is not loop:
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run(), name="engram-embed-batcher")
         assert self._wakeup is not None
@@ -72,9 +73,11 @@ class BatchingEmbedder:
         if self._closed:
             return
         self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        worker = self._worker
+        if worker is not None and not worker.done():
+            worker.cancel()
+            if worker.get_loop() is asyncio.get_running_loop():
+                await asyncio.gather(worker, return_exceptions=True)
         for request in self._pending:
             if not request.future.done():
                 request.future.set_exception(EmbeddingError("the embedder was closed"))

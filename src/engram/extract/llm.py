@@ -15,7 +15,7 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from engram.config import ExtractorSettings
-from engram.errors import ConfigError, EngramError
+from engram.errors import ConfigError, ExtractionError
 from engram.extract.answer import InvalidAnswer, parse_answer
 from engram.extract.prompt import prompt_messages, response_format
 from engram.extract.types import CandidateFact, Episode, Extraction
@@ -29,32 +29,6 @@ Reason = Literal[
     "rejected", "failed", "refusal", "truncated", "content_filter", "empty",
     "invalid_json", "schema",
 ]  # fmt: skip
-_TRANSIENT: frozenset[str] = frozenset({"unreachable", "timeout", "rate_limited", "server_error"})
-
-
-class ExtractionError(EngramError):
-    """The LLM extractor could not extract an episode: the job fails, its messages stay."""
-
-    status = 503
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        reason: Reason,
-        endpoint: str,
-        hint: str | None = None,
-        usage: dict[str, int] | None = None,
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.reason: Reason = reason
-        self.endpoint = endpoint
-        self.usage = usage or {}  # tokens spent on the failed call, if it got an answer
-
-    @property
-    def transient(self) -> bool:
-        """True when retrying later may succeed (network, rate limit, server error)."""
-        return self.reason in _TRANSIENT
 
 
 class LLMExtractor:

@@ -145,7 +145,7 @@ def prompt_messages(
     }
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": json.dumps(payload, ensure_ascii=False, indent=1)},
+        {"role": "user", "content": json.dumps(payload, ensure_ascii=False)},
     ]
 
 

@@ -12,12 +12,13 @@ import re
 import unicodedata
 import uuid as uuidlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from engram.embed.batcher import BatchingEmbedder
-from engram.extract.types import Episode, EpisodeMessage, Extraction, Extractor
+from engram.extract.types import CandidateFact, Episode, EpisodeMessage, Extraction, Extractor
 from engram.store import entities, episodes, facts, users
 from engram.store.db import Conn, Database
 
@@ -31,6 +32,7 @@ class GraphSettings:
     entity_threshold: float = 0.92  # name-embedding cosine to merge two entities
     fact_threshold: float = 0.95  # fact-embedding cosine to treat two facts as one
     context_messages: int = 4
+    candidates: int = 20  # valid facts shown to an extractor that judges contradictions
     ts_config: str = "english"
 
 
@@ -84,8 +86,13 @@ async def process_episode(
             user_name=name,
             context=[_to_message(m) for m in context],
         )
-        extraction = await asyncio.to_thread(extractor.extract, episode)
+        candidates = [
+            CandidateFact(str(c["uuid"]), c["subject"], c["relation"], c["object"], c["fact"])
+            for c in await facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
+        ]
+        extraction = await asyncio.to_thread(extractor.extract, episode, candidates)
         await _apply(conn, embedder, tenant, row["user_id"], extraction, settings)
+        await _close_contradicted(conn, extraction, msgs[-1]["created_at"])
         await episodes.mark_done(conn, episode_uuid, extractor.id, extraction.usage)
     return "done"
 
@@ -174,3 +181,13 @@ async def _resolve(
         await entities.add_episode(conn, entity, message, key, label)
         return entity
     return await entities.insert(conn, tenant, user_id, name, key, label, summary, vector, message)
+
+
+async def _close_contradicted(conn: Conn, extraction: Extraction, episode_time: datetime) -> None:
+    """Close the facts the extractor judged contradicted, from when the new facts hold."""
+    if not extraction.contradicted:
+        return
+    starts = [f.valid_at for f in extraction.facts if f.valid_at is not None]
+    invalid_at = min(starts) if starts else episode_time
+    for uuid in extraction.contradicted:
+        await facts.close(conn, uuidlib.UUID(uuid), invalid_at)

@@ -9,8 +9,10 @@ import uuid as uuidlib
 from typing import Any
 
 import procrastinate
-from procrastinate import RetryStrategy
+from procrastinate import RetryDecision, RetryStrategy
+from procrastinate.jobs import Job
 
+from engram.errors import EngramError, ExtractionError
 from engram.graph.ingest import GraphSettings, process_episode
 from engram.store import episodes
 
@@ -19,11 +21,21 @@ __all__ = ["build_queue", "run_worker"]
 logger = logging.getLogger(__name__)
 
 
+class _Retry(RetryStrategy):
+    """Back off and retry, except failures that would only repeat (and spend tokens):
+    a refusal, invalid output, a bad key or deployment."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, ExtractionError) and not exception.transient:
+            return None
+        return super().get_retry_decision(exception=exception, job=job)
+
+
 def build_queue(dsn: str, runtime: Any) -> procrastinate.App:
     """A procrastinate app whose extraction task uses the runtime's pool and models."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
     w = runtime.settings.worker
-    retry = RetryStrategy(max_attempts=w.max_attempts, exponential_wait=w.retry_wait_s)
+    retry = _Retry(max_attempts=w.max_attempts, exponential_wait=w.retry_wait_s)
 
     @app.task(name=episodes.TASK, queue=episodes.QUEUE, retry=retry, pass_context=True)
     async def extract_episode(
@@ -41,9 +53,10 @@ def build_queue(dsn: str, runtime: Any) -> procrastinate.App:
                 ),
             )  # fmt: skip
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, EngramError) else f"{type(exc).__name__}: {exc}"
+            usage = exc.usage if isinstance(exc, ExtractionError) else None
             async with runtime.db.tenant(tenant_id) as conn:
-                await episodes.mark_failed(conn, episode, reason)
+                await episodes.mark_failed(conn, episode, reason, usage)
             logger.warning("extraction of episode %s failed: %s", episode_uuid, reason)
             raise
         logger.debug("episode %s: %s", episode_uuid, outcome)

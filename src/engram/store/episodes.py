@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Any
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from engram.store.db import Conn
@@ -83,21 +84,36 @@ async def recent_context(
     return await cur.fetchall()
 
 
+# Token usage of every attempt is added up, so failed LLM calls are accounted for too.
+_ADD_USAGE = sql.SQL("""usage = CASE WHEN %(usage)s::jsonb IS NULL THEN usage ELSE (
+    SELECT jsonb_object_agg(k, coalesce((usage ->> k)::bigint, 0)
+                               + coalesce((%(usage)s::jsonb ->> k)::bigint, 0))
+    FROM jsonb_object_keys(coalesce(usage, jsonb_build_object()) || %(usage)s::jsonb) AS k)
+    END""")
+
+
 async def mark_done(
     conn: Conn, episode: uuidlib.UUID, extractor: str, usage: dict[str, int]
 ) -> None:
     await conn.execute(
-        """UPDATE episodes SET status = 'done', extractor = %s, usage = %s, error = NULL,
-               attempts = attempts + 1, processed_at = now() WHERE uuid = %s""",
-        (extractor, Jsonb(usage), episode),
+        sql.SQL(
+            "UPDATE episodes SET status = 'done', extractor = %(extractor)s, error = NULL,"
+            " attempts = attempts + 1, processed_at = now(), {} WHERE uuid = %(episode)s"
+        ).format(_ADD_USAGE),
+        {"extractor": extractor, "usage": Jsonb(usage) if usage else None, "episode": episode},
     )
 
 
-async def mark_failed(conn: Conn, episode: uuidlib.UUID, error: str) -> None:
+async def mark_failed(
+    conn: Conn, episode: uuidlib.UUID, error: str, usage: dict[str, int] | None = None
+) -> None:
+    """Record a failed attempt, its reason and any tokens it spent."""
     await conn.execute(
-        """UPDATE episodes SET status = 'failed', error = %s, attempts = attempts + 1,
-               processed_at = now() WHERE uuid = %s""",
-        (error[:4000], episode),
+        sql.SQL(
+            "UPDATE episodes SET status = 'failed', error = %(error)s, attempts = attempts + 1,"
+            " processed_at = now(), {} WHERE uuid = %(episode)s"
+        ).format(_ADD_USAGE),
+        {"error": error[:4000], "usage": Jsonb(usage) if usage else None, "episode": episode},
     )
 
 

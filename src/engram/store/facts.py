@@ -15,6 +15,7 @@ from engram.store.db import Conn
 __all__ = [
     "add_provenance",
     "as_of",
+    "candidates_for_episode",
     "close",
     "delete",
     "find_same",
@@ -255,5 +256,28 @@ async def provenance(conn: Conn, fact: uuidlib.UUID) -> list[dict[str, Any]]:
                   created_at, updated_at
            FROM messages WHERE uuid = ANY(%s) ORDER BY seq""",
         (row["episodes"],),
+    )
+    return await cur.fetchall()
+
+
+async def candidates_for_episode(
+    conn: Conn, episode: uuidlib.UUID, limit: int
+) -> list[dict[str, Any]]:
+    """Valid facts of the episode's user closest to what its messages are about."""
+    cur = await conn.execute(
+        """WITH ep AS (SELECT e.user_id, avg(m.embedding) AS focus
+                       FROM episodes e JOIN messages m ON m.episode_uuid = e.uuid
+                       WHERE e.uuid = %s GROUP BY e.user_id),
+                scope AS MATERIALIZED (
+                       SELECT f.uuid, f.fact, f.relation, f.source_uuid, f.target_uuid,
+                              f.fact_embedding
+                       FROM facts f JOIN ep ON f.user_id = ep.user_id
+                       WHERE f.expired_at IS NULL AND f.invalid_at IS NULL)
+           SELECT scope.uuid, scope.fact, scope.relation, s.name AS subject, t.name AS object
+           FROM scope CROSS JOIN ep
+           JOIN entities s ON s.uuid = scope.source_uuid
+           JOIN entities t ON t.uuid = scope.target_uuid
+           ORDER BY scope.fact_embedding <=> ep.focus LIMIT %s""",
+        (episode, limit),
     )
     return await cur.fetchall()
