@@ -1,6 +1,6 @@
-"""Retrieval over memory: vector search with optional MMR diversification."""
+"""Retrieval: hybrid (vector + full-text + graph) search fused by reciprocal rank."""
 
-from engram.search.engine import MessageQuery, SearchHit, search_facts, search_messages
-from engram.search.mmr import mmr
+from engram.search.hybrid import Hit, HybridQuery, Target, hybrid_search
+from engram.search.mmr import mmr, mmr_select
 
-__all__ = ["MessageQuery", "SearchHit", "mmr", "search_facts", "search_messages"]
+__all__ = ["Hit", "HybridQuery", "Target", "hybrid_search", "mmr", "mmr_select"]

@@ -21,10 +21,8 @@ __all__ = [
     "find_same",
     "get",
     "insert",
-    "nearest_valid",
     "of_entity",
     "provenance",
-    "session_focus",
     "valid_for_relation",
 ]
 
@@ -145,64 +143,6 @@ async def delete(conn: Conn, fact: uuidlib.UUID) -> None:
     cur = await conn.execute("DELETE FROM facts WHERE uuid = %s RETURNING 1", (fact,))
     if await cur.fetchone() is None:
         raise NotFoundError("fact", str(fact))
-
-
-async def nearest_valid(
-    conn: Conn,
-    vector: _VEC,
-    *,
-    limit: int,
-    user_id: str | None = None,
-    session_ids: list[str] | None = None,
-    min_rating: float | None = None,
-) -> list[dict[str, Any]]:
-    """Currently valid facts nearest to ``vector`` (exact, within a user or sessions)."""
-    conditions = [sql.SQL("f.expired_at IS NULL AND f.invalid_at IS NULL")]
-    params: list[Any] = []
-    if user_id is not None:
-        conditions.append(sql.SQL("f.user_id = %s"))
-        params.append(user_id)
-    if session_ids:
-        conditions.append(
-            sql.SQL("f.user_id IN (SELECT s.user_id FROM sessions s WHERE s.session_id = ANY(%s))")
-        )
-        params.append(session_ids)
-    if min_rating is not None:
-        conditions.append(sql.SQL("coalesce(f.rating, 1) >= %s"))
-        params.append(min_rating)
-    query = sql.SQL(
-        """WITH scope AS MATERIALIZED (SELECT {cols}, f.fact_embedding FROM facts f WHERE {where}),
-           best AS (SELECT {plain}, 1 - (fact_embedding <=> %s) AS score
-                    FROM scope ORDER BY fact_embedding <=> %s LIMIT %s)
-           SELECT best.*, s.name AS source_name, t.name AS target_name
-           FROM best JOIN entities s ON s.uuid = best.source_uuid
-                     JOIN entities t ON t.uuid = best.target_uuid
-           ORDER BY best.score DESC"""
-    ).format(
-        cols=_FACT_COLUMNS,
-        where=sql.SQL(" AND ").join(conditions),
-        plain=sql.SQL(
-            """uuid, fact, relation, rating, created_at, valid_at, invalid_at, expired_at,
-               episodes, source_uuid, target_uuid, user_id"""
-        ),
-    )
-    cur = await conn.execute(query, [*params, vector, vector, limit])
-    return await cur.fetchall()
-
-
-async def session_focus(conn: Conn, session_id: str, last: int = 3) -> _VEC | None:
-    """The mean embedding of a session's latest messages: what it is about right now."""
-    cur = await conn.execute(
-        """SELECT avg(embedding) AS v FROM (SELECT embedding FROM messages
-           WHERE session_id = %s ORDER BY seq DESC LIMIT %s) t""",
-        (session_id, last),
-    )
-    row = await cur.fetchone()
-    if row is None or row["v"] is None:
-        return None
-    v = row["v"].to_numpy().astype(np.float32)
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else None
 
 
 async def as_of(

@@ -23,7 +23,6 @@ __all__ = [
     "last_n",
     "list_for_session",
     "update_metadata",
-    "vector_search",
 ]
 
 _COLUMNS = sql.SQL("""uuid, session_id, user_id, role, role_type, content, metadata, token_count,
@@ -140,54 +139,3 @@ async def count_for_session(conn: Conn, session_id: str) -> int:
 async def delete_for_session(conn: Conn, session_id: str) -> int:
     cur = await conn.execute("DELETE FROM messages WHERE session_id = %s", (session_id,))
     return cur.rowcount
-
-
-async def vector_search(
-    conn: Conn,
-    query: np.ndarray[Any, np.dtype[np.float32]],
-    *,
-    limit: int,
-    user_id: str | None = None,
-    session_ids: list[str] | None = None,
-    metadata: dict[str, Any] | None = None,
-    ef_search: int = 64,
-    with_embedding: bool = False,
-) -> list[dict[str, Any]]:
-    """The ``limit`` messages nearest to ``query`` (cosine), with ``score`` = similarity.
-
-    A user or session scope is searched exactly (its rows are few and an index scan
-    with such a selective filter would miss results); a tenant-wide search uses the
-    vector index with ``ef_search``.
-    """
-    conditions = [sql.SQL("true")]
-    params: list[Any] = []
-    if user_id is not None:
-        conditions.append(sql.SQL("user_id = %s"))
-        params.append(user_id)
-    if session_ids:
-        conditions.append(sql.SQL("session_id = ANY(%s)"))
-        params.append(session_ids)
-    if metadata:
-        conditions.append(sql.SQL("metadata @> %s"))
-        params.append(Jsonb(metadata))
-    where = sql.SQL(" AND ").join(conditions)
-    extra = sql.SQL(", embedding") if with_embedding else sql.SQL("")
-    scoped = user_id is not None or bool(session_ids)
-    if scoped:
-        query_sql = sql.SQL(
-            """WITH scope AS MATERIALIZED (
-                   SELECT {cols}, seq, embedding FROM messages WHERE {where})
-               SELECT {cols}{extra}, 1 - (embedding <=> %s) AS score
-               FROM scope ORDER BY embedding <=> %s LIMIT %s"""
-        )
-    else:
-        await conn.execute(
-            sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef_search, limit)))
-        )
-        query_sql = sql.SQL(
-            """SELECT {cols}{extra}, 1 - (embedding <=> %s) AS score
-               FROM messages WHERE {where} ORDER BY embedding <=> %s LIMIT %s"""
-        )
-    composed = query_sql.format(cols=_COLUMNS, where=where, extra=extra)
-    cur = await conn.execute(composed, [*params, query, query, limit])
-    return await cur.fetchall()

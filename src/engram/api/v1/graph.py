@@ -9,12 +9,13 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from engram.api.deps import Db, Embed, Tenant
+from engram.api.deps import Db, Embed, RuntimeDep, Tenant
 from engram.api.responses import FastJSON
 from engram.api.zep.schemas import message_json
 from engram.errors import ValidationError
-from engram.search import search_facts
+from engram.search.hybrid import HybridQuery, hybrid_search
 from engram.store import entities, episodes, facts, users
+from engram.store.retrieval import Scope
 
 __all__ = ["router"]
 
@@ -101,14 +102,25 @@ class FactSearch(BaseModel):
 
 
 @router.post("/facts/search")
-async def fact_search(body: FactSearch, db: Db, embed: Embed, tenant: Tenant) -> Any:
+async def fact_search(
+    body: FactSearch, db: Db, embed: Embed, runtime: RuntimeDep, tenant: Tenant
+) -> Any:
     """Currently valid facts of a user closest in meaning to the text."""
     async with db.tenant(tenant) as conn:
         await users.get(conn, body.user_id)
-    hits = await search_facts(
-        db, embed, tenant, body.text, limit=body.limit, user_id=body.user_id,
-        min_score=body.min_score,
-    )  # fmt: skip
+    hits = await hybrid_search(
+        db,
+        embed,
+        tenant,
+        HybridQuery(
+            text=body.text,
+            targets=("facts",),
+            scope=Scope(user_ids=[body.user_id]),
+            limit=body.limit,
+            min_score=body.min_score,
+            ts_config=runtime.settings.text_search_config,
+        ),
+    )
     return {"results": [_fact({**h.item, "score": h.score}) for h in hits]}
 
 

@@ -17,7 +17,9 @@ from engram.api.zep.schemas import (
 )
 from engram.errors import ValidationError
 from engram.memory import MessageIn, add_messages
-from engram.store import facts, messages, sessions
+from engram.search.hybrid import HybridQuery, hybrid_search
+from engram.store import messages, sessions
+from engram.store.retrieval import Scope
 
 __all__ = ["router"]
 
@@ -66,26 +68,34 @@ async def add_memory(
 async def get_memory(
     session_id: str,
     db: Db,
+    embed: Embed,
     runtime: RuntimeDep,
     tenant: Tenant,
     lastn: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     min_rating: Annotated[float | None, Query(alias="minRating")] = None,
 ) -> Any:
     n = lastn or runtime.settings.memory_window
-    relevant: list[dict[str, Any]] = []
     async with db.tenant(tenant) as conn:
         session = await sessions.get(conn, session_id)
         rows = await messages.last_n(conn, session_id, n)
-        if session["user_id"] is not None:
-            focus = await facts.session_focus(conn, session_id)
-            if focus is not None:
-                relevant = await facts.nearest_valid(
-                    conn,
-                    focus,
-                    limit=runtime.settings.relevant_facts,
-                    user_id=session["user_id"],
-                    min_rating=min_rating,
-                )
+    relevant: list[dict[str, Any]] = []
+    focus = " ".join(r["content"] for r in rows[-3:])
+    if session["user_id"] is not None and focus and runtime.settings.relevant_facts:
+        hits = await hybrid_search(
+            db,
+            embed,
+            tenant,
+            HybridQuery(
+                text=focus,
+                targets=("facts",),
+                scope=Scope(user_ids=[session["user_id"]]),
+                limit=runtime.settings.relevant_facts,
+                ts_config=runtime.settings.text_search_config,
+            ),
+        )
+        relevant = [
+            h.item for h in hits if min_rating is None or (h.item.get("rating") or 1) >= min_rating
+        ]
     return {
         "messages": [message_json(r) for r in rows],
         "relevant_facts": [fact_json(f) for f in relevant],

@@ -17,8 +17,9 @@ from engram.api.zep.schemas import (
     session_json,
 )
 from engram.errors import NotFoundError
-from engram.search import MessageQuery, search_facts, search_messages
+from engram.search.hybrid import HybridQuery, hybrid_search
 from engram.store import sessions, users
+from engram.store.retrieval import Scope
 
 __all__ = ["router"]
 
@@ -71,41 +72,47 @@ async def search(
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> Any:
+    """Zep's search, served by the hybrid engine (fused score in 0..1)."""
     if body.search_scope == "summary":
         return {"results": []}  # Engram does not write summaries
     if body.user_id is not None:
         async with db.tenant(tenant) as conn:
             if not await users.exists(conn, body.user_id):
                 raise NotFoundError("user", body.user_id)
-    if body.search_scope == "facts":
-        hits = await search_facts(
-            db, embed, tenant, body.text, limit=limit, user_id=body.user_id,
-            session_ids=body.session_ids, min_score=body.min_score,
-            min_rating=body.min_fact_rating,
-        )  # fmt: skip
+    facts = body.search_scope == "facts"
+    hits = await hybrid_search(
+        db,
+        embed,
+        tenant,
+        HybridQuery(
+            text=body.text,
+            targets=("facts",) if facts else ("messages",),
+            scope=Scope(
+                user_ids=[body.user_id] if body.user_id else None,
+                session_ids=body.session_ids,
+                metadata=None if facts else body.record_filter,
+            ),
+            limit=limit,
+            min_score=body.min_score,
+            mmr_lambda=(body.mmr_lambda if body.mmr_lambda is not None else 0.5)
+            if body.search_type == "mmr"
+            else None,
+            ef_search=runtime.settings.vector.hnsw_ef_search,
+            ts_config=runtime.settings.text_search_config,
+        ),
+    )
+    if facts:
+        rated = [
+            h for h in hits
+            if body.min_fact_rating is None or (h.item.get("rating") or 1) >= body.min_fact_rating
+        ]  # fmt: skip
         return {
             "results": [
                 {"fact": fact_json(h.item), "score": h.score, "message": None,
                  "session_id": None, "summary": None}
-                for h in hits
+                for h in rated
             ]
         }  # fmt: skip
-    hits = await search_messages(
-        db,
-        embed,
-        tenant,
-        MessageQuery(
-            text=body.text,
-            limit=limit,
-            user_id=body.user_id,
-            session_ids=body.session_ids,
-            min_score=body.min_score,
-            metadata=body.record_filter,
-            search_type=body.search_type,
-            mmr_lambda=body.mmr_lambda if body.mmr_lambda is not None else 0.5,
-            ef_search=runtime.settings.vector.hnsw_ef_search,
-        ),
-    )
     return {
         "results": [
             {

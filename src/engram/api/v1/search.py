@@ -1,0 +1,179 @@
+"""Native search with score parts, and a ready-to-prompt context block for a session."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from engram.api.deps import Db, Embed, RuntimeDep, Tenant
+from engram.api.responses import FastJSON
+from engram.errors import ValidationError
+from engram.memory import estimate_tokens
+from engram.search.hybrid import Hit, HybridQuery, hybrid_search
+from engram.store import messages, sessions, users
+from engram.store.retrieval import Scope
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["search"], default_response_class=FastJSON)
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(min_length=1, max_length=8192)
+    targets: list[Literal["messages", "facts", "entities"]] = Field(
+        default=["messages", "facts"], min_length=1
+    )
+    user_id: StrictStr | None = None
+    user_ids: list[StrictStr] | None = None
+    session_ids: list[StrictStr] | None = None
+    limit: int = Field(default=10, ge=1, le=200)
+    min_score: float | None = Field(default=None, ge=0, le=1)
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+    as_of: datetime | None = None
+    metadata: dict[str, Any] | None = None
+    roles: list[StrictStr] | None = None
+    mmr_lambda: float | None = Field(default=None, ge=0, le=1)
+    recency_half_life_days: float | None = Field(default=None, gt=0)
+    ef_search: int | None = Field(default=None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> SearchBody:
+        if self.user_id is not None and self.user_ids is not None:
+            raise ValueError("give user_id or user_ids, not both")
+        for name in ("time_from", "time_to", "as_of"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} needs a time zone (e.g. Z)")
+        return self
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    """A result with its kind, fused score and the score of each signal that found it."""
+    return {
+        "kind": hit.kind,
+        "score": round(hit.score, 6),
+        "score_parts": hit.parts,
+        "ranks": hit.ranks,
+        hit.kind: hit.item,
+    }
+
+
+@router.post("/search")
+async def search(
+    body: SearchBody, db: Db, embed: Embed, runtime: RuntimeDep, tenant: Tenant
+) -> Any:
+    """Hybrid search over messages, facts and entities, with why each result ranked."""
+    user_ids = body.user_ids or ([body.user_id] if body.user_id else None)
+    if user_ids:
+        async with db.tenant(tenant) as conn:
+            for u in user_ids:
+                await users.get(conn, u)
+    scope = Scope(
+        user_ids=user_ids,
+        session_ids=body.session_ids,
+        time_from=body.time_from,
+        time_to=body.time_to,
+        as_of=body.as_of,
+        metadata=body.metadata,
+        roles=body.roles,
+    )
+    hits = await hybrid_search(
+        db,
+        embed,
+        tenant,
+        HybridQuery(
+            text=body.text,
+            targets=tuple(dict.fromkeys(body.targets)),
+            scope=scope,
+            limit=body.limit,
+            min_score=body.min_score,
+            mmr_lambda=body.mmr_lambda,
+            recency_half_life_days=body.recency_half_life_days,
+            ef_search=body.ef_search or runtime.settings.vector.hnsw_ef_search,
+            ts_config=runtime.settings.text_search_config,
+        ),
+    )
+    return {"results": [hit_json(h) for h in hits]}
+
+
+def _day(value: datetime | None) -> str:
+    return value.date().isoformat() if value else "?"
+
+
+@router.get("/sessions/{session_id}/context")
+async def context(
+    session_id: str,
+    db: Db,
+    embed: Embed,
+    runtime: RuntimeDep,
+    tenant: Tenant,
+    max_tokens: Annotated[int, Query(ge=16, le=100_000)] = 1000,
+    query: Annotated[str | None, Query(max_length=8192)] = None,
+    recent: Annotated[int, Query(ge=0, le=100, description="latest messages left out")] = 4,
+) -> Any:
+    """Facts (with validity dates) and earlier messages relevant to the session now,
+    as a block of text that fits ``max_tokens``."""
+    async with db.tenant(tenant) as conn:
+        session = await sessions.get(conn, session_id)
+        latest = await messages.last_n(conn, session_id, max(recent, 3))
+    if session["user_id"] is None:
+        raise ValidationError(
+            f"session {session_id!r} has no user, so it has no memory beyond itself",
+            hint="create sessions with a user_id",
+        )
+    text = query or " ".join(m["content"] for m in latest[-3:])
+    if not text.strip():
+        return {"context": "", "tokens": 0, "facts": [], "messages": []}
+    skip = {m["uuid"] for m in latest[-recent:]} if recent else set()
+    hits = await hybrid_search(
+        db,
+        embed,
+        tenant,
+        HybridQuery(
+            text=text,
+            targets=("facts", "messages"),
+            scope=Scope(user_ids=[session["user_id"]]),
+            limit=50,
+            ts_config=runtime.settings.text_search_config,
+        ),
+    )
+    facts_part: list[dict[str, Any]] = []
+    msgs_part: list[dict[str, Any]] = []
+    lines_f: list[str] = []
+    lines_m: list[str] = []
+    budget = max_tokens - estimate_tokens("FACTS:\nEARLIER MESSAGES:\n")
+    for h in hits:
+        if h.kind == "fact":
+            f = h.item
+            until = _day(f["invalid_at"]) if f["invalid_at"] else "present"
+            line = f"- {f['fact']} (valid {_day(f['valid_at'])} to {until})"
+        elif h.kind == "message" and h.item["uuid"] not in skip:
+            m = h.item
+            who = m["role"] or m["role_type"]
+            line = f"- [{m['created_at']:%Y-%m-%d %H:%M}] {who}: {m['content']}"
+        else:
+            continue
+        cost = estimate_tokens(line)
+        if cost > budget:
+            continue
+        budget -= cost
+        (lines_f if h.kind == "fact" else lines_m).append(line)
+        (facts_part if h.kind == "fact" else msgs_part).append(h.item)
+    blocks = []
+    if lines_f:
+        blocks.append("FACTS:\n" + "\n".join(lines_f))
+    if lines_m:
+        blocks.append("EARLIER MESSAGES:\n" + "\n".join(lines_m))
+    block = "\n\n".join(blocks)
+    return {
+        "context": block,
+        "tokens": estimate_tokens(block) if block else 0,
+        "facts": facts_part,
+        "messages": msgs_part,
+    }

@@ -1,0 +1,212 @@
+"""Hybrid retrieval: vector, full-text and graph candidates fused by reciprocal rank.
+
+For one query the engine gathers, per target (messages, facts, entities), ranked lists:
+pgvector nearest neighbours, Postgres full-text matches (websearch syntax, OR-joined
+words), and the graph neighbourhood: facts of the entities the query names or the top
+candidates mention, breadth-first to depth 2 (facts lead back to the messages they came
+from). Each item's fused score is sum(weight / (K + rank)) over the lists it appears in,
+normalised so that first place in every list of its target scores 1.0. Optional
+recency weighting and MMR diversification follow. Every hit keeps its score parts.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+
+from engram.embed.batcher import BatchingEmbedder
+from engram.graph.ingest import normalize_name
+from engram.search.mmr import mmr_select
+from engram.store import retrieval
+from engram.store.db import Conn, Database
+from engram.store.retrieval import Scope
+
+__all__ = ["Hit", "HybridQuery", "Target", "hybrid_search"]
+
+Target = Literal["messages", "facts", "entities"]
+K = 60  # the usual RRF constant: damps the difference between ranks 1 and 2
+_WEIGHTS = {"vector": 1.0, "text": 1.0, "graph": 0.8}
+_LISTS: dict[str, tuple[str, ...]] = {  # the signals that rank each kind of result
+    "message": ("vector", "text", "graph"),
+    "fact": ("vector", "text", "graph"),
+    "entity": ("vector", "graph"),
+}
+
+
+@dataclass(frozen=True)
+class HybridQuery:
+    text: str
+    targets: tuple[Target, ...] = ("messages",)
+    scope: Scope = field(default_factory=Scope)
+    limit: int = 10
+    min_score: float | None = None
+    mmr_lambda: float | None = None  # None: no diversification
+    recency_half_life_days: float | None = None  # None: no recency weighting
+    recency_weight: float = 0.3
+    ef_search: int = 64
+    ts_config: str = "english"
+    candidates: int = 40  # per list
+    graph: bool = True
+
+
+@dataclass
+class Hit:
+    kind: Literal["message", "fact", "entity"]
+    item: dict[str, Any]
+    score: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)  # signal -> its own score
+    ranks: dict[str, int] = field(default_factory=dict)  # signal -> rank in its list
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, str(self.item["uuid"]))
+
+
+class _Fuser:
+    def __init__(self) -> None:
+        self.hits: dict[tuple[str, str], Hit] = {}
+
+    def add(self, kind: str, signal: str, rows: list[dict[str, Any]]) -> None:
+        for rank, row in enumerate(rows, start=1):
+            key = (kind, str(row["uuid"]))
+            hit = self.hits.get(key)
+            if hit is None:
+                hit = self.hits[key] = Hit(kind, row)  # type: ignore[arg-type]
+            if signal not in hit.ranks:
+                hit.ranks[signal] = rank
+                hit.parts[signal] = round(float(row.get("score", 0.0)), 6)
+
+    def fused(self) -> list[Hit]:
+        for hit in self.hits.values():
+            lists = _LISTS[hit.kind]
+            best = sum(_WEIGHTS[s] / (K + 1) for s in lists)
+            raw = sum(_WEIGHTS[s] / (K + r) for s, r in hit.ranks.items())
+            hit.score = raw / best
+        return sorted(self.hits.values(), key=lambda h: h.score, reverse=True)
+
+
+async def hybrid_search(
+    db: Database, embedder: BatchingEmbedder, tenant: str, q: HybridQuery
+) -> list[Hit]:
+    """The best ``limit`` messages, facts and entities for the query, with score parts."""
+    vector = (await embedder.embed([q.text]))[0]
+    fuser = _Fuser()
+    async with db.tenant(tenant) as conn:
+        await _gather(conn, q, vector, fuser)
+    hits = fuser.fused()
+    if q.recency_half_life_days:
+        _weigh_recency(hits, q.recency_half_life_days, q.recency_weight)
+    if q.min_score is not None:
+        hits = [h for h in hits if h.score >= q.min_score]
+    if q.mmr_lambda is not None and len(hits) > q.limit:
+        hits = _diversify(hits[: q.limit * 4], vector, q.limit, q.mmr_lambda)
+    hits = hits[: q.limit]
+    for h in hits:
+        for col in ("embedding", "fact_embedding", "name_embedding", "score"):
+            h.item.pop(col, None)
+    return hits
+
+
+async def _gather(conn: Conn, q: HybridQuery, vector: Any, fuser: _Fuser) -> None:
+    k, scope = q.candidates, q.scope
+    want = set(q.targets)
+    msg_vec = await retrieval.message_vector(conn, vector, scope, k, q.ef_search)
+    msg_txt = await retrieval.message_text(conn, q.text, q.ts_config, scope, k)
+    if "messages" in want:
+        fuser.add("message", "vector", msg_vec)
+        fuser.add("message", "text", msg_txt)
+    fact_vec: list[dict[str, Any]] = []
+    if want & {"facts", "messages"} or q.graph:
+        fact_vec = await retrieval.fact_vector(conn, vector, scope, k)
+    if "facts" in want:
+        fuser.add("fact", "vector", fact_vec)
+        fuser.add("fact", "text", await retrieval.fact_text(conn, q.text, q.ts_config, scope, k))
+    if "entities" in want:
+        fuser.add("entity", "vector", await retrieval.entity_vector(conn, vector, scope, k))
+    if not q.graph:
+        return
+    graph_facts = await _neighbourhood(conn, q, vector, msg_vec[:5] + msg_txt[:5], fact_vec[:5])
+    if "facts" in want:
+        fuser.add("fact", "graph", graph_facts)
+    if "messages" in want:
+        cited: list[uuidlib.UUID] = []
+        for f in graph_facts:
+            cited.extend(u for u in f["episodes"] if u not in cited)
+        rows = await retrieval.messages_by_uuid(conn, cited[: k * 2], scope)
+        order = {u: i for i, u in enumerate(cited)}
+        rows.sort(key=lambda r: order[r["uuid"]])
+        for r in rows:
+            r["score"] = _cos(vector, r["embedding"])
+        rows.sort(key=lambda r: r["score"], reverse=True)
+        fuser.add("message", "graph", rows[:k])
+    if "entities" in want:
+        ids = {f["source_uuid"] for f in graph_facts} | {f["target_uuid"] for f in graph_facts}
+        named = [r for r in await retrieval.entity_vector(conn, vector, scope, k * 2)]
+        fuser.add("entity", "graph", [r for r in named if r["uuid"] in ids][:k])
+
+
+async def _neighbourhood(
+    conn: Conn,
+    q: HybridQuery,
+    vector: Any,
+    top_messages: list[dict[str, Any]],
+    top_facts: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Facts within two hops of the entities the query names or the top results touch,
+    ranked by hop, then by similarity to the query."""
+    seeds = set(await retrieval.entities_named(conn, normalize_name(q.text), q.scope))
+    seeds |= set(await retrieval.entities_of_messages(conn, [m["uuid"] for m in top_messages]))
+    for f in top_facts:
+        seeds |= {f["source_uuid"], f["target_uuid"]}
+    seen: dict[str, dict[str, Any]] = {}
+    frontier, visited = list(seeds), set(seeds)
+    for depth in (1, 2):
+        rows = await retrieval.facts_of_entities(conn, frontier, q.scope, q.candidates * 2)
+        nxt: list[uuidlib.UUID] = []
+        for r in rows:
+            if str(r["uuid"]) in seen:
+                continue
+            r["score"] = _cos(vector, r["fact_embedding"]) / depth
+            seen[str(r["uuid"])] = r
+            for e in (r["source_uuid"], r["target_uuid"]):
+                if e not in visited:
+                    visited.add(e)
+                    nxt.append(e)
+        frontier = nxt
+        if not frontier:
+            break
+    return sorted(seen.values(), key=lambda r: r["score"], reverse=True)[: q.candidates]
+
+
+def _cos(query: Any, stored: Any) -> float:
+    v = stored.to_numpy() if hasattr(stored, "to_numpy") else np.asarray(stored)
+    return float(np.dot(query, v))
+
+
+def _weigh_recency(hits: list[Hit], half_life_days: float, weight: float) -> None:
+    now = datetime.now(UTC)
+    for h in hits:
+        when = h.item.get("valid_at") or h.item.get("created_at") or now
+        age_days = max(0.0, (now - when).total_seconds() / 86400)
+        fresh = 0.5 ** (age_days / half_life_days)
+        h.parts["recency"] = round(fresh, 6)
+        h.score *= (1 - weight) + weight * fresh
+    hits.sort(key=lambda h: h.score, reverse=True)
+
+
+def _diversify(hits: list[Hit], query: Any, k: int, lambda_: float) -> list[Hit]:
+    vectors = []
+    for h in hits:
+        for col in ("embedding", "fact_embedding", "name_embedding"):
+            if h.item.get(col) is not None:
+                vectors.append(h.item[col].to_numpy())
+                break
+        else:
+            vectors.append(np.zeros_like(query))
+    relevance = np.array([h.score for h in hits], dtype=np.float32)
+    order = mmr_select(relevance, np.stack(vectors).astype(np.float32), k, lambda_)
+    return [hits[i] for i in order]

@@ -1,0 +1,253 @@
+"""Candidate queries for hybrid retrieval: vector, full-text and graph, per target.
+
+Every query takes a `Scope` (users, sessions, time range, as-of, metadata, roles) and
+returns at most `k` rows, best first, each with its own score for that signal.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from engram.store.db import Conn
+
+__all__ = [
+    "Scope",
+    "entities_named",
+    "entities_of_messages",
+    "entity_vector",
+    "fact_text",
+    "fact_vector",
+    "facts_of_entities",
+    "message_text",
+    "message_vector",
+    "messages_by_uuid",
+]
+
+_VEC = np.ndarray[Any, np.dtype[np.float32]]
+
+MESSAGE_COLUMNS = sql.SQL(
+    """m.uuid, m.session_id, m.user_id, m.role, m.role_type, m.content, m.metadata,
+       m.token_count, m.created_at, m.updated_at, m.embedding"""
+)
+FACT_COLUMNS = sql.SQL(
+    """f.uuid, f.user_id, f.fact, f.relation, f.source_uuid, f.target_uuid, f.valid_at,
+       f.invalid_at, f.created_at, f.expired_at, f.episodes, f.rating, f.fact_embedding,
+       (SELECT name FROM entities e WHERE e.uuid = f.source_uuid) AS source_name,
+       (SELECT name FROM entities e WHERE e.uuid = f.target_uuid) AS target_name"""
+)
+ENTITY_COLUMNS = sql.SQL(
+    "n.uuid, n.user_id, n.name, n.labels, n.aliases, n.summary, n.created_at, n.name_embedding"
+)
+# Questions join their words with OR: "what did Ada paint" should find "Ada painted a
+# lake", which an AND of all words would not.
+_OR_QUERY = sql.SQL("replace(websearch_to_tsquery({cfg}::regconfig, {q})::text, '&', '|')::tsquery")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which rows a search may return."""
+
+    user_ids: list[str] | None = None
+    session_ids: list[str] | None = None
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+    as_of: datetime | None = None  # facts valid at this time (default: valid now)
+    metadata: dict[str, Any] | None = None
+    roles: list[str] | None = None  # role_type or role of messages
+
+    @property
+    def exact(self) -> bool:
+        """True when the scope is narrow enough to scan exactly rather than use the index."""
+        return bool(self.user_ids) or bool(self.session_ids)
+
+
+def _message_where(scope: Scope) -> tuple[sql.Composable, list[Any]]:
+    parts: list[sql.Composable] = [sql.SQL("true")]
+    params: list[Any] = []
+    if scope.user_ids:
+        parts.append(sql.SQL("m.user_id = ANY(%s)"))
+        params.append(scope.user_ids)
+    if scope.session_ids:
+        parts.append(sql.SQL("m.session_id = ANY(%s)"))
+        params.append(scope.session_ids)
+    if scope.time_from is not None:
+        parts.append(sql.SQL("m.created_at >= %s"))
+        params.append(scope.time_from)
+    if scope.time_to is not None:
+        parts.append(sql.SQL("m.created_at < %s"))
+        params.append(scope.time_to)
+    if scope.metadata:
+        parts.append(sql.SQL("m.metadata @> %s"))
+        params.append(Jsonb(scope.metadata))
+    if scope.roles:
+        parts.append(sql.SQL("(m.role_type = ANY(%s) OR m.role = ANY(%s))"))
+        params.extend([scope.roles, scope.roles])
+    return sql.SQL(" AND ").join(parts), params
+
+
+def _fact_where(scope: Scope) -> tuple[sql.Composable, list[Any]]:
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    if scope.as_of is None:
+        parts.append(sql.SQL("f.expired_at IS NULL AND f.invalid_at IS NULL"))
+    else:
+        parts.append(
+            sql.SQL(
+                "(f.valid_at IS NULL OR f.valid_at <= %s)"
+                " AND (f.invalid_at IS NULL OR f.invalid_at > %s)"
+            )
+        )
+        params.extend([scope.as_of, scope.as_of])
+    if scope.user_ids:
+        parts.append(sql.SQL("f.user_id = ANY(%s)"))
+        params.append(scope.user_ids)
+    if scope.session_ids:
+        parts.append(
+            sql.SQL("f.user_id IN (SELECT user_id FROM sessions WHERE session_id = ANY(%s))")
+        )
+        params.append(scope.session_ids)
+    if scope.time_from is not None:
+        parts.append(sql.SQL("coalesce(f.valid_at, f.created_at) >= %s"))
+        params.append(scope.time_from)
+    if scope.time_to is not None:
+        parts.append(sql.SQL("coalesce(f.valid_at, f.created_at) < %s"))
+        params.append(scope.time_to)
+    return sql.SQL(" AND ").join(parts), params
+
+
+async def _ordered(conn: Conn, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
+    cur = await conn.execute(query, params)
+    return await cur.fetchall()
+
+
+async def message_vector(
+    conn: Conn, vector: _VEC, scope: Scope, k: int, ef_search: int
+) -> list[dict[str, Any]]:
+    """Messages nearest by cosine; ``score`` = similarity."""
+    where, params = _message_where(scope)
+    if scope.exact:
+        query = sql.SQL(
+            """WITH c AS MATERIALIZED (SELECT {cols} FROM messages m WHERE {where})
+               SELECT *, 1 - (embedding <=> %s) AS score FROM c
+               ORDER BY embedding <=> %s LIMIT %s"""
+        )
+    else:
+        await conn.execute(
+            sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef_search, k)))
+        )
+        query = sql.SQL(
+            """SELECT {cols}, 1 - (m.embedding <=> %s) AS score FROM messages m
+               WHERE {where} ORDER BY m.embedding <=> %s LIMIT %s"""
+        )
+    return await _ordered(
+        conn, query.format(cols=MESSAGE_COLUMNS, where=where), [*params, vector, vector, k]
+    )
+
+
+async def message_text(
+    conn: Conn, text: str, ts_config: str, scope: Scope, k: int
+) -> list[dict[str, Any]]:
+    """Messages matching any query word (stemmed), ranked by ts_rank_cd; ``score`` = rank."""
+    where, params = _message_where(scope)
+    tsq = _OR_QUERY.format(cfg=sql.Literal(ts_config), q=sql.Placeholder())
+    query = sql.SQL(
+        """SELECT {cols}, ts_rank_cd(m.search_text, t.q, 32) AS score
+           FROM messages m, (SELECT {tsq} AS q) AS t
+           WHERE m.search_text @@ t.q AND {where}
+           ORDER BY score DESC LIMIT %s"""
+    ).format(cols=MESSAGE_COLUMNS, tsq=tsq, where=where)
+    return await _ordered(conn, query, [text, *params, k])
+
+
+async def fact_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[dict[str, Any]]:
+    where, params = _fact_where(scope)
+    query = sql.SQL(
+        """WITH c AS MATERIALIZED (SELECT {cols} FROM facts f WHERE {where})
+           SELECT *, 1 - (fact_embedding <=> %s) AS score FROM c
+           ORDER BY fact_embedding <=> %s LIMIT %s"""
+    ).format(cols=FACT_COLUMNS, where=where)
+    return await _ordered(conn, query, [*params, vector, vector, k])
+
+
+async def fact_text(
+    conn: Conn, text: str, ts_config: str, scope: Scope, k: int
+) -> list[dict[str, Any]]:
+    where, params = _fact_where(scope)
+    tsq = _OR_QUERY.format(cfg=sql.Literal(ts_config), q=sql.Placeholder())
+    query = sql.SQL(
+        """SELECT {cols}, ts_rank_cd(f.search_text, t.q, 32) AS score
+           FROM facts f, (SELECT {tsq} AS q) AS t
+           WHERE f.search_text @@ t.q AND {where}
+           ORDER BY score DESC LIMIT %s"""
+    ).format(cols=FACT_COLUMNS, tsq=tsq, where=where)
+    return await _ordered(conn, query, [text, *params, k])
+
+
+async def entity_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[dict[str, Any]]:
+    parts: list[sql.Composable] = [sql.SQL("true")]
+    params: list[Any] = []
+    if scope.user_ids:
+        parts.append(sql.SQL("n.user_id = ANY(%s)"))
+        params.append(scope.user_ids)
+    query = sql.SQL(
+        """WITH c AS MATERIALIZED (SELECT {cols} FROM entities n WHERE {where})
+           SELECT *, 1 - (name_embedding <=> %s) AS score FROM c
+           ORDER BY name_embedding <=> %s LIMIT %s"""
+    ).format(cols=ENTITY_COLUMNS, where=sql.SQL(" AND ").join(parts))
+    return await _ordered(conn, query, [*params, vector, vector, k])
+
+
+async def entities_named(conn: Conn, normalized_query: str, scope: Scope) -> list[uuidlib.UUID]:
+    """Entities whose name or alias appears, as whole words, in the (normalised) query."""
+    if not scope.user_ids:
+        return []
+    cur = await conn.execute(
+        """SELECT uuid FROM entities
+           WHERE user_id = ANY(%s) AND length(normalized_name) > 2
+             AND (' ' || %s || ' ') LIKE ('%% ' || normalized_name || ' %%')""",
+        (scope.user_ids, normalized_query),
+    )
+    return [r["uuid"] for r in await cur.fetchall()]
+
+
+async def entities_of_messages(conn: Conn, messages: list[uuidlib.UUID]) -> list[uuidlib.UUID]:
+    """Entities mentioned in the given messages."""
+    if not messages:
+        return []
+    cur = await conn.execute("SELECT uuid FROM entities WHERE episodes && %s::uuid[]", (messages,))
+    return [r["uuid"] for r in await cur.fetchall()]
+
+
+async def facts_of_entities(
+    conn: Conn, entities: list[uuidlib.UUID], scope: Scope, k: int
+) -> list[dict[str, Any]]:
+    """Valid facts touching any of the entities (one hop in the graph)."""
+    if not entities:
+        return []
+    where, params = _fact_where(scope)
+    query = sql.SQL(
+        """SELECT {cols} FROM facts f
+           WHERE (f.source_uuid = ANY(%s) OR f.target_uuid = ANY(%s)) AND {where}
+           ORDER BY coalesce(f.valid_at, f.created_at) DESC LIMIT %s"""
+    ).format(cols=FACT_COLUMNS, where=where)
+    return await _ordered(conn, query, [entities, entities, *params, k])
+
+
+async def messages_by_uuid(
+    conn: Conn, uuids: list[uuidlib.UUID], scope: Scope
+) -> list[dict[str, Any]]:
+    """The given messages, where the scope allows them."""
+    if not uuids:
+        return []
+    where, params = _message_where(scope)
+    query = sql.SQL("SELECT {cols} FROM messages m WHERE m.uuid = ANY(%s) AND {where}").format(
+        cols=MESSAGE_COLUMNS, where=where
+    )
+    return await _ordered(conn, query, [uuids, *params])

@@ -1,0 +1,127 @@
+"""Hybrid search through the native API: vector, full-text and graph signals, filters,
+score parts, and the ready-to-prompt context block."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fix_server import Server
+from tests.graph.test_extraction_flow import _wait_extracted
+
+pytestmark = pytest.mark.integration
+
+TURNS = [
+    ("2024-01-05T09:00:00Z", "Ada", "user", "My sister Maria lives in Porto and teaches piano."),
+    ("2024-01-05T09:01:00Z", "assistant", "assistant", "Porto is lovely in spring."),
+    ("2024-02-10T18:00:00Z", "Ada", "user", "Invoice XJ-4471 from the plumber is still unpaid."),
+    ("2024-03-01T08:00:00Z", "Ada", "user", "I started running every morning before work."),
+    ("2024-03-02T08:00:00Z", "Ada", "user", "I adopted a grey cat called Pixel."),
+]
+
+
+@pytest.fixture
+def ada(server: Server, http: httpx.Client, uid: str) -> str:
+    user, session = f"ada-{uid}", f"s-{uid}"
+    http.post("/api/v2/users", json={"user_id": user, "first_name": "Ada"})
+    http.post("/api/v2/sessions", json={"session_id": session, "user_id": user})
+    for at, role, role_type, text in TURNS:
+        meta = {"topic": "money"} if "Invoice" in text else {}
+        body = {"messages": [{"role": role, "role_type": role_type, "content": text,
+                              "created_at": at, "metadata": meta}]}  # fmt: skip
+        assert http.post(f"/api/v2/sessions/{session}/memory", json=body).status_code == 200
+    _wait_extracted(server, session)
+    return user
+
+
+def _search(http: httpx.Client, **body: Any) -> list[dict[str, Any]]:
+    r = http.post("/v1/search", json=body)
+    assert r.status_code == 200, r.text
+    results: list[dict[str, Any]] = r.json()["results"]
+    return results
+
+
+def _text(hit: dict[str, Any]) -> str:
+    item = hit[hit["kind"]]
+    return str(item.get("content") or item.get("fact") or item.get("name"))
+
+
+def test_results_explain_why_they_ranked(http: httpx.Client, ada: str) -> None:
+    hits = _search(http, text="XJ-4471", user_id=ada, targets=["messages"], limit=3)
+    assert "XJ-4471" in _text(hits[0])
+    assert "text" in hits[0]["score_parts"]  # an exact code: found by full-text search
+    assert 0 < hits[0]["score"] <= 1
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+    pet = _search(http, text="which pet does she have?", user_id=ada, targets=["messages"])
+    assert "Pixel" in _text(pet[0])
+    assert "vector" in pet[0]["score_parts"]  # no shared word: found by meaning
+
+
+def test_the_graph_brings_back_messages_about_named_entities(http: httpx.Client, ada: str) -> None:
+    hits = _search(http, text="Maria", user_id=ada, targets=["messages", "facts"], limit=10)
+    graph = [h for h in hits if "graph" in h["score_parts"]]
+    assert graph, hits
+    assert any("Porto" in _text(h) for h in graph)
+
+
+def test_filters_narrow_the_results(http: httpx.Client, ada: str) -> None:
+    money = _search(
+        http, text="bills", user_id=ada, targets=["messages"], metadata={"topic": "money"}
+    )
+    assert [_text(h) for h in money] == ["Invoice XJ-4471 from the plumber is still unpaid."]
+    march = _search(
+        http, text="morning", user_id=ada, targets=["messages"],
+        time_from="2024-03-01T00:00:00Z", time_to="2024-04-01T00:00:00Z",
+    )  # fmt: skip
+    assert march and all(h["message"]["created_at"] >= "2024-03-01" for h in march)
+    assistant = _search(http, text="Porto", user_id=ada, targets=["messages"], roles=["assistant"])
+    assert [_text(h) for h in assistant] == ["Porto is lovely in spring."]
+    one = _search(http, text="Porto", user_ids=[ada], limit=1)
+    assert len(one) == 1
+
+
+def test_entities_and_facts_are_targets(http: httpx.Client, ada: str) -> None:
+    ents = _search(http, text="Pixel the cat", user_id=ada, targets=["entities"], limit=3)
+    assert ents and all(h["kind"] == "entity" for h in ents)
+    assert any("Pixel" in h["entity"]["name"] for h in ents)
+    facts = _search(http, text="exercise habits", user_id=ada, targets=["facts"], limit=3)
+    assert facts and "running" in _text(facts[0])
+    assert facts[0]["fact"]["valid_at"].startswith("2024-03-01")
+
+
+def test_context_block_fits_the_budget(http: httpx.Client, ada: str, uid: str) -> None:
+    r = http.get(f"/v1/sessions/s-{uid}/context", params={"max_tokens": 60, "query": "family"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["tokens"] <= 60
+    assert "Maria" in body["context"] and "valid 2024-01-05" in body["context"]
+    big = http.get(f"/v1/sessions/s-{uid}/context", params={"max_tokens": 2000, "recent": 2})
+    block = big.json()["context"]
+    assert "FACTS:" in block and "EARLIER MESSAGES:" in block
+    assert "Pixel" not in block.split("EARLIER MESSAGES:")[1]  # latest turns are left out
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"text": ""},
+        {"text": "x", "targets": []},
+        {"text": "x", "targets": ["summaries"]},
+        {"text": "x", "user_id": "a", "user_ids": ["b"]},
+        {"text": "x", "as_of": "2024-01-01T00:00:00"},
+        {"text": "x", "limit": 0},
+        {"text": "x", "unknown": 1},
+    ],
+)
+def test_bad_search_requests_are_400(http: httpx.Client, body: dict[str, Any]) -> None:
+    r = http.post("/v1/search", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["message"]
+
+
+def test_unknown_user_or_session_is_404(http: httpx.Client, uid: str) -> None:
+    assert http.post("/v1/search", json={"text": "x", "user_id": f"no-{uid}"}).status_code == 404
+    assert http.get(f"/v1/sessions/no-{uid}/context").status_code == 404
