@@ -30,6 +30,7 @@ __all__ = ["Hit", "HybridQuery", "Target", "hybrid_search"]
 Target = Literal["messages", "facts", "entities"]
 K = 60  # the usual RRF constant: damps the difference between ranks 1 and 2
 _WEIGHTS = {"vector": 1.0, "text": 1.0, "graph": 0.8}
+_HOP_FANOUT = 10  # facts per hop whose entities are expanded further
 _LISTS: dict[str, tuple[str, ...]] = {  # the signals that rank each kind of result
     "message": ("vector", "text", "graph"),
     "fact": ("vector", "text", "graph"),
@@ -136,12 +137,7 @@ async def _gather(conn: Conn, q: HybridQuery, vector: Any, fuser: _Fuser) -> Non
         cited: list[uuidlib.UUID] = []
         for f in graph_facts:
             cited.extend(u for u in f["episodes"] if u not in cited)
-        rows = await retrieval.messages_by_uuid(conn, cited[: k * 2], scope)
-        order = {u: i for i, u in enumerate(cited)}
-        rows.sort(key=lambda r: order[r["uuid"]])
-        for r in rows:
-            r["score"] = _cos(vector, r["embedding"])
-        rows.sort(key=lambda r: r["score"], reverse=True)
+        rows = await retrieval.messages_by_uuid(conn, cited[: k * 2], vector, scope)
         fuser.add("message", "graph", rows[:k])
     if "entities" in want:
         ids = {f["source_uuid"] for f in graph_facts} | {f["target_uuid"] for f in graph_facts}
@@ -165,26 +161,22 @@ async def _neighbourhood(
     seen: dict[str, dict[str, Any]] = {}
     frontier, visited = list(seeds), set(seeds)
     for depth in (1, 2):
-        rows = await retrieval.facts_of_entities(conn, frontier, q.scope, q.candidates * 2)
-        nxt: list[uuidlib.UUID] = []
-        for r in rows:
-            if str(r["uuid"]) in seen:
-                continue
-            r["score"] = _cos(vector, r["fact_embedding"]) / depth
+        rows = await retrieval.facts_of_entities(conn, frontier, vector, q.scope, q.candidates)
+        fresh = [r for r in rows if str(r["uuid"]) not in seen]
+        for r in fresh:
+            r["score"] = float(r["score"]) / depth  # a second hop counts for less
             seen[str(r["uuid"])] = r
+        # Breadth-first, but only onward from the closest facts: a hub entity would
+        # otherwise pull in its whole neighbourhood.
+        frontier = []
+        for r in fresh[:_HOP_FANOUT]:
             for e in (r["source_uuid"], r["target_uuid"]):
                 if e not in visited:
                     visited.add(e)
-                    nxt.append(e)
-        frontier = nxt
+                    frontier.append(e)
         if not frontier:
             break
     return sorted(seen.values(), key=lambda r: r["score"], reverse=True)[: q.candidates]
-
-
-def _cos(query: Any, stored: Any) -> float:
-    v = stored.to_numpy() if hasattr(stored, "to_numpy") else np.asarray(stored)
-    return float(np.dot(query, v))
 
 
 def _weigh_recency(hits: list[Hit], half_life_days: float, weight: float) -> None:

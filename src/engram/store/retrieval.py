@@ -38,9 +38,16 @@ MESSAGE_COLUMNS = sql.SQL(
 )
 FACT_COLUMNS = sql.SQL(
     """f.uuid, f.user_id, f.fact, f.relation, f.source_uuid, f.target_uuid, f.valid_at,
-       f.invalid_at, f.created_at, f.expired_at, f.episodes, f.rating, f.fact_embedding,
-       (SELECT name FROM entities e WHERE e.uuid = f.source_uuid) AS source_name,
-       (SELECT name FROM entities e WHERE e.uuid = f.target_uuid) AS target_name"""
+       f.invalid_at, f.created_at, f.expired_at, f.episodes, f.rating, f.fact_embedding"""
+)
+# Entity names of the facts that made the cut (joined after LIMIT, never per candidate).
+_NAMED = sql.SQL(
+    """SELECT r.*, s.name AS source_name, t.name AS target_name FROM ({}) r
+       JOIN entities s ON s.tenant_id = current_setting('app.tenant_id', true)
+                      AND s.uuid = r.source_uuid
+       JOIN entities t ON t.tenant_id = current_setting('app.tenant_id', true)
+                      AND t.uuid = r.target_uuid
+       ORDER BY r.score DESC"""
 )
 ENTITY_COLUMNS = sql.SQL(
     "n.uuid, n.user_id, n.name, n.labels, n.aliases, n.summary, n.created_at, n.name_embedding"
@@ -123,7 +130,8 @@ def _fact_where(scope: Scope) -> tuple[sql.Composable, list[Any]]:
 
 
 async def _ordered(conn: Conn, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
-    cur = await conn.execute(query, params)
+    # Binary results: vectors arrive as raw float32 (parsed by numpy), not as text.
+    cur = await conn.execute(query, params, binary=True)
     return await cur.fetchall()
 
 
@@ -173,7 +181,7 @@ async def fact_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[di
            SELECT *, 1 - (fact_embedding <=> %s) AS score FROM c
            ORDER BY fact_embedding <=> %s LIMIT %s"""
     ).format(cols=FACT_COLUMNS, where=where)
-    return await _ordered(conn, query, [*params, vector, vector, k])
+    return await _ordered(conn, _NAMED.format(query), [*params, vector, vector, k])
 
 
 async def fact_text(
@@ -187,7 +195,7 @@ async def fact_text(
            WHERE f.search_text @@ t.q AND {where}
            ORDER BY score DESC LIMIT %s"""
     ).format(cols=FACT_COLUMNS, tsq=tsq, where=where)
-    return await _ordered(conn, query, [text, *params, k])
+    return await _ordered(conn, _NAMED.format(query), [text, *params, k])
 
 
 async def entity_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[dict[str, Any]]:
@@ -226,28 +234,33 @@ async def entities_of_messages(conn: Conn, messages: list[uuidlib.UUID]) -> list
 
 
 async def facts_of_entities(
-    conn: Conn, entities: list[uuidlib.UUID], scope: Scope, k: int
+    conn: Conn, entities: list[uuidlib.UUID], vector: _VEC, scope: Scope, k: int
 ) -> list[dict[str, Any]]:
-    """Valid facts touching any of the entities (one hop in the graph)."""
+    """Valid facts touching any of the entities (one hop), the ``k`` closest to the query."""
     if not entities:
         return []
     where, params = _fact_where(scope)
     query = sql.SQL(
-        """SELECT {cols} FROM facts f
-           WHERE (f.source_uuid = ANY(%s) OR f.target_uuid = ANY(%s)) AND {where}
-           ORDER BY coalesce(f.valid_at, f.created_at) DESC LIMIT %s"""
+        """WITH c AS MATERIALIZED (
+               SELECT {cols} FROM facts f
+               WHERE (f.source_uuid = ANY(%s) OR f.target_uuid = ANY(%s)) AND {where})
+           SELECT *, 1 - (fact_embedding <=> %s) AS score FROM c
+           ORDER BY fact_embedding <=> %s LIMIT %s"""
     ).format(cols=FACT_COLUMNS, where=where)
-    return await _ordered(conn, query, [entities, entities, *params, k])
+    return await _ordered(
+        conn, _NAMED.format(query), [entities, entities, *params, vector, vector, k]
+    )
 
 
 async def messages_by_uuid(
-    conn: Conn, uuids: list[uuidlib.UUID], scope: Scope
+    conn: Conn, uuids: list[uuidlib.UUID], vector: _VEC, scope: Scope
 ) -> list[dict[str, Any]]:
-    """The given messages, where the scope allows them."""
+    """The given messages where the scope allows them; ``score`` = similarity to the query."""
     if not uuids:
         return []
     where, params = _message_where(scope)
-    query = sql.SQL("SELECT {cols} FROM messages m WHERE m.uuid = ANY(%s) AND {where}").format(
-        cols=MESSAGE_COLUMNS, where=where
-    )
-    return await _ordered(conn, query, [uuids, *params])
+    query = sql.SQL(
+        """SELECT {cols}, 1 - (m.embedding <=> %s) AS score FROM messages m
+           WHERE m.uuid = ANY(%s) AND {where} ORDER BY score DESC"""
+    ).format(cols=MESSAGE_COLUMNS, where=where)
+    return await _ordered(conn, query, [vector, uuids, *params])

@@ -1,0 +1,332 @@
+"""Semantic-memory benchmark: extraction throughput of one worker, and relevant-facts
+latency of GET memory on a large graph.
+
+    .venv/bin/python bench/graph.py [--facts 100000] [--users 1] [--json OUT]
+
+Part 1 ingests every LoCoMo conversation (one user each; one request per two turns, as an
+agent sends them) into a server started with --no-worker, then starts one `engram worker`
+and times it from its first finished episode to its last: messages per second through the
+whole job (load, extract, embed names and facts, resolve, upsert, commit).
+
+Part 2 bulk-loads a graph of --facts facts spread over --users users (vectors from a pool
+of real embeddings of distinct sentences, with small noise so that each row is distinct),
+then measures GET /api/v2/sessions/{id}/memory, whose relevant_facts run the hybrid engine
+over that graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from common import (
+    ENGRAM,
+    ClientPool,
+    check_disk,
+    locomo_files,
+    machine,
+    percentiles,
+    print_machine,
+    remove_tree,
+    short_tmpdir,
+    start_server,
+    stop_server,
+    table,
+    timed,
+    wait_quiet,
+    write_json,
+)
+
+RELATIONS = ["LIVES_IN", "WORKS_AT", "LIKES", "VISITED", "HAS_FRIEND", "OWNS", "PLAYS", "READ"]
+
+
+def _turns(path: Path) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(session date text, [(speaker, text)]) for each session of a conversation."""
+    conv = json.loads(path.read_text())
+    conv = conv.get("conversation", conv)
+    out = []
+    keys = [k for k in conv if re.fullmatch(r"session_\d+", k) and isinstance(conv[k], list)]
+    for key in sorted(keys, key=lambda k: int(k.split("_")[1])):
+        turns = [(t["speaker"], t["text"].strip()) for t in conv[key] if t.get("text", "").strip()]
+        out.append((str(conv.get(f"{key}_date_time", "")), turns))
+    return out
+
+
+async def ingest_locomo(base_url: str, api_key: str) -> int:
+    """Every LoCoMo conversation as one user; returns the messages sent."""
+    sent = 0
+    async with ClientPool(base_url, api_key, 1) as pool:
+        client = pool.clients[0]
+        for i, path in enumerate(locomo_files()):
+            user = f"locomo-{i}"
+            await timed(client, "POST", "/api/v2/users", json={"user_id": user})
+            for j, (_, turns) in enumerate(_turns(path)):
+                sid = f"{user}-s{j}"
+                body = {"session_id": sid, "user_id": user}
+                await timed(client, "POST", "/api/v2/sessions", json=body)
+                for k in range(0, len(turns), 2):
+                    msgs = [
+                        {"role": who, "role_type": "user", "content": text}
+                        for who, text in turns[k : k + 2]
+                    ]
+                    await timed(
+                        client, "POST", f"/api/v2/sessions/{sid}/memory", json={"messages": msgs}
+                    )
+                    sent += len(msgs)
+    return sent
+
+
+def worker_throughput(data_dir: Path, dsn: str, messages: int) -> dict[str, Any]:
+    """Run one `engram worker` over the queued episodes; time first to last finished."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        total = conn.execute("SELECT count(*) FROM episodes").fetchone()
+    assert total is not None
+    worker = subprocess.Popen(
+        [ENGRAM, "worker", "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    t_start = time.perf_counter()
+    try:
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    """SELECT count(*) FILTER (WHERE status <> 'pending'),
+                              min(processed_at), max(processed_at),
+                              sum(cardinality(message_uuids)) FILTER (WHERE status = 'done'),
+                              count(*) FILTER (WHERE status = 'failed')
+                       FROM episodes"""
+                ).fetchone()
+            assert row is not None
+            if row[0] == total[0]:
+                break
+            time.sleep(1)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    wall = time.perf_counter() - t_start
+    window = (row[2] - row[1]).total_seconds()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        facts = conn.execute("SELECT count(*) FROM facts").fetchone()
+        entities = conn.execute("SELECT count(*) FROM entities").fetchone()
+    assert facts is not None and entities is not None
+    return {
+        "episodes": int(total[0]),
+        "messages": int(row[3] or 0),
+        "failed_episodes": int(row[4]),
+        "messages_sent": messages,
+        "facts": int(facts[0]),
+        "entities": int(entities[0]),
+        "wall_s_including_worker_start": round(wall, 2),
+        "processing_window_s": round(window, 2),
+        "messages_per_s": round(int(row[3] or 0) / window, 1) if window > 0 else None,
+    }
+
+
+def _pool_vectors(n: int) -> tuple[list[str], np.ndarray]:
+    """Distinct fact-like sentences and their real local embeddings."""
+    from engram.config import EmbedderSettings
+    from engram.embed import build_embedder
+
+    rng = np.random.default_rng(11)
+    names = ["Ada", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana", "Ivo", "June"]
+    things = ["Lisbon", "Oslo", "chess", "pottery", "Acme", "a red bike", "jazz", "Kyoto",
+              "sourdough", "the marathon", "Dune", "a beagle", "Nairobi", "violin"]  # fmt: skip
+    verbs = ["lives in", "works at", "likes", "visited", "is friends with someone from", "owns",
+             "plays", "read about", "moved to", "started learning"]  # fmt: skip
+    texts = [
+        f"{rng.choice(names)} {rng.choice(verbs)} {rng.choice(things)} in {1990 + i % 35}"
+        f" (note {i})."
+        for i in range(n)
+    ]
+    embedder = build_embedder(EmbedderSettings())
+    try:
+        vecs = np.concatenate([embedder.embed(texts[i : i + 256]) for i in range(0, n, 256)])
+    finally:
+        embedder.close()
+    return texts, vecs.astype(np.float32)
+
+
+def bulk_graph(dsn: str, n_facts: int, n_users: int, pool: int = 4000) -> dict[str, Any]:
+    """Users, one session each with three messages, entities and facts, by COPY."""
+    texts, vecs = _pool_vectors(pool)
+    rng = np.random.default_rng(5)
+    t0 = time.perf_counter()
+    per_user = n_facts // n_users
+    with psycopg.connect(dsn, autocommit=False) as conn:
+        register_vector(conn)
+        with conn.cursor() as cur:
+            cur.execute(
+                """CREATE TEMP TABLE stage_facts (uuid uuid, user_id text, source_uuid uuid,
+                       target_uuid uuid, relation text, fact text, fact_embedding vector(384),
+                       episodes uuid[]) ON COMMIT DROP"""
+            )
+            for u in range(n_users):
+                user = f"g-{u}"
+                cur.execute(
+                    "INSERT INTO users (tenant_id, user_id) VALUES ('default', %s)", (user,)
+                )
+                cur.execute(
+                    "INSERT INTO sessions (tenant_id, session_id, user_id)"
+                    " VALUES ('default', %s, %s)",
+                    (f"{user}-s", user),
+                )
+                for _ in range(3):
+                    idx = int(rng.integers(pool))
+                    cur.execute(
+                        """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role,
+                               role_type, content, token_count, embedding, search_text)
+                           VALUES ('default', %s, %s, %s, 'user', 'user', %s, 10, %s,
+                                   to_tsvector('english', %s))""",
+                        (uuid.uuid4(), f"{user}-s", user, texts[idx], vecs[idx], texts[idx]),
+                    )
+                n_ent = max(2, per_user // 10)
+                ent_ids = [uuid.uuid4() for _ in range(n_ent)]
+                with cur.copy(
+                    "COPY entities (tenant_id, uuid, user_id, name, normalized_name,"
+                    " name_embedding) FROM STDIN WITH (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["text", "uuid", "text", "text", "text", "vector"])
+                    for e, eid in enumerate(ent_ids):
+                        v = vecs[int(rng.integers(pool))]
+                        copy.write_row(("default", eid, user, f"entity {e}", f"entity {e}", v))
+                message = uuid.uuid4()
+                with cur.copy(
+                    "COPY stage_facts (uuid, user_id, source_uuid, target_uuid, relation,"
+                    " fact, fact_embedding, episodes) FROM STDIN WITH (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(
+                        ["uuid", "text", "uuid", "uuid", "text", "text", "vector", "uuid[]"]
+                    )
+                    for _ in range(per_user):
+                        idx = int(rng.integers(pool))
+                        noisy = vecs[idx] + rng.normal(0, 0.02, vecs.shape[1]).astype(np.float32)
+                        noisy /= np.linalg.norm(noisy)
+                        copy.write_row(
+                            (
+                                uuid.uuid4(), user,
+                                ent_ids[int(rng.integers(n_ent))],
+                                ent_ids[int(rng.integers(n_ent))],
+                                RELATIONS[idx % len(RELATIONS)], texts[idx], noisy, [message],
+                            )
+                        )  # fmt: skip
+            cur.execute(
+                """INSERT INTO facts (tenant_id, uuid, user_id, source_uuid, target_uuid,
+                       relation, fact, fact_embedding, search_text, episodes)
+                   SELECT 'default', uuid, user_id, source_uuid, target_uuid, relation, fact,
+                          fact_embedding, to_tsvector('english', fact), episodes
+                   FROM stage_facts"""
+            )
+        conn.commit()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE entities")
+        conn.execute("VACUUM ANALYZE facts")
+        conn.execute("VACUUM ANALYZE messages")
+        size = conn.execute("SELECT pg_total_relation_size('facts')").fetchone()
+    assert size is not None
+    return {
+        "facts": per_user * n_users,
+        "users": n_users,
+        "facts_per_user": per_user,
+        "load_s": round(time.perf_counter() - t0, 1),
+        "facts_total_mb": round(int(size[0]) / 1e6, 1),
+    }
+
+
+async def memory_latency(
+    base_url: str, api_key: str, n_users: int, requests: int, concurrency: int
+) -> dict[str, Any]:
+    rng = np.random.default_rng(3)
+    targets = [f"g-{int(rng.integers(n_users))}-s" for _ in range(requests + 30)]
+    async with ClientPool(base_url, api_key, concurrency) as pool:
+        for sid in targets[:30]:  # warm-up
+            await timed(pool.clients[0], "GET", f"/api/v2/sessions/{sid}/memory")
+        check = await pool.clients[0].get(f"/api/v2/sessions/{targets[0]}/memory")
+        n_relevant = len(check.json()["relevant_facts"])
+        latencies: list[float] = []
+        queue = list(targets[30:])
+
+        async def run(client: httpx.AsyncClient) -> None:
+            while queue:
+                sid = queue.pop()
+                latencies.append(await timed(client, "GET", f"/api/v2/sessions/{sid}/memory"))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(run(c) for c in pool.clients))
+        wall = time.perf_counter() - t0
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "relevant_facts_returned": n_relevant,
+        "rps": round(requests / wall, 1),
+        "latency_ms": percentiles(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--facts", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--skip-worker", action="store_true")
+    parser.add_argument("--quiet-wait", type=float, default=600, help="max s to wait for quiet")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/graph.json"))
+    args = parser.parse_args()
+    info = machine()
+    print_machine(info)
+    result: dict[str, Any] = {"params": vars(args) | {"json": str(args.json)}}
+
+    if not args.skip_worker:
+        result["quiet_cores_before_worker"] = wait_quiet(max_wait_s=args.quiet_wait)
+        root = short_tmpdir("egg-")
+        server = start_server(root / "d", extra=["--no-worker"])
+        try:
+            sent = asyncio.run(ingest_locomo(server.base_url, server.api_key))
+            dsn = server.superuser_dsn()
+            result["worker"] = worker_throughput(server.data_dir, dsn, sent)
+        finally:
+            stop_server(server)
+            remove_tree(root)
+        w = result["worker"]
+        print(table([[w["episodes"], w["messages"], w["facts"], w["processing_window_s"],
+                      w["messages_per_s"]]],
+                    ["episodes", "messages", "facts", "window s", "msg/s"]))  # fmt: skip
+
+    check_disk(Path("/tmp"), 2)
+    root = short_tmpdir("egf-")
+    server = start_server(root / "d", extra=["--no-worker"])
+    try:
+        result["graph"] = bulk_graph(server.superuser_dsn(), args.facts, args.users)
+        result["quiet_cores_before_latency"] = wait_quiet(max_wait_s=args.quiet_wait)
+        for conc in (1, 4):
+            result[f"memory_c{conc}"] = asyncio.run(
+                memory_latency(server.base_url, server.api_key, args.users, args.requests, conc)
+            )
+    finally:
+        stop_server(server)
+        remove_tree(root)
+    rows = []
+    for c in (1, 4):
+        lat = result[f"memory_c{c}"]["latency_ms"]
+        rows.append([c, lat["p50"], lat["p95"], lat["p99"], result[f"memory_c{c}"]["rps"]])
+    print(f"GET memory with relevant_facts over {result['graph']['facts']} facts "
+          f"({result['graph']['facts_per_user']} per user):")  # fmt: skip
+    print(table(rows, ["concurrency", "p50 ms", "p95 ms", "p99 ms", "req/s"]))
+    print("wrote", write_json(args.json, "graph", result | {"machine": info}))
+
+
+if __name__ == "__main__":
+    main()
