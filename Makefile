@@ -25,6 +25,8 @@ run: install
 test: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	# The pkcs11 key provider's tests drive a real SoftHSM2 token.
+	command -v softhsm2-util >/dev/null || (apt-get update && apt-get install -y softhsm2)
 	$(BIN)/pytest
 
 lint: install

@@ -24,11 +24,18 @@ from engram.errors import ConfigError
 
 __all__ = [
     "AutovacuumSettings",
+    "AwsKmsSettings",
+    "AzureKeyVaultSettings",
+    "CryptoSettings",
     "EmbedderSettings",
     "ExtractorSettings",
     "LimitSettings",
+    "LocalKeySettings",
+    "MetricsSettings",
+    "Pkcs11Settings",
     "PoolSettings",
     "Settings",
+    "VaultTransitSettings",
     "VectorSettings",
     "WorkerSettings",
     "load_settings",
@@ -116,10 +123,103 @@ class PoolSettings(BaseModel):
     timeout_s: float = Field(default=5.0, gt=0)
 
 
+class MetricsSettings(BaseModel):
+    """/metrics: database figures sampled in the background, and alert denominators."""
+
+    sample_interval_s: float = Field(default=15.0, ge=0.2, le=3600)
+    # Exported as gauges for the alert rules when set (0: unknown, not exported).
+    database_memory_bytes: int = Field(default=0, ge=0)
+    storage_capacity_bytes: int = Field(default=0, ge=0)
+
+
 class LimitSettings(BaseModel):
     max_content_chars: int = Field(default=65_536, ge=1)
     max_messages_per_request: int = Field(default=1_000, ge=1)
     max_metadata_bytes: int = Field(default=65_536, ge=2)
+
+
+class LocalKeySettings(BaseModel):
+    """The `local` key provider: key-encryption keys in a file (mode 0600)."""
+
+    # Default: <data_dir>/keys/kek.json, created on first use.
+    key_file: Path | None = None
+
+
+class Pkcs11Settings(BaseModel):
+    """The `pkcs11` key provider: an HSM's AES key wraps the data keys."""
+
+    library: Path | None = None  # e.g. /usr/lib/softhsm/libsofthsm2.so
+    token_label: str = "engram"  # noqa: S105 (a label, not a secret)
+    pin: SecretStr | None = None
+    key_label: str = "engram-kek"  # versions are "<key_label>-<n>"
+    mechanism: Literal["aes-key-wrap-pad", "aes-key-wrap", "aes-gcm"] = "aes-key-wrap-pad"
+
+
+class AwsKmsSettings(BaseModel):
+    """The `aws-kms` key provider. Credentials come from boto3's usual chain."""
+
+    # A key id, ARN or "alias/..."; with an alias, a new KEK retargets the alias.
+    key_id: str = "alias/engram"
+    region: str | None = None
+    endpoint_url: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+
+class VaultTransitSettings(BaseModel):
+    """The `vault-transit` key provider: HashiCorp Vault's transit engine over HTTP."""
+
+    url: str = "http://127.0.0.1:8200"
+    token: SecretStr | None = None
+    namespace: str | None = None
+    mount: str = "transit"
+    key_name: str = "engram"
+    ca_file: Path | None = None
+    timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=1, ge=0, le=10)
+
+
+class AzureKeyVaultSettings(BaseModel):
+    """The `azure-keyvault` key provider: an RSA key in Key Vault wraps the data keys."""
+
+    vault_url: str | None = None  # https://<name>.vault.azure.net
+    key_name: str = "engram"
+    key_version: str | None = None  # pin a version; default: the latest
+    algorithm: Literal["RSA-OAEP-256", "RSA-OAEP"] = "RSA-OAEP-256"
+    # Service principal; without it, azure-identity's DefaultAzureCredential.
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    verify_challenge_resource: bool = True
+    ca_file: Path | None = None
+    timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=1, ge=0, le=10)
+
+
+class CryptoSettings(BaseModel):
+    """Field-level encryption: which classes are protected and who holds the keys."""
+
+    enabled: bool = True
+    # Sensitivity classes stored only as ciphertext.
+    protect: list[Literal["pii", "phi", "secret"]] = ["pii", "phi", "secret"]
+    # The least sensitivity every field of every tenant gets (tenant policy may raise it).
+    floor: Literal["none", "pii", "phi", "secret"] = "none"
+    # Detectors to turn off, by type name (e.g. ["ip_address"]).
+    disabled_detectors: list[str] = []
+    # Embed the plaintext of protected fields instead of the redacted form (see docs).
+    embed_plaintext: bool = False
+    provider: Literal["local", "pkcs11", "aws-kms", "vault-transit", "azure-keyvault"] = "local"
+    # Unwrapped data keys stay in memory this long, at most this many.
+    dek_cache_ttl_s: float = Field(default=300.0, ge=0)
+    dek_cache_max: int = Field(default=10_000, ge=1)
+    rotate_every_days: int | None = Field(default=None, ge=1)
+    local: LocalKeySettings = LocalKeySettings()
+    pkcs11: Pkcs11Settings = Pkcs11Settings()
+    aws_kms: AwsKmsSettings = AwsKmsSettings()
+    vault: VaultTransitSettings = VaultTransitSettings()
+    azure: AzureKeyVaultSettings = AzureKeyVaultSettings()
 
 
 class Settings(BaseSettings):
@@ -150,6 +250,8 @@ class Settings(BaseSettings):
     autovacuum: AutovacuumSettings = AutovacuumSettings()
     pool: PoolSettings = PoolSettings()
     limits: LimitSettings = LimitSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    crypto: CryptoSettings = CryptoSettings()
     text_search_config: str = "english"
     # Messages returned by GET memory when the caller gives no lastn (Zep's default).
     memory_window: int = Field(default=12, ge=1, le=10_000)

@@ -7,6 +7,10 @@ EngramError
 │   └── ConflictError      a duplicate id (HTTP 400 in the Zep API, as Zep does)
 ├── AuthError              missing or wrong credentials (HTTP 401)
 ├── UnavailableError       a dependency (database, model, KMS) is down (HTTP 503)
+│   └── KeyUnavailableError  a key provider cannot wrap or unwrap a data key right now
+│                          (unreachable, denied, misconfigured); ``reason`` says which
+├── DecryptionError        a ciphertext that does not open: tampered, moved to another
+│                          row, or its key is unknown, disabled or destroyed (HTTP 500)
 ├── SchemaMismatchError    the database was made for other vector settings (refuse to start)
 ├── EmbeddingError         the embedder failed or returned something unusable (HTTP 503)
 └── ExtractionError        the LLM extractor could not extract an episode (the job fails,
@@ -19,9 +23,11 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "ConflictError",
+    "DecryptionError",
     "EmbeddingError",
     "EngramError",
     "ExtractionError",
+    "KeyUnavailableError",
     "NotFoundError",
     "SchemaMismatchError",
     "UnavailableError",
@@ -74,6 +80,54 @@ class AuthError(EngramError):
 
 class UnavailableError(EngramError):
     status = 503
+
+
+class KeyUnavailableError(UnavailableError):
+    """A key provider could not be used; nothing protected is written and reads that
+    need an uncached key fail, until it is back."""
+
+    REASONS = frozenset(
+        {"unreachable", "timeout", "denied", "misconfigured", "kek_missing", "server_error"}
+    )
+
+    def __init__(
+        self, message: str, *, provider: str, reason: str, hint: str | None = None
+    ) -> None:
+        super().__init__(f"key provider {provider!r} unavailable ({reason}): {message}", hint=hint)
+        self.provider = provider
+        self.reason = reason
+
+
+class DecryptionError(EngramError):
+    """A ciphertext was refused; never returned as garbage."""
+
+    status = 500
+    REASONS = frozenset(
+        {
+            "malformed",
+            "unsupported_version",
+            "unknown_key",
+            "key_disabled",
+            "key_destroyed",
+            "wrong_owner",
+            "authentication_failed",
+            "unwrap_failed",
+        }
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        key_id: str | None = None,
+        key_version: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+        self.key_id = key_id
+        self.key_version = key_version
 
 
 class SchemaMismatchError(EngramError):

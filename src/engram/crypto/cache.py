@@ -1,0 +1,82 @@
+"""Unwrapped data keys kept in memory for a bounded time and number, least recently used out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = ["DataKey", "DataKeyCache"]
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """One unwrapped data key version, ready to use, and the tenant that owns it."""
+
+    key_id: UUID
+    version: int
+    tenant: str
+    aead: AESGCM
+
+
+class DataKeyCache:
+    """(key id, version) -> unwrapped data key, for `ttl_s` seconds after the unwrap.
+
+    The expiry runs from the unwrap, not the last use, so a key disabled or shredded in
+    another process stops working here within `ttl_s`. ``ttl_s=0`` turns caching off.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float = 300.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[tuple[UUID, int], tuple[float, DataKey]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key_id: UUID, version: int) -> DataKey | None:
+        """The cached key, or None when absent or expired."""
+        with self._lock:
+            entry = self._entries.get((key_id, version))
+            if entry is None:
+                return None
+            if entry[0] <= self._clock():
+                del self._entries[(key_id, version)]
+                return None
+            self._entries.move_to_end((key_id, version))
+            return entry[1]
+
+    def put(self, key: DataKey) -> None:
+        if self.ttl_s <= 0:
+            return
+        slot = (key.key_id, key.version)
+        with self._lock:
+            self._entries[slot] = (self._clock() + self.ttl_s, key)
+            self._entries.move_to_end(slot)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def evict(self, key_id: UUID, version: int | None = None) -> None:
+        """Forget one version of a key, or all its versions."""
+        with self._lock:
+            for k in [k for k in self._entries if k[0] == key_id]:
+                if version is None or k[1] == version:
+                    del self._entries[k]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

@@ -1,0 +1,57 @@
+"""Field encryption as callers use it: text in, ``enc:v1:...`` out, and back."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from engram.crypto.envelope import Envelope, FieldContext, seal, unseal
+from engram.crypto.keyring import Keyring
+from engram.errors import DecryptionError
+
+__all__ = ["FieldCipher"]
+
+
+class FieldCipher:
+    """Encrypts and decrypts field values with the data keys of a keyring."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+
+    def encrypt_bytes(self, plaintext: bytes, ctx: FieldContext, *, key_id: UUID) -> bytes:
+        """The binary ciphertext of `plaintext` for field `ctx` under `key_id`'s primary."""
+        key = self.keyring.encryption_key(key_id)
+        return seal(key.aead, key.key_id, key.version, plaintext, ctx).to_bytes()
+
+    def encrypt(self, plaintext: str, ctx: FieldContext, *, key_id: UUID) -> str:
+        """The text ciphertext of `plaintext` for field `ctx` under `key_id`'s primary."""
+        key = self.keyring.encryption_key(key_id)
+        return seal(key.aead, key.key_id, key.version, plaintext.encode(), ctx).to_text()
+
+    def _open(self, env: Envelope, ctx: FieldContext) -> bytes:
+        key = self.keyring.decryption_key(env.key_id, env.key_version)
+        if key.tenant != ctx.tenant:
+            raise DecryptionError(
+                f"data key {env.key_id} belongs to another tenant than {ctx.tenant!r}",
+                reason="wrong_owner",
+                key_id=str(env.key_id),
+                key_version=env.key_version,
+                hint="the value was copied from another tenant; restore it from a backup",
+            )
+        return unseal(key.aead, env, ctx)
+
+    def decrypt_bytes(self, ciphertext: bytes, ctx: FieldContext) -> bytes:
+        """The plaintext of a binary ciphertext; DecryptionError if it does not open."""
+        return self._open(Envelope.from_bytes(ciphertext), ctx)
+
+    def decrypt(self, ciphertext: str, ctx: FieldContext) -> str:
+        """The plaintext of a text ciphertext; DecryptionError if it does not open."""
+        return self._open(Envelope.from_text(ciphertext), ctx).decode()
+
+    def reencrypt(self, ciphertext: str, ctx: FieldContext) -> str | None:
+        """The value under its key's primary version, or None if it already is."""
+        env = Envelope.from_text(ciphertext)
+        if env.key_version == self.keyring.primary_version(env.key_id):
+            return None
+        plaintext = self._open(env, ctx)
+        key = self.keyring.encryption_key(env.key_id)
+        return seal(key.aead, key.key_id, key.version, plaintext, ctx).to_text()

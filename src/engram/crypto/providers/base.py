@@ -1,0 +1,58 @@
+"""The key-provider protocol: a service that holds key-encryption keys (KEKs) and wraps
+and unwraps data keys with them, never handing a KEK out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["KeyProvider", "WrappedDek"]
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedDek:
+    """A data key as a provider wrapped it: what to store next to the key's id.
+
+    `kek_id` names exactly the KEK (and version, where the provider has versions) that
+    wrapped it, so it unwraps after the provider's current KEK has moved on.
+    """
+
+    provider: str
+    kek_id: str
+    blob: bytes
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """Wraps data keys under a KEK it keeps.
+
+    Errors: KeyUnavailableError when the provider cannot be used now (unreachable,
+    denied, misconfigured, KEK missing), DecryptionError(reason="unwrap_failed") when it
+    answered that a wrapped key is not one of its own.
+    """
+
+    name: str
+
+    def current_kek(self) -> str:
+        """The id of the KEK new data keys are wrapped with."""
+        ...
+
+    def wrap(self, plaintext_dek: bytes, kek_id: str | None = None) -> WrappedDek:
+        """Wrap a data key under `kek_id` (default: the current KEK)."""
+        ...
+
+    def unwrap(self, wrapped: WrappedDek) -> bytes:
+        """The plaintext data key inside `wrapped`."""
+        ...
+
+    def new_kek(self) -> str:
+        """Create a new KEK (or KEK version), make it current, and return its id."""
+        ...
+
+    def describe(self) -> dict[str, str]:
+        """What this provider is, for `engram keys status` (never secret material)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and sessions."""
+        ...
