@@ -27,6 +27,8 @@ test: install
 	$(BIN)/mypy
 	# The pkcs11 key provider's tests drive a real SoftHSM2 token.
 	command -v softhsm2-util >/dev/null || (apt-get update && apt-get install -y softhsm2)
+	# The alert rules are checked and unit-tested with promtool (Debian's prometheus).
+	command -v promtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
 	$(BIN)/pytest
 
 lint: install

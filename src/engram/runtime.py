@@ -22,6 +22,8 @@ from engram.embed.batcher import BatchingEmbedder
 from engram.errors import ConfigError, SchemaMismatchError, UnavailableError
 from engram.extract import Extractor, build_extractor
 from engram.jobs.queue import build_queue, run_worker
+from engram.metrics.registry import Metrics
+from engram.metrics.sampler import Sampler
 from engram.store import migrate
 from engram.store.db import Database
 from engram.store.embedded import EmbeddedPostgres
@@ -66,6 +68,8 @@ class Runtime:
         self.extractor: Extractor = build_extractor(settings.extractor)
         self.queue: procrastinate.App | None = None
         self._worker: asyncio.Task[None] | None = None
+        self.metrics = Metrics(settings.metrics)
+        self._sampler: Sampler | None = None
         self.app_dsn = ""
         self.owner_dsn: str | None = None
         self.api_key = ""
@@ -124,8 +128,9 @@ class Runtime:
                 hint="run `engram migrate` with the owner role first",
             )
 
-    async def open(self, *, worker: bool = False) -> None:
-        """Open the pool, the embedding batcher and the job queue; start a worker if asked."""
+    async def open(self, *, worker: bool = False, sampler: bool = False) -> None:
+        """Open the pool, the embedding batcher and the job queue; start a worker and the
+        metrics sampler if asked."""
         assert self.embedder is not None
         p = self.settings.pool
         self.db = Database(
@@ -144,8 +149,14 @@ class Runtime:
                 ),
                 name="engram-worker",
             )
+        if sampler:
+            interval = self.settings.metrics.sample_interval_s
+            self._sampler = Sampler(self.app_dsn, self.metrics, interval)
+            self._sampler.start()
 
     async def close(self) -> None:
+        if self._sampler is not None:
+            await self._sampler.stop()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -11,6 +11,7 @@ from engram.api import health, v1, zep
 from engram.api.errors import install_error_handlers
 from engram.api.middleware import DropEmptyQueryParams
 from engram.api.responses import FastJSON
+from engram.metrics import install_metrics
 from engram.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -21,7 +22,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.open(worker=runtime.settings.worker.enabled)
+        await runtime.open(worker=runtime.settings.worker.enabled, sampler=True)
         try:
             yield
         finally:
@@ -36,6 +37,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_metrics(app, runtime)  # inside DropEmptyQueryParams, which copies the scope
     app.add_middleware(DropEmptyQueryParams)
     app.include_router(health.router)
     app.include_router(zep.router)

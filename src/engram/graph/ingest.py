@@ -178,7 +178,7 @@ async def _resolve(
             found = near
     if found is not None:
         entity = uuidlib.UUID(str(found["uuid"]))
-        await entities.add_episode(conn, entity, message, key, label)
+        await entities.add_episode(conn, tenant, entity, message, key, label)
         return entity
     return await entities.insert(conn, tenant, user_id, name, key, label, summary, vector, message)
 

@@ -10,7 +10,7 @@ import numpy as np
 from engram.errors import NotFoundError
 from engram.store.db import Conn
 
-__all__ = ["add_episode", "find_by_name", "get", "insert", "many", "nearest"]
+__all__ = ["add_episode", "find_by_name", "get", "insert", "many", "mention", "nearest"]
 
 _VEC = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -52,34 +52,57 @@ async def insert(
 ) -> uuidlib.UUID:
     cur = await conn.execute(
         """INSERT INTO entities (tenant_id, user_id, name, normalized_name, labels, summary,
-                                 name_embedding, episodes)
-           VALUES (%s, %s, %s, %s, ARRAY[%s], %s, %s, ARRAY[%s]::uuid[])
-           ON CONFLICT (tenant_id, user_id, normalized_name) DO UPDATE
-               SET episodes = array_append(entities.episodes, %s), updated_at = now()
+                                 name_embedding)
+           VALUES (%s, %s, %s, %s, ARRAY[%s], %s, %s)
+           ON CONFLICT (tenant_id, user_id, normalized_name) DO NOTHING
            RETURNING uuid""",
-        (tenant, user_id, name, normalized, label, summary, vector, message, message),
+        (tenant, user_id, name, normalized, label, summary, vector),
     )
     row = await cur.fetchone()
+    if row is None:  # already there (same normalised name): use it, rewrite nothing
+        cur = await conn.execute(
+            "SELECT uuid FROM entities WHERE user_id = %s AND normalized_name = %s",
+            (user_id, normalized),
+        )
+        row = await cur.fetchone()
     assert row is not None
-    return uuidlib.UUID(str(row["uuid"]))
+    entity = uuidlib.UUID(str(row["uuid"]))
+    await mention(conn, tenant, entity, message)
+    return entity
+
+
+async def mention(conn: Conn, tenant: str, entity: uuidlib.UUID, message: uuidlib.UUID) -> None:
+    """Record that a message mentions the entity (idempotent, append-only)."""
+    await conn.execute(
+        """INSERT INTO entity_mentions (tenant_id, entity_uuid, message_uuid)
+           VALUES (%s, %s, %s) ON CONFLICT DO NOTHING""",
+        (tenant, entity, message),
+    )
 
 
 async def add_episode(
-    conn: Conn, entity: uuidlib.UUID, message: uuidlib.UUID, alias: str | None, label: str
+    conn: Conn,
+    tenant: str,
+    entity: uuidlib.UUID,
+    message: uuidlib.UUID,
+    alias: str | None,
+    label: str,
 ) -> None:
-    """Record that a message mentions the entity (and under which alias and label)."""
+    """Record a mention, and a new alias or label (the row is rewritten only then)."""
+    await mention(conn, tenant, entity, message)
     await conn.execute(
         """UPDATE entities SET
-               episodes = CASE WHEN episodes @> ARRAY[%(m)s]::uuid[] THEN episodes
-                               ELSE array_append(episodes, %(m)s) END,
                aliases = CASE WHEN %(alias)s::text IS NULL OR aliases @> ARRAY[%(alias)s]
                                    OR normalized_name = %(alias)s THEN aliases
                               ELSE array_append(aliases, %(alias)s) END,
                labels = CASE WHEN labels @> ARRAY[%(label)s] THEN labels
                              ELSE array_append(labels, %(label)s) END,
                updated_at = now()
-           WHERE uuid = %(e)s""",
-        {"m": message, "alias": alias, "label": label, "e": entity},
+           WHERE uuid = %(e)s
+             AND NOT (labels @> ARRAY[%(label)s]
+                      AND (%(alias)s::text IS NULL OR aliases @> ARRAY[%(alias)s]
+                           OR normalized_name = %(alias)s))""",
+        {"alias": alias, "label": label, "e": entity},
     )
 
 

@@ -229,7 +229,12 @@ async def entities_of_messages(conn: Conn, messages: list[uuidlib.UUID]) -> list
     """Entities mentioned in the given messages."""
     if not messages:
         return []
-    cur = await conn.execute("SELECT uuid FROM entities WHERE episodes && %s::uuid[]", (messages,))
+    cur = await conn.execute(
+        """SELECT DISTINCT entity_uuid AS uuid FROM entity_mentions
+           WHERE tenant_id = current_setting('app.tenant_id', true)
+             AND message_uuid = ANY(%s::uuid[])""",
+        (messages,),
+    )
     return [r["uuid"] for r in await cur.fetchall()]
 
 

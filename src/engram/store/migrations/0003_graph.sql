@@ -31,7 +31,6 @@ CREATE TABLE entities (
     aliases         text[] NOT NULL DEFAULT ARRAY[]::text[],
     summary         text,
     name_embedding  vector({dims}) NOT NULL,
-    episodes        uuid[] NOT NULL DEFAULT ARRAY[]::uuid[],
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, uuid),
@@ -40,6 +39,18 @@ CREATE TABLE entities (
 );
 CREATE INDEX entities_aliases_idx ON entities USING gin (aliases);
 {entity_index}
+
+-- Which messages mention which entities: append-only rows, so that a much-mentioned
+-- entity (the user) is never rewritten per episode.
+CREATE TABLE entity_mentions (
+    tenant_id    text NOT NULL,
+    entity_uuid  uuid NOT NULL,
+    message_uuid uuid NOT NULL,
+    PRIMARY KEY (tenant_id, entity_uuid, message_uuid),
+    FOREIGN KEY (tenant_id, entity_uuid) REFERENCES entities (tenant_id, uuid) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, message_uuid) REFERENCES messages (tenant_id, uuid) ON DELETE CASCADE
+);
+CREATE INDEX entity_mentions_message_idx ON entity_mentions (tenant_id, message_uuid);
 
 CREATE TABLE facts (
     tenant_id      text NOT NULL,
@@ -87,21 +98,14 @@ BEGIN
     UPDATE facts f SET episodes = c.keep FROM calc c
     WHERE f.tenant_id = c.tenant_id AND f.uuid = c.uuid AND cardinality(c.keep) > 0;
 
-    WITH gone AS (SELECT tenant_id, array_agg(uuid) AS ids FROM old_rows GROUP BY tenant_id),
-    calc AS (
-        SELECT e.tenant_id, e.uuid,
-               ARRAY(SELECT unnest(e.episodes) EXCEPT SELECT unnest(gone.ids)) AS keep
-        FROM entities e JOIN gone ON e.tenant_id = gone.tenant_id AND e.episodes && gone.ids),
-    dropped AS (
-        DELETE FROM entities e USING calc c
-        WHERE e.tenant_id = c.tenant_id AND e.uuid = c.uuid AND cardinality(c.keep) = 0
-          AND NOT EXISTS (SELECT 1 FROM facts f WHERE f.tenant_id = e.tenant_id
-                          AND (f.source_uuid = e.uuid OR f.target_uuid = e.uuid)))
-    UPDATE entities e SET episodes = c.keep FROM calc c
-    WHERE e.tenant_id = c.tenant_id AND e.uuid = c.uuid
-      AND (cardinality(c.keep) > 0
-           OR EXISTS (SELECT 1 FROM facts f WHERE f.tenant_id = e.tenant_id
-                      AND (f.source_uuid = e.uuid OR f.target_uuid = e.uuid)));
+    -- Mentions went with their messages (foreign key); drop entities of the affected
+    -- users that nothing mentions and no fact uses any more.
+    DELETE FROM entities e
+    WHERE (e.tenant_id, e.user_id) IN (SELECT DISTINCT tenant_id, user_id FROM old_rows)
+      AND NOT EXISTS (SELECT 1 FROM entity_mentions m
+                      WHERE m.tenant_id = e.tenant_id AND m.entity_uuid = e.uuid)
+      AND NOT EXISTS (SELECT 1 FROM facts f WHERE f.tenant_id = e.tenant_id
+                      AND (f.source_uuid = e.uuid OR f.target_uuid = e.uuid));
     RETURN NULL;
 END;
 $$;
@@ -120,6 +124,12 @@ CREATE POLICY tenant_isolation ON entities
     USING (tenant_id = current_setting('app.tenant_id', true))
     WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
 
+ALTER TABLE entity_mentions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE entity_mentions FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON entity_mentions
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+
 ALTER TABLE facts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE facts FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON facts
@@ -129,3 +139,4 @@ CREATE POLICY tenant_isolation ON facts
 ALTER TABLE episodes SET ({autovacuum});
 ALTER TABLE entities SET ({autovacuum});
 ALTER TABLE facts SET ({autovacuum});
+ALTER TABLE entity_mentions SET ({autovacuum});

@@ -1,0 +1,234 @@
+"""Catalog and statistics queries: relation sizes, workload shape, health figures.
+
+Used by `engram size --measure` (synchronous, once) and by the metrics sampler
+(asynchronous, every few seconds on its own connection). Everything here reads the
+system catalogs and statistics views, except ``workload_shape``, which samples the
+Engram tables inside one tenant's context (Row-Level Security hides other tenants'
+rows from the app role; a superuser or BYPASSRLS role sees them all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+__all__ = [
+    "DbHealth",
+    "IndexSize",
+    "RelationSize",
+    "TableHealth",
+    "read_health",
+    "relation_sizes",
+    "workload_shape",
+]
+
+_SIZES = """
+SELECT c.relname AS name,
+       c.reltuples::float8 AS reltuples,
+       coalesce(s.n_live_tup, 0)::float8 AS live,
+       pg_relation_size(c.oid, 'main') + pg_relation_size(c.oid, 'fsm')
+         + pg_relation_size(c.oid, 'vm') AS heap,
+       CASE WHEN c.reltoastrelid = 0 THEN 0
+            ELSE pg_total_relation_size(c.reltoastrelid) END AS toast
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+"""
+
+_INDEXES = """
+SELECT t.relname AS table_name, i.relname AS name, am.amname AS kind,
+       pg_relation_size(i.oid) AS bytes
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid
+JOIN pg_am am ON am.oid = i.relam
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = current_schema()
+"""
+
+
+@dataclass
+class IndexSize:
+    name: str
+    kind: str
+    bytes: int
+
+
+@dataclass
+class RelationSize:
+    name: str
+    rows: float
+    heap_bytes: int
+    toast_bytes: int
+    indexes: list[IndexSize] = field(default_factory=list)
+
+    @property
+    def index_bytes(self) -> int:
+        return sum(i.bytes for i in self.indexes)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.heap_bytes + self.toast_bytes + self.index_bytes
+
+
+def relation_sizes(conn: psycopg.Connection[Any]) -> dict[str, RelationSize]:
+    """Every table of the current schema with its heap, TOAST and index bytes."""
+    out: dict[str, RelationSize] = {}
+    for name, reltuples, live, heap, toast in conn.execute(_SIZES).fetchall():
+        # reltuples is -1 until the first ANALYZE; the statistics collector's live
+        # count is the next best thing without scanning the table.
+        rows = float(reltuples) if reltuples >= 0 else float(live)
+        out[name] = RelationSize(name, rows, int(heap), int(toast))
+    for table, name, kind, size in conn.execute(_INDEXES).fetchall():
+        if table in out:
+            out[table].indexes.append(IndexSize(name, kind, int(size)))
+    return out
+
+
+def _count(conn: psycopg.Connection[Any], table: str, rows: float) -> float:
+    if rows > 0:
+        return rows
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _sample_pct(rows: float, want: int = 20_000) -> float:
+    return 100.0 if rows <= want else max(0.01, 100.0 * want / rows)
+
+
+def workload_shape(
+    conn: psycopg.Connection[Any], tenant: str, sizes: dict[str, RelationSize]
+) -> dict[str, float]:
+    """Counts and average widths of the stored data, from a sample of each table."""
+    rows = {name: sizes[name].rows if name in sizes else 0.0 for name in (
+        "messages", "sessions", "users", "facts", "entities", "episodes")}  # fmt: skip
+    with conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+        counts = {name: _count(conn, name, n) for name, n in rows.items()}
+        msg = conn.execute(
+            sql.SQL(
+                "SELECT avg(octet_length(content)), avg(octet_length(session_id)),"
+                " avg(octet_length(coalesce(user_id, ''))), avg(octet_length(tenant_id))"
+                " FROM messages TABLESAMPLE SYSTEM ({})"
+            ).format(sql.Literal(_sample_pct(counts["messages"])))
+        ).fetchone()
+        fact = conn.execute(
+            sql.SQL("SELECT avg(octet_length(fact)) FROM facts TABLESAMPLE SYSTEM ({})").format(
+                sql.Literal(_sample_pct(counts["facts"]))
+            )
+        ).fetchone()
+    avg_content, avg_session_id, avg_user_id, avg_tenant = msg or (None, None, None, None)
+    return {
+        **counts,
+        "avg_message_bytes": float(avg_content or 0.0),
+        "id_bytes": (float(avg_session_id or 0) + float(avg_user_id or 0)) / 2,
+        "tenant_bytes": float(avg_tenant or 0.0),
+        "avg_fact_bytes": float((fact or (None,))[0] or 0.0),
+    }
+
+
+# --------------------------------------------------------------------------- health
+
+
+@dataclass
+class TableHealth:
+    name: str
+    live: int
+    dead: int
+    vacuum_age_s: float  # since the last vacuum or autovacuum (or server start)
+
+
+@dataclass
+class DbHealth:
+    connections: int
+    max_connections: int
+    longest_query_s: float
+    database_bytes: int
+    vector_indexes: dict[tuple[str, str], int]  # (table, index) -> bytes
+    tables: list[TableHealth]
+    jobs_todo: int
+    jobs_doing: int
+    oldest_job_age_s: float
+
+
+_HEALTH = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+       current_setting('max_connections')::int,
+       coalesce((SELECT extract(epoch FROM max(now() - query_start))
+                 FROM pg_stat_activity
+                 WHERE state = 'active' AND backend_type = 'client backend'
+                   AND pid <> pg_backend_pid()), 0)::float8,
+       pg_database_size(current_database())
+"""
+
+_VECTOR_INDEXES = """
+SELECT t.relname, i.relname, pg_relation_size(i.oid)
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid
+JOIN pg_am am ON am.oid = i.relam
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = current_schema() AND am.amname IN ('hnsw', 'ivfflat')
+"""
+
+_TABLES = """
+SELECT s.relname, s.n_live_tup, s.n_dead_tup,
+       extract(epoch FROM now() - coalesce(greatest(s.last_autovacuum, s.last_vacuum),
+                                           pg_postmaster_start_time()))::float8
+FROM pg_stat_user_tables s
+WHERE s.schemaname = current_schema()
+"""
+
+# Counts through the partial indexes on todo/doing jobs (succeeded jobs are never
+# scanned); the oldest waiting job is the todo job with the smallest id that is due.
+_JOBS = """
+SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'),
+       (SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'),
+       coalesce((
+           SELECT extract(epoch FROM now() - coalesce(j.scheduled_at, (
+                      SELECT min(e.at) FROM procrastinate_events e
+                      WHERE e.job_id = j.id AND e.type = 'deferred')))
+           FROM procrastinate_jobs j
+           WHERE j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+           ORDER BY j.id
+           LIMIT 1), 0)::float8
+"""
+
+
+async def read_health(conn: psycopg.AsyncConnection[Any]) -> DbHealth:
+    """One sample of the database figures the metrics export (catalog reads only)."""
+    cur = await conn.execute(_HEALTH)
+    row = await cur.fetchone()
+    assert row is not None
+    connections, max_conn, longest, db_bytes = row
+    cur = await conn.execute(_VECTOR_INDEXES)
+    vector = {(str(t), str(i)): int(b) for t, i, b in await cur.fetchall()}
+    cur = await conn.execute(_TABLES)
+    tables = [
+        TableHealth(str(n), int(live), int(dead), float(age))
+        for n, live, dead, age in await cur.fetchall()
+    ]
+    todo = doing = 0
+    oldest = 0.0
+    cur = await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
+    exists = await cur.fetchone()
+    if exists and exists[0]:
+        cur = await conn.execute(_JOBS)
+        jobs = await cur.fetchone()
+        if jobs is not None:
+            todo, doing, oldest = int(jobs[0]), int(jobs[1]), float(jobs[2])
+    return DbHealth(
+        connections=int(connections),
+        max_connections=int(max_conn),
+        longest_query_s=float(longest),
+        database_bytes=int(db_bytes),
+        vector_indexes=vector,
+        tables=tables,
+        jobs_todo=todo,
+        jobs_doing=doing,
+        oldest_job_age_s=oldest,
+    )
