@@ -31,8 +31,8 @@ _TUNING = """\
 # Written by Engram at initdb; edit freely, Engram never rewrites it.
 listen_addresses = ''
 max_connections = 200
-shared_buffers = 512MB
-effective_cache_size = 4GB
+shared_buffers = {shared_mb}MB
+effective_cache_size = {cache_mb}MB
 maintenance_work_mem = 1GB
 work_mem = 16MB
 jit = off
@@ -43,6 +43,18 @@ wal_compression = on
 max_parallel_maintenance_workers = 2
 shared_preload_libraries = 'pg_stat_statements'
 """
+
+
+def _memory_settings() -> dict[str, int]:
+    """shared_buffers at a quarter of RAM (128 MB to 8 GB), the cache estimate at half."""
+    try:
+        ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError, AttributeError):
+        ram_mb = 4096
+    return {
+        "shared_mb": max(128, min(8192, ram_mb // 4)),
+        "cache_mb": max(512, ram_mb // 2),
+    }
 
 
 class EmbeddedPostgres:
@@ -137,7 +149,7 @@ class EmbeddedPostgres:
         )  # fmt: skip
         with (tmp / "postgresql.conf").open("a") as conf:
             conf.write("\ninclude_if_exists = 'engram.conf'\n")
-        (tmp / "engram.conf").write_text(_TUNING)
+        (tmp / "engram.conf").write_text(_TUNING.format(**_memory_settings()))
         self._chown(tmp / "engram.conf")
         tmp.rename(self.pgdata)  # atomic: a crash mid-initdb leaves no half data dir
 

@@ -142,6 +142,9 @@ def _template_args(meta: VectorMeta, settings: Settings) -> dict[str, sql.Compos
         "fact_index": vector_index_sql(meta, "facts", "fact_embedding"),
         "autovacuum": autovacuum,
         "app_role": sql.Identifier(settings.app_role),
+        # PLAIN keeps a vector in its heap row; past 1536 dimensions (6 KB) a row could
+        # outgrow a page, so MAIN lets PostgreSQL move it out as a last resort.
+        "vector_storage": sql.SQL("PLAIN" if meta.dimensions <= 1536 else "MAIN"),
     }
 
 

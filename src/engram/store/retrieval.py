@@ -55,6 +55,8 @@ ENTITY_COLUMNS = sql.SQL(
 # Questions join their words with OR: "what did Ada paint" should find "Ada painted a
 # lake", which an AND of all words would not.
 _OR_QUERY = sql.SQL("replace(websearch_to_tsquery({cfg}::regconfig, {q})::text, '&', '|')::tsquery")
+_AND_QUERY = sql.SQL("websearch_to_tsquery({cfg}::regconfig, {q})")
+_TEXT_POOL = 2000  # matches ranked at most per full-text query
 
 
 @dataclass(frozen=True)
@@ -162,16 +164,27 @@ async def message_vector(
 async def message_text(
     conn: Conn, text: str, ts_config: str, scope: Scope, k: int
 ) -> list[dict[str, Any]]:
-    """Messages matching any query word (stemmed), ranked by ts_rank_cd; ``score`` = rank."""
+    """Messages matching the query words (stemmed), ranked by ts_rank_cd; ``score`` = rank.
+
+    Within a user or sessions any word may match; tenant-wide every word must, and at
+    most _TEXT_POOL matches are ranked, so a common word cannot make the query scan
+    the whole table.
+    """
     where, params = _message_where(scope)
-    tsq = _OR_QUERY.format(cfg=sql.Literal(ts_config), q=sql.Placeholder())
+    tsq = _tsquery(ts_config, scope)
     query = sql.SQL(
-        """SELECT {cols}, ts_rank_cd(m.search_text, t.q, 32) AS score
-           FROM messages m, (SELECT {tsq} AS q) AS t
-           WHERE m.search_text @@ t.q AND {where}
+        """SELECT * FROM (
+               SELECT {cols}, ts_rank_cd(m.search_text, t.q, 32) AS score
+               FROM messages m, (SELECT {tsq} AS q) AS t
+               WHERE m.search_text @@ t.q AND {where} LIMIT {pool}) r
            ORDER BY score DESC LIMIT %s"""
-    ).format(cols=MESSAGE_COLUMNS, tsq=tsq, where=where)
+    ).format(cols=MESSAGE_COLUMNS, tsq=tsq, where=where, pool=sql.Literal(_TEXT_POOL))
     return await _ordered(conn, query, [text, *params, k])
+
+
+def _tsquery(ts_config: str, scope: Scope) -> sql.Composed:
+    template = _OR_QUERY if scope.exact else _AND_QUERY
+    return template.format(cfg=sql.Literal(ts_config), q=sql.Placeholder())
 
 
 async def fact_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[dict[str, Any]]:
@@ -187,14 +200,18 @@ async def fact_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[di
 async def fact_text(
     conn: Conn, text: str, ts_config: str, scope: Scope, k: int
 ) -> list[dict[str, Any]]:
+    """Facts matching the query words, ranked like message_text."""
     where, params = _fact_where(scope)
-    tsq = _OR_QUERY.format(cfg=sql.Literal(ts_config), q=sql.Placeholder())
     query = sql.SQL(
-        """SELECT {cols}, ts_rank_cd(f.search_text, t.q, 32) AS score
-           FROM facts f, (SELECT {tsq} AS q) AS t
-           WHERE f.search_text @@ t.q AND {where}
+        """SELECT * FROM (
+               SELECT {cols}, ts_rank_cd(f.search_text, t.q, 32) AS score
+               FROM facts f, (SELECT {tsq} AS q) AS t
+               WHERE f.search_text @@ t.q AND {where} LIMIT {pool}) r
            ORDER BY score DESC LIMIT %s"""
-    ).format(cols=FACT_COLUMNS, tsq=tsq, where=where)
+    ).format(
+        cols=FACT_COLUMNS, tsq=_tsquery(ts_config, scope), where=where,
+        pool=sql.Literal(_TEXT_POOL),
+    )  # fmt: skip
     return await _ordered(conn, _NAMED.format(query), [text, *params, k])
 
 
