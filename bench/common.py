@@ -267,24 +267,28 @@ def system_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_snapshot(server_pid: int, data_dir: Path) -> dict[str, float]:
-    """CPU seconds so far of the server, its PostgreSQL processes, this process and all."""
+def cpu_snapshot(server_pid: int, data_dir: Path) -> dict[str, Any]:
+    """CPU seconds so far of the server, each PostgreSQL process, this process and all."""
     own = os.times()
     return {
         "server": cpu_s(server_pid),
-        "postgres": sum(cpu_s(p) for p in postgres_pids(data_dir)),
+        "postgres": {p: cpu_s(p) for p in postgres_pids(data_dir)},
         "bench_client": own.user + own.system,
         "machine": system_busy_s(),
     }
 
 
-def cpu_delta(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, Any]:
+def cpu_delta(before: dict[str, Any], after: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """CPU seconds used between two snapshots, and as cores busy over ``wall_s``.
 
     ``other`` is what the rest of the machine used meanwhile (other people's tests and
     benchmarks on a shared machine): when it is large, the figures are pessimistic.
     """
-    used = {k: round(after[k] - before[k], 2) for k in before}
+    used = {k: round(after[k] - before[k], 2) for k in before if k != "postgres"}
+    # A backend born meanwhile counts whole; one that exited meanwhile cannot be counted.
+    used["postgres"] = round(
+        sum(v - before["postgres"].get(p, 0.0) for p, v in after["postgres"].items()), 2
+    )
     used["other"] = round(
         used["machine"] - used["server"] - used["postgres"] - used["bench_client"], 2
     )
@@ -373,7 +377,11 @@ def free_port() -> int:
 
 
 def launch(
-    data_dir: Path, api_key: str, port: int | None = None, env: dict[str, str] | None = None
+    data_dir: Path,
+    api_key: str,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    extra: list[str] | None = None,
 ) -> BenchServer:
     """Start `engram serve` on 127.0.0.1 without waiting for it."""
     port = port or free_port()
@@ -391,6 +399,7 @@ def launch(
             str(port),
             "--api-key",
             api_key,
+            *(extra or []),
         ],
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -420,16 +429,18 @@ def wait_ready(server: BenchServer, timeout_s: float = 300, poll_s: float = 0.05
     raise RuntimeError(f"engram serve not ready in {timeout_s}s:\n{server.log.read_text()[-4000:]}")
 
 
-def start_server(data_dir: Path, api_key: str | None = None) -> BenchServer:
+def start_server(
+    data_dir: Path, api_key: str | None = None, extra: list[str] | None = None
+) -> BenchServer:
     """Start a server and wait until ready, through tests.fix_server when importable."""
     api_key = api_key or secrets.token_urlsafe(24)
     try:
         from tests.fix_server import start_server as fixture_start
     except ImportError:
-        server = launch(data_dir, api_key)
+        server = launch(data_dir, api_key, extra=extra)
         wait_ready(server)
         return server
-    s = fixture_start(data_dir, api_key=api_key)
+    s = fixture_start(data_dir, api_key=api_key, extra=extra)
     return BenchServer(s.base_url, s.api_key, s.data_dir, s.port, s.process, s.log)
 
 
@@ -483,6 +494,18 @@ def pg_top(dsn: str, n: int = 6) -> list[dict[str, Any]]:
     return [
         {"query": q, "calls": c, "total_ms": float(t), "mean_ms": float(m)} for q, c, t, m in rows
     ]
+
+
+def job_counts(dsn: str) -> dict[str, int]:
+    """Extraction jobs by status (empty when the job queue does not exist)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+        if not found or not found[0]:
+            return {}
+        rows = conn.execute("SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1")
+        return {str(k): int(v) for k, v in rows.fetchall()}
 
 
 def print_top(statements: list[dict[str, Any]]) -> None:

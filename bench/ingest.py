@@ -31,6 +31,7 @@ from common import (
     cpu_snapshot,
     create_users_sessions,
     default_json,
+    job_counts,
     locomo_sessions,
     machine,
     memory_snapshot,
@@ -127,6 +128,16 @@ async def run(args: argparse.Namespace, server: BenchServer) -> dict[str, Any]:
         cpu = cpu_delta(cpu0, cpu_snapshot(server.process.pid, server.data_dir), elapsed)
         peak = await sampler.stop()
 
+    jobs_end = job_counts(server.superuser_dsn())
+    drain_s = None
+    if args.drain_timeout > 0 and jobs_end:
+        t2 = time.perf_counter()
+        while time.perf_counter() - t2 < args.drain_timeout:
+            counts = job_counts(server.superuser_dsn())
+            if not counts.get("todo") and not counts.get("doing"):
+                drain_s = round(time.perf_counter() - t2, 1)
+                break
+            await asyncio.sleep(1)
     stored = count_stored(server, [s for s, _ in sessions])
     total = sum(len(b) for _, b in posts)
     if stored != total:
@@ -151,6 +162,10 @@ async def run(args: argparse.Namespace, server: BenchServer) -> dict[str, Any]:
         "memory_end_mb": end,
         "memory_peak_mb": peak,
         "cpu": cpu,
+        "worker_in_process": not args.no_worker,
+        "jobs_at_end_of_timed_phase": jobs_end,
+        "jobs_drain_s": drain_s,
+        "jobs_after_drain": job_counts(server.superuser_dsn()),
         "top_statements": pg_top(server.superuser_dsn()),
         "target_messages_per_s": TARGET_MSGS_PER_S,
         "target_met": total / elapsed >= TARGET_MSGS_PER_S,
@@ -204,6 +219,11 @@ def report(result: dict[str, Any]) -> None:
         ],
     ]
     print(table(rows, ["figure", "value", "note"]))
+    print(
+        f"extraction worker in-process: {result['worker_in_process']}; jobs at the end of the "
+        f"timed phase {result['jobs_at_end_of_timed_phase']}; drained in "
+        f"{result['jobs_drain_s']} s; after: {result['jobs_after_drain']}"
+    )
     busy = result["cpu"]["cores_busy"]
     print(
         f"CPU during the timed phase (cores busy of {machine()['cores']}): server "
@@ -225,6 +245,12 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, help="server data dir (default: a new one in /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the data dir")
     ap.add_argument(
+        "--no-worker", action="store_true", help="serve without the in-process extraction worker"
+    )
+    ap.add_argument(
+        "--drain-timeout", type=float, default=0, help="then wait for the job queue to empty (s)"
+    )
+    ap.add_argument(
         "--max-wait-quiet", type=float, default=600, help="wait for an idle machine (s)"
     )
     ap.add_argument("--json", type=Path, default=default_json(NAME), help="result file")
@@ -237,7 +263,7 @@ def main() -> None:
     quiet = wait_quiet(max_wait_s=args.max_wait_quiet)
     root = None if args.data_dir else short_tmpdir("egb-")
     data_dir = args.data_dir or root / "d"  # type: ignore[operator]
-    server = start_server(data_dir)
+    server = start_server(data_dir, extra=["--no-worker"] if args.no_worker else None)
     print(f"server pid {server.process.pid} on {server.base_url}, data in {data_dir}")
     try:
         result = asyncio.run(run(args, server))

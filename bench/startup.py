@@ -39,8 +39,10 @@ from common import (
     remove_tree,
     short_tmpdir,
     stop_server,
+    system_busy_s,
     table,
     timed,
+    wait_quiet,
     write_json,
 )
 
@@ -53,7 +55,7 @@ def start_timed(data_dir: Path, api_key: str, timeout_s: float = 300) -> dict[st
     """Launch the server and wait for /readyz = 200, stamping each new log line on arrival."""
     log = data_dir.with_suffix(".log")
     offset = log.stat().st_size if log.exists() else 0
-    t0 = time.perf_counter()
+    t0, busy0 = time.perf_counter(), system_busy_s()
     server = launch(data_dir, api_key)
     LIVE.append(server)
     timeline: list[tuple[float, str]] = []
@@ -83,7 +85,13 @@ def start_timed(data_dir: Path, api_key: str, timeout_s: float = 300) -> dict[st
     if ready_s is None:
         server.process.kill()
         raise RuntimeError(f"not ready in {timeout_s} s: {timeline}")
-    return {"server": server, "ready_s": round(ready_s, 2), "timeline": timeline}
+    machine_cores = (system_busy_s() - busy0) / ready_s
+    return {
+        "server": server,
+        "ready_s": round(ready_s, 2),
+        "machine_cores_busy": round(machine_cores, 2),
+        "timeline": timeline,
+    }
 
 
 async def short_load(server: BenchServer, messages: int, searches: int) -> dict[str, Any]:
@@ -254,12 +262,16 @@ def main() -> None:
     ap.add_argument("--ingest", type=int, default=1_000, help="messages in the short ingest")
     ap.add_argument("--searches", type=int, default=200, help="searches after the ingest")
     ap.add_argument("--keep", action="store_true", help="keep the data dir")
+    ap.add_argument(
+        "--max-wait-quiet", type=float, default=600, help="wait for an idle machine (s)"
+    )
     ap.add_argument("--json", type=Path, default=default_json(NAME), help="result file")
     args = ap.parse_args()
     if not 0 <= args.later_starts <= 20 or not 10 <= args.ingest <= 100_000:
         ap.error("--later-starts must be in 0..20 and --ingest in 10..100,000")
 
     print_machine(machine())
+    quiet = wait_quiet(max_wait_s=args.max_wait_quiet)
     root = short_tmpdir("egu-")
     try:
         result = run(args, root / "d")
@@ -269,6 +281,7 @@ def main() -> None:
                 stop_server(server)
         if not args.keep:
             remove_tree(root)
+    result["other_cores_busy_before"] = quiet
     report(result)
     path = write_json(args.json, NAME, result)
     print(f"\nwritten {path}")
