@@ -29,13 +29,12 @@ class _Request:
 
 
 class BatchingEmbedder:
-    """Coalesces concurrent callers' texts into batches run on one worker thread.
+    """Coalesces concurrent callers' texts into batches run on one worker thread."""
 
-    The first request after an idle spell waits up to ``max_wait_s`` for company; requests
-    that arrive while the model is busy join the next batch at once. A batch holds at most
-    ``max_batch`` texts, except that a single larger request runs whole. The embedder stays
-    its creator's to close.
-    """
+    # The first request after an idle spell waits up to max_wait_s for company; requests
+    # that arrive while the model is busy join the next batch at once. A batch holds at most
+    # max_batch texts, except that a single larger request runs whole. The embedder stays
+    # its creator's to close.
 
     def __init__(
         self, embedder: Embedder, *, max_batch: int = 64, max_wait_s: float = 0.002

@@ -143,12 +143,11 @@ def _layer(
 def build_model(
     weights: Weights, config: dict[str, Any], *, split_first_token: bool = False
 ) -> onnx.ModelProto:
-    """Return the sentence-embedding graph for a BERT encoder's weights and config.
-
-    ``split_first_token`` runs the [CLS] position as its own stream outside attention: its
-    activations are ~5x larger than any other token's, and for int8 they would otherwise
-    set the quantisation range of the whole batch (mean cosine 0.993 -> 0.998 vs fp32).
-    """
+    """Return the sentence-embedding graph for a BERT encoder's weights and config."""
+    # split_first_token runs the [CLS] position as its own stream outside attention: its
+    # activations are ~5x larger than any other token's, and in int8 they would set the
+    # quantisation range of every token (LoCoMo: mean cosine to fp32 0.993 -> 0.998, top-10
+    # neighbour agreement 0.87 -> 0.94).
     w = {k.removeprefix("bert."): v for k, v in weights.items()}
     heads = int(config["num_attention_heads"])
     eps = float(config["layer_norm_eps"])
@@ -228,11 +227,12 @@ def build_model(
 
 
 @contextmanager
-def _without_preprocess_advice() -> Iterator[None]:
-    """Hide the quantiser's root-logger advice to pre-process: this graph needs none."""
+def _quiet_quantizer() -> Iterator[None]:
+    """Mute the quantiser's root-logger chatter; real warnings still pass."""
+    # It logs one INFO line per tensor, and advice to pre-process that this graph needs not.
 
     def keep(record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
+        return record.levelno >= logging.WARNING and "pre-processing" not in record.getMessage()
 
     root = logging.getLogger()
     root.addFilter(keep)
@@ -246,7 +246,7 @@ def quantize_model(model: onnx.ModelProto, target: Path) -> None:
     """Write an int8 copy of ``model``: per-channel weights, dynamic per-run activations."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _without_preprocess_advice():
+    with _quiet_quantizer():
         quantize_dynamic(
             model,
             target,

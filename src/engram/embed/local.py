@@ -126,15 +126,15 @@ def _cores() -> int:
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 through ONNX Runtime: offline, thread-safe, GIL-free while computing.
+    """all-MiniLM-L6-v2 through ONNX Runtime: offline, thread-safe, GIL-free while computing."""
 
-    Texts are sorted by token count and cut into runs with little padding (``plan_buckets``);
-    the runs execute concurrently on ``threads`` single-threaded ONNX Runtime calls, which
-    measured ~1.6x faster on 2 cores than one call with two intra-op threads. int8 runs hold
-    one text each: activations are quantised with one range per run, so sharing a run would
-    make a text's vector depend on its batch-mates (another tenant's text, say) by up to
-    0.025 cosine. That costs ~14% throughput and makes every vector a function of its text.
-    """
+    # Texts are sorted by token count and cut into runs with little padding (plan_buckets);
+    # the runs execute concurrently as `threads` single-threaded ONNX Runtime calls, measured
+    # ~1.6x faster on 2 cores than one call with two intra-op threads. int8 runs hold one
+    # text each: activations are quantised with one range per run, so a shared run would make
+    # a text's vector depend on its batch-mates (another tenant's text, say) by up to 0.025
+    # cosine. One text per run costs ~14% throughput and makes each vector a function of its
+    # text alone.
 
     id = EMBEDDER_ID
     dimensions = DIMENSIONS

@@ -1,5 +1,4 @@
-"""Hosted embedders through the official ``openai`` SDK: OpenAI, Azure OpenAI, and any
-OpenAI-compatible endpoint (vLLM, Ollama) given by ``base_url``."""
+"""Hosted embedders through the ``openai`` SDK: OpenAI, Azure OpenAI, OpenAI-compatible."""
 
 from __future__ import annotations
 
@@ -52,6 +51,7 @@ class OpenAIEmbedder:
             else settings.model
         )
         self._endpoint = str(self._client.base_url)
+        logger.info("embedder %s (%d dimensions) at %s", self.id, self.dimensions, self._endpoint)
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Return one unit-length row per text, in order."""
@@ -66,7 +66,7 @@ class OpenAIEmbedder:
         self._client.close()
 
     def _request(self, texts: list[str]) -> NDArray[np.float32]:
-        # The API rejects empty strings; a space embeds to the same "nothing" vector.
+        # The API rejects empty strings; a lone space stands in for "no text".
         inputs = [t if t else " " for t in texts]
         try:
             if self._send_dimensions is None:

@@ -34,6 +34,8 @@ Reason = Literal[
 class LLMExtractor:
     """Extracts entities, facts and contradictions with one chat completion per episode."""
 
+    uses_candidates = True
+
     def __init__(self, settings: ExtractorSettings) -> None:
         if settings.kind != "llm":
             raise ConfigError(f"LLMExtractor cannot serve extractor kind {settings.kind!r}")

@@ -110,6 +110,7 @@ class LocalExtractor:
     """Rule-based English extraction: who did, has, likes or plans what, and when."""
 
     id = "local/rules-v1"
+    uses_candidates = False  # contradictions come from exclusive relations, by rule
 
     def extract(self, episode: Episode, candidates: Sequence[CandidateFact] = ()) -> Extraction:
         """Entities and facts stated in the episode's messages."""

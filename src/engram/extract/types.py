@@ -94,6 +94,8 @@ class Extractor(Protocol):
     """Turns an episode into entities and facts. Pure: no database access."""
 
     id: str
+    # Whether extract() judges CandidateFacts (then the graph layer looks them up).
+    uses_candidates: bool
 
     def extract(self, episode: Episode, candidates: Sequence[CandidateFact] = ()) -> Extraction:
         """Entities and facts stated in the episode's messages."""

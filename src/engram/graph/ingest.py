@@ -86,10 +86,14 @@ async def process_episode(
             user_name=name,
             context=[_to_message(m) for m in context],
         )
-        candidates = [
-            CandidateFact(str(c["uuid"]), c["subject"], c["relation"], c["object"], c["fact"])
-            for c in await facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
-        ]
+        candidates = (
+            [
+                CandidateFact(str(c["uuid"]), c["subject"], c["relation"], c["object"], c["fact"])
+                for c in await facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
+            ]
+            if extractor.uses_candidates
+            else []
+        )
         extraction = await asyncio.to_thread(extractor.extract, episode, candidates)
         await _apply(conn, embedder, tenant, row["user_id"], extraction, settings)
         await _close_contradicted(conn, extraction, msgs[-1]["created_at"])

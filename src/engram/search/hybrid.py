@@ -115,6 +115,7 @@ async def hybrid_search(
 async def _gather(conn: Conn, q: HybridQuery, vector: Any, fuser: _Fuser) -> None:
     k, scope = q.candidates, q.scope
     want = set(q.targets)
+    await retrieval.prepare(conn, max(q.ef_search, k))
     msg_vec = await retrieval.message_vector(conn, vector, scope, k, q.ef_search)
     msg_txt = await retrieval.message_text(conn, q.text, q.ts_config, scope, k)
     if "messages" in want:

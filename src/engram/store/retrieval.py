@@ -28,6 +28,7 @@ __all__ = [
     "message_text",
     "message_vector",
     "messages_by_uuid",
+    "prepare",
 ]
 
 _VEC = np.ndarray[Any, np.dtype[np.float32]]
@@ -131,6 +132,12 @@ def _fact_where(scope: Scope) -> tuple[sql.Composable, list[Any]]:
     return sql.SQL(" AND ").join(parts), params
 
 
+async def prepare(conn: Conn, ef_search: int) -> None:
+    """Per-transaction index settings: iterative HNSW scans keep filtered results full."""
+    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+    await conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+
+
 async def _ordered(conn: Conn, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
     # Binary results: vectors arrive as raw float32 (parsed by numpy), not as text.
     cur = await conn.execute(query, params, binary=True)
@@ -188,13 +195,14 @@ def _tsquery(ts_config: str, scope: Scope) -> sql.Composed:
 
 
 async def fact_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[dict[str, Any]]:
+    """Facts nearest by cosine. The planner picks the scan: the HNSW index (iterative, so
+    filters still fill ``k``) for a large graph, or the user's rows and a sort."""
     where, params = _fact_where(scope)
     query = sql.SQL(
-        """WITH c AS MATERIALIZED (SELECT {cols} FROM facts f WHERE {where})
-           SELECT *, 1 - (fact_embedding <=> %s) AS score FROM c
-           ORDER BY fact_embedding <=> %s LIMIT %s"""
+        """SELECT {cols}, 1 - (f.fact_embedding <=> %s) AS score FROM facts f
+           WHERE {where} ORDER BY f.fact_embedding <=> %s LIMIT %s"""
     ).format(cols=FACT_COLUMNS, where=where)
-    return await _ordered(conn, _NAMED.format(query), [*params, vector, vector, k])
+    return await _ordered(conn, _NAMED.format(query), [vector, *params, vector, k])
 
 
 async def fact_text(
@@ -263,14 +271,12 @@ async def facts_of_entities(
         return []
     where, params = _fact_where(scope)
     query = sql.SQL(
-        """WITH c AS MATERIALIZED (
-               SELECT {cols} FROM facts f
-               WHERE (f.source_uuid = ANY(%s) OR f.target_uuid = ANY(%s)) AND {where})
-           SELECT *, 1 - (fact_embedding <=> %s) AS score FROM c
-           ORDER BY fact_embedding <=> %s LIMIT %s"""
+        """SELECT {cols}, 1 - (f.fact_embedding <=> %s) AS score FROM facts f
+           WHERE (f.source_uuid = ANY(%s) OR f.target_uuid = ANY(%s)) AND {where}
+           ORDER BY f.fact_embedding <=> %s LIMIT %s"""
     ).format(cols=FACT_COLUMNS, where=where)
     return await _ordered(
-        conn, _NAMED.format(query), [entities, entities, *params, vector, vector, k]
+        conn, _NAMED.format(query), [vector, entities, entities, *params, vector, k]
     )
 
 
