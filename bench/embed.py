@@ -4,17 +4,17 @@ Each variant runs in its own process (clean RSS): the local int8 graph (the defa
 local fp32 graph, int8 with several texts per run (for comparison only: its vectors depend
 on batch-mates), and the sentence-transformers baseline, which is also the quality
 reference. Usage: python bench/embed.py [--json OUT] [--variants int8,fp32,...]
+The wall-clock figures need an idle machine; msg_per_s_at_full_cores (from CPU time) is
+steadier when other processes share it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -24,44 +24,31 @@ from typing import Any
 
 import numpy as np
 
-DATA = Path(os.environ.get("ENGRAM_LOCOMO", "/work/shared/data/locomo"))
+from common import (
+    default_json,
+    locomo_questions,
+    locomo_sessions,
+    machine,
+    print_machine,
+    wait_quiet,
+    write_json,
+)
+
+NAME = "embed"
 BATCHES = (10, 40, 64)
 VARIANTS = ("int8", "fp32", "int8-batched", "sentence-transformers")
 
 
-def load_locomo(folder: Path) -> tuple[list[str], list[str]]:
-    """All turn texts (session_N lists) and all questions of the LoCoMo files."""
-    turns: list[str] = []
-    questions: list[str] = []
-    for name in sorted(glob.glob(str(folder / "*.json"))):
-        conversation = json.loads(Path(name).read_text())
-        for key, value in conversation.items():
-            if key.startswith("session_") and isinstance(value, list):
-                turns += [t["text"] for t in value if t.get("text")]
-        questions += [q["question"] for q in conversation.get("qa", [])]
-    if not turns:
-        raise SystemExit(f"no LoCoMo turns under {folder}; set ENGRAM_LOCOMO")
-    return turns, questions
+def load_locomo() -> tuple[list[str], list[str]]:
+    """All LoCoMo turn texts and all questions."""
+    turns = [t["text"] for session in locomo_sessions() for t in session]
+    return turns, locomo_questions()
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def ort_version() -> str:
     import onnxruntime
 
-    return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "load_average": os.getloadavg(),
-    }
+    return str(onnxruntime.__version__)
 
 
 def cpu_seconds() -> float:
@@ -146,9 +133,30 @@ def latency(encode: Callable[[Sequence[str]], Any], queries: list[str]) -> dict[
     }
 
 
+def batcher_latency(embedder: Any, queries: list[str]) -> dict[str, float]:
+    """Single-query latency through the batcher, as the search API sees it."""
+    from engram.embed.batcher import BatchingEmbedder
+
+    async def main() -> list[float]:
+        batcher = BatchingEmbedder(embedder)
+        times = []
+        for q in queries[:300]:
+            start = time.perf_counter()
+            await batcher.embed([q])
+            times.append(time.perf_counter() - start)
+        await batcher.aclose()
+        return times
+
+    ms = np.array(asyncio.run(main())) * 1e3
+    return {
+        "p50_ms": round(float(np.median(ms)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+    }
+
+
 def run_variant(variant: str, model_dir: Path | None, rounds: int, out: Path) -> dict[str, Any]:
     """Measure one variant (in a child process); vectors go to `out` for the quality check."""
-    turns, questions = load_locomo(DATA)
+    turns, questions = load_locomo()
     start = time.perf_counter()
     encode, embedder = build(variant, model_dir)
     result: dict[str, Any] = {"load_s": round(time.perf_counter() - start, 2)}
@@ -156,6 +164,8 @@ def run_variant(variant: str, model_dir: Path | None, rounds: int, out: Path) ->
     if embedder is not None:
         result["four_clients_batches_of_10_msg_per_s"] = concurrent_clients(embedder, turns)
     result["single_query"] = latency(encode, questions)
+    if embedder is not None:
+        result["single_query_via_batcher"] = batcher_latency(embedder, questions)
     np.savez(
         out,
         turns=np.asarray(encode(turns), dtype=np.float32),
@@ -193,22 +203,25 @@ def quality(vectors: Any, reference: Any, k: int = 10) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, help="write the results to this file")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--json", type=Path, default=default_json(NAME), help="result file")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-wait-quiet", type=float, default=600, help="for an idle machine (s)")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
-    turns, questions = load_locomo(DATA)
+    turns, questions = load_locomo()
+    print_machine(machine())
+    quiet = wait_quiet(max_wait_s=args.max_wait_quiet)
     report: dict[str, Any] = {
-        "benchmark": "embed",
-        "machine": machine(),
         "data": {
             "turns": len(turns),
             "queries": len(questions),
             "mean_chars": round(float(np.mean([len(t) for t in turns])), 1),
         },
+        "other_cores_busy_before": quiet,
+        "onnxruntime": ort_version(),
         "variants": {},
     }
     ctx = mp.get_context("spawn")
@@ -231,10 +244,9 @@ def main() -> None:
                     q = quality(np.load(Path(tmp) / f"{variant}.npz"), reference)
                     report["variants"][variant]["quality_vs_sentence_transformers"] = q
                     print(f"{variant} quality: {json.dumps(q)}")
-    report["machine"]["load_average_end"] = os.getloadavg()
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    report["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
+    path = write_json(args.json, NAME, report)
+    print(f"\nwritten {path}")
 
 
 if __name__ == "__main__":

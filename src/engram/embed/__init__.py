@@ -34,12 +34,11 @@ class Embedder(Protocol):
 def build_embedder(settings: EmbedderSettings) -> Embedder:
     """Build the embedder the settings name (loading or preparing the local model)."""
     if settings.kind == "local":
-        from engram.embed.local import LocalEmbedder, Precision
+        from engram.embed.local import LocalEmbedder
 
-        # int8 unless the settings grow a `precision` field ("fp32": exact, ~2.3x slower).
-        fp32 = getattr(settings, "precision", "int8") == "fp32"
-        precision: Precision = "fp32" if fp32 else "int8"
-        return LocalEmbedder(settings.model_dir, threads=settings.threads, precision=precision)
+        return LocalEmbedder(
+            settings.model_dir, threads=settings.threads, precision=settings.precision
+        )
     from engram.embed.openai import OpenAIEmbedder
 
     return OpenAIEmbedder(settings)
