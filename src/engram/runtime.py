@@ -108,9 +108,7 @@ class Runtime:
         assert self.embedder is not None
         try:
             with psycopg.connect(self.app_dsn, autocommit=True, connect_timeout=10) as conn:
-                exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-                row = exists.fetchone()
-                if not row or not row[0]:
+                if not migrate.has_schema(conn):
                     raise SchemaMismatchError(
                         "the database has no Engram schema",
                         hint="run `engram migrate --database-url OWNER_DSN` first",

@@ -29,10 +29,9 @@ async def readyz(runtime: RuntimeDep) -> Any:
         return FastJSON({"status": "starting", "checks": checks}, status_code=503)
     try:
         async with db.pool.connection(timeout=2.0) as conn:
-            cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-            row = await cur.fetchone()
+            version = await migrate.pgvector_version_async(conn)
             checks["database"] = "ok"
-            checks["pgvector"] = row["extversion"] if row else "missing"
+            checks["pgvector"] = version or "missing"
             meta = await migrate.read_meta_async(conn)
         if meta is None or meta.dimensions != embedder.dimensions:
             checks["dimensions"] = (

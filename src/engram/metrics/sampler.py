@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from engram.metrics.registry import Metrics
-from engram.store.stats import read_health
+from engram.store.stats import read_health_bounded
 
 __all__ = ["Sampler"]
 
@@ -51,10 +51,7 @@ class Sampler:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.dsn, autocommit=True, connect_timeout=5, application_name="engram-metrics"
             )
-        # SET LOCAL: safe behind PgBouncer in transaction mode.
-        async with self._conn.transaction():
-            await self._conn.execute("SET LOCAL statement_timeout = '5s'")
-            health = await read_health(self._conn)
+        health = await read_health_bounded(self._conn)
         self.metrics.observe_health(health, time.time())
 
     async def _run(self) -> None:

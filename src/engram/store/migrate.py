@@ -25,8 +25,10 @@ __all__ = [
     "VectorMeta",
     "bootstrap_embedded",
     "check_meta",
+    "has_schema",
     "migrate",
     "pending_migrations",
+    "pgvector_version_async",
     "read_meta",
     "read_meta_async",
 ]
@@ -170,8 +172,7 @@ def vector_index_sql(meta: VectorMeta, table: str, column: str) -> sql.Composed:
 def pending_migrations(owner_dsn: str) -> list[str]:
     """Names of the migration files not yet applied to the database."""
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-        applied = _applied(conn) if exists and exists[0] else {}
+        applied = _applied(conn) if has_schema(conn) else {}
     return [name for version, name, _ in _migration_files() if version not in applied]
 
 
@@ -287,3 +288,16 @@ async def read_meta_async(conn: Any) -> VectorMeta | None:
         return None
     v = row["value"]
     return VectorMeta(v["embedder_id"], int(v["dimensions"]), v["index"], dict(v["params"]))
+
+
+def has_schema(conn: psycopg.Connection[Any]) -> bool:
+    """True once the first migration has run (the history table exists)."""
+    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+async def pgvector_version_async(conn: Any) -> str | None:
+    """The installed pgvector version, or None (the readiness probe)."""
+    cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    row = await cur.fetchone()
+    return str(row["extversion"]) if row else None

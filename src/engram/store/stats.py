@@ -199,6 +199,13 @@ SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'),
 """
 
 
+async def read_health_bounded(conn: psycopg.AsyncConnection[Any]) -> DbHealth:
+    """read_health in its own transaction, cut off after 5 s (SET LOCAL: PgBouncer-safe)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL statement_timeout = '5s'")
+        return await read_health(conn)
+
+
 async def read_health(conn: psycopg.AsyncConnection[Any]) -> DbHealth:
     """One sample of the database figures the metrics export (catalog reads only)."""
     cur = await conn.execute(_HEALTH)

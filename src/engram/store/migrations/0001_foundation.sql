@@ -67,23 +67,19 @@ CREATE INDEX messages_search_text_idx ON messages USING gin (search_text);
 
 -- Row-Level Security: every tenant table, enabled and forced, keyed on the
 -- per-transaction setting app.tenant_id (missing setting = no rows).
-ALTER TABLE users ENABLE ROW LEVEL SECURITY;
-ALTER TABLE users FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON users
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-
-ALTER TABLE sessions ENABLE ROW LEVEL SECURITY;
-ALTER TABLE sessions FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON sessions
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-
-ALTER TABLE messages ENABLE ROW LEVEL SECURITY;
-ALTER TABLE messages FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON messages
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+CREATE FUNCTION engram_isolate_tenants(tbl regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %s'
+                   ' USING (tenant_id = current_setting(''app.tenant_id'', true))'
+                   ' WITH CHECK (tenant_id = current_setting(''app.tenant_id'', true))', tbl);
+END;
+$$;
+SELECT engram_isolate_tenants('users');
+SELECT engram_isolate_tenants('sessions');
+SELECT engram_isolate_tenants('messages');
 
 ALTER TABLE users SET ({autovacuum});
 ALTER TABLE sessions SET ({autovacuum});

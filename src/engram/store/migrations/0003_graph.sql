@@ -112,29 +112,10 @@ $$;
 CREATE TRIGGER messages_forget AFTER DELETE ON messages
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION engram_forget_messages();
 
-ALTER TABLE episodes ENABLE ROW LEVEL SECURITY;
-ALTER TABLE episodes FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON episodes
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-
-ALTER TABLE entities ENABLE ROW LEVEL SECURITY;
-ALTER TABLE entities FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON entities
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-
-ALTER TABLE entity_mentions ENABLE ROW LEVEL SECURITY;
-ALTER TABLE entity_mentions FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON entity_mentions
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-
-ALTER TABLE facts ENABLE ROW LEVEL SECURITY;
-ALTER TABLE facts FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON facts
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+SELECT engram_isolate_tenants('episodes');
+SELECT engram_isolate_tenants('entities');
+SELECT engram_isolate_tenants('entity_mentions');
+SELECT engram_isolate_tenants('facts');
 
 ALTER TABLE episodes SET ({autovacuum});
 ALTER TABLE entities SET ({autovacuum});
