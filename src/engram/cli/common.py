@@ -1,0 +1,96 @@
+"""What every `engram` sub-command shares: the app, options, errors and a runtime."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from engram.config import Settings, load_settings
+from engram.errors import EngramError
+
+__all__ = [
+    "ConfigOpt",
+    "DataDirOpt",
+    "DatabaseOpt",
+    "app",
+    "console",
+    "fail",
+    "load",
+    "setup_logging",
+    "with_runtime",
+]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Engram Memory server.")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file (or ENGRAM_CONFIG)")
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="where the embedded PostgreSQL keeps its data")
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="external PostgreSQL DSN for the app role (or ENGRAM_DATABASE_URL); "
+        "default: the embedded server",
+    ),
+]
+
+
+def load(config: Path | None, **overrides: Any) -> Settings:
+    """Build the settings, or exit with the reason they are invalid."""
+    try:
+        return load_settings(config, **overrides)
+    except EngramError as exc:
+        fail(exc)
+
+
+def fail(exc: EngramError) -> NoReturn:
+    """Print what went wrong and what to do, then exit with status 2."""
+    console.print(f"[bold red]error:[/] {exc.message}")
+    if exc.hint:
+        console.print(f"[yellow]what to do:[/] {exc.hint}")
+    raise typer.Exit(code=2)
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr at ``level``."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def with_runtime(config: Path | None, data_dir: Path | None, database_url: str | None,
+                  work: Any) -> Any:  # fmt: skip
+    """Prepare a runtime (no migrations), open it, run ``work(runtime)``, close it."""
+    import asyncio
+
+    from engram.runtime import Runtime
+
+    settings = load(config, data_dir=data_dir, database_url=database_url)
+    setup_logging(settings.log_level)
+    runtime = Runtime(settings)
+    try:
+        runtime.prepare(run_migrations=False)
+
+        async def main() -> Any:
+            await runtime.open()
+            try:
+                return await work(runtime)
+            finally:
+                await runtime.close()
+
+        return asyncio.run(main())
+    except EngramError as exc:
+        fail(exc)
+    finally:
+        runtime.shutdown()
