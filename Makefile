@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
 
 .PHONY: install run test lint typecheck bench clean
 
@@ -29,6 +30,9 @@ test: install
 	command -v softhsm2-util >/dev/null || (apt-get update && apt-get install -y softhsm2)
 	# The alert rules are checked and unit-tested with promtool (Debian's prometheus).
 	command -v promtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
+	# Archive blob stores: the Azure one is tested against Azurite from npm, kept in .tools/.
+	command -v npm >/dev/null || (apt-get update && apt-get install -y --no-install-recommends npm)
+	test -x $(AZURITE) || (mkdir -p .tools/azurite && cd .tools/azurite && npm install --no-audit --no-fund --silent azurite@3)
 	$(BIN)/pytest
 
 lint: install

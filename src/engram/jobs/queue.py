@@ -14,9 +14,13 @@ from procrastinate.jobs import Job
 
 from engram.errors import EngramError, ExtractionError
 from engram.graph.ingest import GraphSettings, process_episode
+from engram.lifecycle.retention import run_retention
 from engram.store import episodes
 
-__all__ = ["build_queue", "run_worker"]
+__all__ = ["LIFECYCLE_QUEUE", "RETENTION_TASK", "build_queue", "run_worker"]
+
+LIFECYCLE_QUEUE = "lifecycle"
+RETENTION_TASK = "engram.retention"
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,16 @@ def build_queue(dsn: str, runtime: Any) -> procrastinate.App:
             raise
         logger.debug("episode %s: %s", episode_uuid, outcome)
 
+    # Retention and archival on the configured schedule (one run at a time: a run that
+    # overlaps the next tick is not started twice, as the job's lock is shared).
+    @app.periodic(cron=runtime.settings.lifecycle.schedule, periodic_id="retention")
+    @app.task(name=RETENTION_TASK, queue=LIFECYCLE_QUEUE, lock="engram-retention",
+              queueing_lock="engram-retention")  # fmt: skip
+    async def retention(timestamp: int) -> None:
+        assert runtime.db is not None
+        report = await run_retention(runtime.db, runtime.settings)
+        logger.info("retention run of %s: %s", timestamp, report)
+
     return app
 
 
@@ -71,7 +85,7 @@ async def run_worker(
     rescuer = asyncio.create_task(_rescue_stalled(app, stalled_after_s))
     try:
         await app.run_worker_async(
-            queues=[episodes.QUEUE],
+            queues=[episodes.QUEUE, LIFECYCLE_QUEUE],
             concurrency=concurrency,
             install_signal_handlers=False,
             update_heartbeat_interval=max(1.0, stalled_after_s / 6),
@@ -88,9 +102,13 @@ async def _rescue_stalled(app: procrastinate.App, stalled_after_s: float) -> Non
     while True:
         await asyncio.sleep(stalled_after_s / 2)
         try:
-            stalled = await app.job_manager.get_stalled_jobs(
-                queue=episodes.QUEUE, seconds_since_heartbeat=stalled_after_s
-            )
+            stalled = [
+                job
+                for queue in (episodes.QUEUE, LIFECYCLE_QUEUE)
+                for job in await app.job_manager.get_stalled_jobs(
+                    queue=queue, seconds_since_heartbeat=stalled_after_s
+                )
+            ]
             for job in stalled:
                 logger.warning("job %s stalled (its worker died); retrying it", job.id)
                 await app.job_manager.retry_job(job)
