@@ -129,6 +129,7 @@ def retention_run(
 def archive_list(
     session: Annotated[str | None, typer.Option(help="only this session's archives")] = None,
     user: Annotated[str | None, typer.Option(help="only this user's archives")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     tenant: TenantOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseOpt = None,
@@ -142,7 +143,12 @@ def archive_list(
             return await archives.list_records(conn, session_id=session, user_id=user)
 
     rows = with_runtime(config, data_dir, database_url, work)
+    if as_json:
+        _print_json(rows)
+        return
     table = Table("session", "user", "state", "messages", "bytes", "archived", "archive id")
+    for column in table.columns:
+        column.overflow = "fold"
     for r in rows:
         table.add_row(
             r["session_id"],
