@@ -51,6 +51,7 @@ def build_queue(dsn: str, runtime: Any) -> procrastinate.App:
                     fact_threshold=runtime.settings.extractor.fact_threshold,
                     ts_config=runtime.settings.text_search_config,
                 ),
+                runtime.protector,
             )  # fmt: skip
         except Exception as exc:
             reason = str(exc) if isinstance(exc, EngramError) else f"{type(exc).__name__}: {exc}"
