@@ -18,6 +18,7 @@ import psycopg
 
 from engram.config import Settings
 from engram.crypto.protect import Keyrings, Protector
+from engram.crypto.sensitivity import Sensitivity
 from engram.embed import Embedder, build_embedder
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import ConfigError, SchemaMismatchError, UnavailableError
@@ -155,8 +156,13 @@ class Runtime:
             )
         if sampler:
             interval = self.settings.metrics.sample_interval_s
-            self._sampler = Sampler(self.app_dsn, self.metrics, interval)
+            levels = [int(Sensitivity.parse(p)) for p in self.settings.crypto.protect]
+            self._sampler = Sampler(self.app_dsn, self.metrics, interval, self.tenants, levels)
             self._sampler.start()
+
+    def tenants(self) -> list[str]:
+        """The tenants this deployment serves."""
+        return [self.settings.default_tenant]
 
     def open_keys(self) -> None:
         """The key provider, the keyrings (one per tenant) and the field protector."""

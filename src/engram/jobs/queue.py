@@ -16,7 +16,12 @@ from engram.errors import EngramError, ExtractionError
 from engram.graph.ingest import GraphSettings, process_episode
 from engram.store import episodes
 
-__all__ = ["build_queue", "run_worker"]
+__all__ = ["MAINTENANCE_QUEUE", "REENCRYPT_TASK", "build_queue", "run_worker"]
+
+# Long-running upkeep (re-encryption, rotation) beside the extraction queue.
+MAINTENANCE_QUEUE = "maintenance"
+REENCRYPT_TASK = "engram.reencrypt"
+ROTATE_TASK = "engram.rotate_keys"
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,29 @@ def build_queue(dsn: str, runtime: Any) -> procrastinate.App:
             raise
         logger.debug("episode %s: %s", episode_uuid, outcome)
 
+    @app.task(name=REENCRYPT_TASK, queue=MAINTENANCE_QUEUE, retry=retry)
+    async def reencrypt_task(tenant_id: str, run_id: int) -> None:
+        from engram.crypto.rotation import reencrypt
+
+        assert runtime.key_pool is not None and runtime.keyrings is not None
+        c = runtime.settings.crypto
+        moved = await asyncio.to_thread(
+            reencrypt, runtime.key_pool, runtime.keyrings, tenant_id, run_id,
+            batch=c.reencrypt_batch, pause_s=c.reencrypt_pause_s,
+            on_batch=runtime.metrics.reencrypted_rows.inc,
+        )  # fmt: skip
+        runtime.metrics.key_rotations.labels(operation="reencrypt", outcome="ok").inc()
+        logger.info("re-encryption run %s of tenant %s moved %d field(s)", run_id, tenant_id, moved)
+
+    if runtime.settings.crypto.rotate_every_days:
+
+        @app.periodic(cron="17 3 * * *", periodic_id="rotate-keys")
+        @app.task(name=ROTATE_TASK, queue=MAINTENANCE_QUEUE, pass_context=False)
+        async def rotate_keys(timestamp: int) -> None:
+            from engram.jobs.keys import rotate_due
+
+            await rotate_due(runtime, timestamp)
+
     return app
 
 
@@ -72,7 +100,7 @@ async def run_worker(
     rescuer = asyncio.create_task(_rescue_stalled(app, stalled_after_s))
     try:
         await app.run_worker_async(
-            queues=[episodes.QUEUE],
+            queues=[episodes.QUEUE, MAINTENANCE_QUEUE],
             concurrency=concurrency,
             install_signal_handlers=False,
             update_heartbeat_interval=max(1.0, stalled_after_s / 6),
@@ -89,9 +117,13 @@ async def _rescue_stalled(app: procrastinate.App, stalled_after_s: float) -> Non
     while True:
         await asyncio.sleep(stalled_after_s / 2)
         try:
-            stalled = await app.job_manager.get_stalled_jobs(
-                queue=episodes.QUEUE, seconds_since_heartbeat=stalled_after_s
-            )
+            stalled = [
+                job
+                for queue in (episodes.QUEUE, MAINTENANCE_QUEUE)
+                for job in await app.job_manager.get_stalled_jobs(
+                    queue=queue, seconds_since_heartbeat=stalled_after_s
+                )
+            ]
             for job in stalled:
                 logger.warning("job %s stalled (its worker died); retrying it", job.id)
                 await app.job_manager.retry_job(job)

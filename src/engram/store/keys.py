@@ -15,14 +15,29 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engram.crypto.keyring import DataKeyRecord, KeyState
 from engram.crypto.providers.base import WrappedDek
 from engram.errors import UnavailableError
 
-__all__ = ["KeyPool", "PgKeyStore", "key_versions_in_use", "tenants_with_keys"]
+__all__ = [
+    "ENCRYPTED_FIELDS",
+    "KeyPool",
+    "PgKeyStore",
+    "encrypted_batch",
+    "finish_run",
+    "key_versions_in_use",
+    "latest_runs",
+    "run",
+    "save_checkpoint",
+    "start_run",
+    "swap_ciphertext",
+    "tenants_with_keys",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +173,13 @@ def key_versions_in_use(conn: SyncConn) -> dict[tuple[uuidlib.UUID, int], int]:
                       get_byte(fact_enc, 17) << 24 | get_byte(fact_enc, 18) << 16
                       | get_byte(fact_enc, 19) << 8 | get_byte(fact_enc, 20),
                       count(*)
-               FROM facts WHERE fact_enc IS NOT NULL GROUP BY 1, 2) t
+               FROM facts WHERE fact_enc IS NOT NULL GROUP BY 1, 2
+               UNION ALL
+               SELECT substring(summary_enc FROM 2 FOR 16),
+                      get_byte(summary_enc, 17) << 24 | get_byte(summary_enc, 18) << 16
+                      | get_byte(summary_enc, 19) << 8 | get_byte(summary_enc, 20),
+                      count(*)
+               FROM entities WHERE summary_enc IS NOT NULL GROUP BY 1, 2) t
            GROUP BY 1, 2"""
     ).fetchall()
     return {(uuidlib.UUID(bytes=bytes(r["key_id"])), int(r["version"])): int(r["n"]) for r in rows}
@@ -168,3 +189,86 @@ def tenants_with_keys(conn: SyncConn) -> list[str]:
     """Tenants that have data keys (needs a role that sees every tenant's rows)."""
     rows = conn.execute("SELECT DISTINCT tenant_id FROM data_keys ORDER BY 1").fetchall()
     return [r["tenant_id"] for r in rows]
+
+
+# Every column that holds a ciphertext: table -> ((ciphertext column, field name), ...).
+# The field name is the column named in the ciphertext's associated data.
+ENCRYPTED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "messages": (("content_enc", "content"), ("metadata_enc", "metadata")),
+    "facts": (("fact_enc", "fact"),),
+    "entities": (("summary_enc", "summary"),),
+}
+
+
+def encrypted_batch(
+    conn: SyncConn, table: str, after: uuidlib.UUID | None, limit: int
+) -> list[dict[str, Any]]:
+    """The next rows of `table` (in uuid order, after `after`) that hold a ciphertext."""
+    cols = [c for c, _ in ENCRYPTED_FIELDS[table]]
+    query = sql.SQL(
+        "SELECT uuid, {cols} FROM {table} WHERE ({any}) AND uuid > %s ORDER BY uuid LIMIT %s"
+    ).format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        table=sql.Identifier(table),
+        any=sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in cols),
+    )
+    zero = uuidlib.UUID(int=0)
+    return conn.execute(query, (after or zero, limit)).fetchall()
+
+
+def swap_ciphertext(
+    conn: SyncConn, table: str, column: str, uuid: uuidlib.UUID, old: bytes, new: bytes
+) -> bool:
+    """Compare-and-set one ciphertext: False if the row changed since it was read."""
+    cur = conn.execute(
+        sql.SQL("UPDATE {} SET {col} = %s WHERE uuid = %s AND {col} = %s").format(
+            sql.Identifier(table), col=sql.Identifier(column)
+        ),
+        (new, uuid, old),
+    )
+    return cur.rowcount == 1
+
+
+def start_run(conn: SyncConn) -> int:
+    """A new re-encryption run of the current tenant; returns its id."""
+    row = conn.execute(
+        "INSERT INTO reencrypt_runs (tenant_id) VALUES (current_setting('app.tenant_id')) "
+        "RETURNING id"
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+def run(conn: SyncConn, run_id: int) -> dict[str, Any] | None:
+    """One run, locked for this transaction (None if unknown)."""
+    row: dict[str, Any] | None = conn.execute(
+        "SELECT * FROM reencrypt_runs WHERE id = %s FOR UPDATE", (run_id,)
+    ).fetchone()
+    return row
+
+
+def save_checkpoint(
+    conn: SyncConn, run_id: int, checkpoint: dict[str, Any], moved: int, passes: int
+) -> None:
+    """Record progress in the same transaction as the rows it covers."""
+    conn.execute(
+        """UPDATE reencrypt_runs SET checkpoint = %s, rows_done = rows_done + %s, passes = %s,
+                  updated_at = now()
+           WHERE id = %s""",
+        (Jsonb(checkpoint), moved, passes, run_id),
+    )
+
+
+def finish_run(conn: SyncConn, run_id: int, status: str, error: str | None = None) -> None:
+    conn.execute(
+        """UPDATE reencrypt_runs SET status = %s, error = %s, finished_at = now(),
+                  updated_at = now() WHERE id = %s""",
+        (status, error, run_id),
+    )
+
+
+def latest_runs(conn: SyncConn, limit: int = 5) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = conn.execute(
+        "SELECT * FROM reencrypt_runs ORDER BY id DESC LIMIT %s", (limit,)
+    ).fetchall()
+    return rows

@@ -37,17 +37,22 @@ CREATE INDEX messages_encrypted_idx ON messages (tenant_id, uuid)
     WHERE content_enc IS NOT NULL OR metadata_enc IS NOT NULL;
 CREATE INDEX facts_encrypted_idx ON facts (tenant_id, uuid) WHERE fact_enc IS NOT NULL;
 
+-- The coverage metric counts protected rows and their ciphertexts.
+CREATE INDEX messages_sensitive_idx ON messages (tenant_id, sensitivity)
+    WHERE sensitivity > 0;
+CREATE INDEX facts_sensitive_idx ON facts (tenant_id, sensitivity) WHERE sensitivity > 0;
+
 -- Progress of re-encryption runs (checkpointed per table), one row per run.
 CREATE TABLE reencrypt_runs (
     tenant_id    text NOT NULL,
     id           bigint GENERATED ALWAYS AS IDENTITY,
-    key_id       uuid NOT NULL,
-    to_version   integer NOT NULL,
     status       text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),
     checkpoint   jsonb NOT NULL DEFAULT jsonb_build_object(),
     rows_done    bigint NOT NULL DEFAULT 0,
+    passes       integer NOT NULL DEFAULT 0,
     error        text,
     started_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
     finished_at  timestamptz,
     PRIMARY KEY (tenant_id, id)
 );
