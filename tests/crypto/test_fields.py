@@ -144,9 +144,7 @@ def test_metadata_update_keeps_values_encrypted(
     sid = _setup(http, uid)
     _add(http, sid, {"role_type": "user", "content": "hello", "metadata": {"topic": "greeting"}})
     mid = http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"][0]["uuid"]
-    r = http.patch(
-        f"/api/v2/sessions/{sid}/messages/{mid}", json={"metadata": {"contact": EMAIL}}
-    )
+    r = http.patch(f"/api/v2/sessions/{sid}/messages/{mid}", json={"metadata": {"contact": EMAIL}})
     assert r.status_code == 200, r.text
     assert r.json()["metadata"] == {"topic": "greeting", "contact": EMAIL}
     meta, enc = _rows(server, "SELECT metadata::text, metadata_enc FROM messages WHERE uuid = %s",
@@ -160,7 +158,9 @@ def test_bad_sensitivity_is_refused_and_nothing_is_stored(
     sid = _setup(http, uid)
     r = http.post(
         f"/api/v2/sessions/{sid}/memory",
-        json={"messages": [{"role_type": "user", "content": "x", "metadata": {"sensitivity": "top"}}]},
+        json={
+            "messages": [{"role_type": "user", "content": "x", "metadata": {"sensitivity": "top"}}]
+        },
     )
     assert r.status_code == 400 and "none, pii, phi, secret" in r.text
     assert _rows(server, "SELECT count(*) FROM messages WHERE session_id = %s", sid)[0][0] == 0
