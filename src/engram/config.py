@@ -219,6 +219,10 @@ class CryptoSettings(BaseModel):
     dek_cache_ttl_s: float = Field(default=300.0, ge=0)
     dek_cache_max: int = Field(default=10_000, ge=1)
     rotate_every_days: int | None = Field(default=None, ge=1)
+    # Re-encryption after a rotation: rows per transaction, and a pause between batches
+    # so that the API keeps its latency while a run is going.
+    reencrypt_batch: int = Field(default=500, ge=1, le=100_000)
+    reencrypt_pause_s: float = Field(default=0.02, ge=0)
     local: LocalKeySettings = LocalKeySettings()
     pkcs11: Pkcs11Settings = Pkcs11Settings()
     aws_kms: AwsKmsSettings = AwsKmsSettings()

@@ -31,6 +31,7 @@ LINES = [
     "My sister Clara lives in Porto and works as a nurse.",
     "I started learning the cello last spring {tag}.",
     "We are planning a trip to Kyoto in October.",
+    "Write to me at ada.{tag}@example.com about the trip.",  # protected: stored encrypted
 ]
 
 

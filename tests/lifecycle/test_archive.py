@@ -46,7 +46,7 @@ def test_expired_sessions_are_archived_verified_and_restored_intact(
     for s in old:
         assert http.get(f"/api/v2/sessions/{s}").status_code == 404
         assert [state for _, state in _archives(server, s)] == ["archived"]
-    assert len(http.get(f"/api/v2/sessions/{recent}/messages").json()["messages"]) == 4
+    assert len(http.get(f"/api/v2/sessions/{recent}/messages").json()["messages"]) == 5
     with server.superuser() as conn:
         left = conn.execute(
             "SELECT count(*) FROM messages WHERE session_id = ANY(%s)", (old,)
@@ -57,9 +57,9 @@ def test_expired_sessions_are_archived_verified_and_restored_intact(
     dirs = _archive_dirs(server, user)
     assert len(dirs) == 2
     manifest = json.loads((dirs[0] / "manifest.json").read_text())
-    assert manifest["user_id"] == user and manifest["counts"]["messages"] == 4
+    assert manifest["user_id"] == user and manifest["counts"]["messages"] == 5
     lines = gzip.decompress((dirs[0] / "messages.jsonl.gz").read_bytes()).splitlines()
-    assert len(lines) == 4 and all(b'"embedding"' in line for line in lines)
+    assert len(lines) == 5 and all(b'"embedding"' in line for line in lines)
 
     listing = cli_json(server, "archive", "list", "--user", user, "--json")
     assert sorted((a["session_id"], a["state"]) for a in listing) == [
@@ -70,12 +70,18 @@ def test_expired_sessions_are_archived_verified_and_restored_intact(
 
     for s in old:
         restored = cli_json(server, "archive", "restore", s)
-        assert restored["inserted"]["messages"] == 4
+        assert restored["inserted"]["messages"] == 5
     after = snapshot(server, user)
     for table in aged:
         assert after[table] == aged[table], table  # content, metadata, embeddings, all columns
     messages = http.get(f"/api/v2/sessions/{old[0]}/messages").json()["messages"]
     assert messages[0]["metadata"]["nested"] == {"émoji": "🐶", "i": 0}
+    # The protected message was archived as ciphertext (with its key version in the
+    # manifest) and still decrypts after the restore: same row id, same key.
+    assert manifest["key_versions"] and manifest["key_versions"][0]["version"] >= 1
+    assert b"@example.com" not in b"".join(lines)
+    assert any(b'"content_enc": "\\\\x' in line for line in lines)  # JSON-escaped bytea hex
+    assert f"ada.{uid}@example.com" in messages[4]["content"]
 
     # Restored sessions get another retention period; a second restore has nothing to do.
     again = cli_json(server, "retention", "run")
@@ -120,7 +126,7 @@ def test_kill_9_mid_archival_then_resume_loses_nothing_and_duplicates_nothing(
     while http.get(f"/api/v2/sessions/{sessions[2]}").status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert len(http.get(f"/api/v2/sessions/{sessions[2]}/messages").json()["messages"]) == 4
+    assert len(http.get(f"/api/v2/sessions/{sessions[2]}/messages").json()["messages"]) == 5
 
     report = cli_json(server, "retention", "run")
     assert report["default"]["archived"] >= 2

@@ -77,7 +77,8 @@ def test_erase_removes_every_trace_and_keeps_a_receipt(
     assert receipt["state"] == "completed" and receipt["requested_by"] == "api:api-key"
     removed = receipt["removed"]
     assert removed["sessions"] == 2 and removed["archives"] == 1
-    assert removed["messages"] == 8 and removed["archived_messages"] == 4
+    assert removed["messages"] == 10 and removed["archived_messages"] == 5
+    assert removed["data_key_versions"] >= 1  # the user's data key was crypto-shredded
     assert removed["users"] == 1 and removed["facts"] > 0 and removed["entities"] > 0
     assert removed["jobs"] >= 1  # the extraction jobs named the user
 
@@ -133,6 +134,6 @@ def test_kill_9_mid_erasure_then_resume_completes_the_receipt(
 
     receipt = cli_json(server, "erase", "--user", user)
     assert receipt["state"] == "completed"
-    assert receipt["removed"]["sessions"] == 5 and receipt["removed"]["messages"] == 20
+    assert receipt["removed"]["sessions"] == 5 and receipt["removed"]["messages"] == 25
     assert len(_receipts(server, user)) == 1  # the interrupted receipt was completed
     assert _traces(server, user, f"kx{uid}") == {}

@@ -7,12 +7,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from engram.crypto.protect import Protector
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import AuthError, UnavailableError
 from engram.runtime import Runtime
 from engram.store.db import Database
 
-__all__ = ["Auth", "Db", "Embed", "RuntimeDep", "Tenant"]
+__all__ = ["Auth", "Db", "Embed", "Protect", "ReadProtected", "RuntimeDep", "Tenant"]
 
 
 def _runtime(request: Request) -> Runtime:
@@ -53,8 +54,20 @@ def _tenant(
     return runtime.settings.default_tenant
 
 
+def _protector(runtime: Annotated[Runtime, Depends(_runtime)]) -> Protector:
+    return runtime.protector
+
+
+def _read_protected(_: Annotated[str, Depends(_authenticate)]) -> bool:
+    # Until roles exist (issue 6), every authenticated caller may read protected fields.
+    return True
+
+
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 Db = Annotated[Database, Depends(_db)]
 Embed = Annotated[BatchingEmbedder, Depends(_embedder)]
 Auth = Annotated[str, Depends(_authenticate)]
 Tenant = Annotated[str, Depends(_tenant)]
+Protect = Annotated[Protector, Depends(_protector)]
+# Whether the caller may read pii/phi/secret fields in plaintext (else: redacted).
+ReadProtected = Annotated[bool, Depends(_read_protected)]

@@ -206,7 +206,9 @@ def erase(
     from engram.lifecycle.erasure import erase_user
 
     async def work(rt: Any) -> Any:
-        return await erase_user(rt.db, lambda: _store(rt), _tenant(rt, tenant), user, _actor())
+        return await erase_user(
+            rt.db, lambda: _store(rt), _tenant(rt, tenant), user, _actor(), keyrings=rt.keyrings
+        )
 
     _print_json(with_runtime(config, data_dir, database_url, work))
 

@@ -4,7 +4,7 @@ Steps, each committed with what it removed added to the receipt, so a re-run aft
 crash (or a second request) completes a receipt in state ``running`` and counts
 nothing twice: the user's jobs, archives in blob storage, each session with its
 messages, episodes and the graph they support, the rest of the graph and the user row,
-then the user's data keys.
+then the user's data keys (crypto-shredded).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from engram.crypto import rotation
+from engram.crypto.protect import Keyrings
 from engram.errors import NotFoundError
 from engram.lifecycle.archive import user_prefix
 from engram.lifecycle.blobs import BlobStore, delete_prefix
 from engram.store import archives, erasure
-from engram.store.db import Conn, Database
+from engram.store.db import Database
 
 __all__ = ["erase_user", "receipt_json", "shred_user_keys", "user_hash"]
 
@@ -31,13 +33,17 @@ def user_hash(tenant: str, user_id: str) -> str:
     return hashlib.sha256(f"{tenant}\x00{user_id}".encode()).hexdigest()
 
 
-async def shred_user_keys(conn: Conn, tenant: str, user_id: str) -> int:
-    """Destroy the user's data keys so that backups can no longer be read for them.
-
-    Wired to the keys store when the ``data_keys`` table (migration 0005) and
-    ``engram.store.keys`` exist on this branch; until then the user has no data key of
-    their own and there is nothing to destroy (returns 0)."""
-    return 0
+async def shred_user_keys(
+    db: Database, keyrings: Keyrings | None, tenant: str, user_id: str
+) -> int:
+    """Crypto-shred the user's data key: every version destroyed through the keyring (so
+    the user's ciphertexts in backups can never be opened again, and no process keeps
+    it cached here), then the key rows deleted so that the user id leaves ``data_keys``
+    too. Returns the key versions removed."""
+    if keyrings is not None:
+        await asyncio.to_thread(rotation.shred_user, keyrings, tenant, user_id)
+    async with db.tenant(tenant) as conn:
+        return await erasure.delete_data_keys(conn, user_id)
 
 
 def receipt_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -55,15 +61,19 @@ def receipt_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def erase_user(
-    db: Database, store_factory: Callable[[], BlobStore], tenant: str, user_id: str, actor: str
+    db: Database,
+    store_factory: Callable[[], BlobStore],
+    tenant: str,
+    user_id: str,
+    actor: str,
+    *,
+    keyrings: Keyrings | None = None,
 ) -> dict[str, Any]:
     """Erase everything of ``user_id`` in ``tenant``; return the completed receipt."""
     digest = user_hash(tenant, user_id)
     async with db.tenant(tenant) as conn:
         latest = await erasure.latest_receipt(conn, digest)
-        present = await erasure.user_exists(conn, user_id) or bool(
-            await archives.of_user(conn, user_id)
-        )
+        present = await erasure.user_exists(conn, user_id)
         if not present and (latest is None or latest["state"] == "completed"):
             if latest is not None:
                 return receipt_json(latest)  # already erased: the same answer again
@@ -112,10 +122,9 @@ async def erase_user(
 
     async with db.tenant(tenant) as conn:
         await erasure.add_counts(conn, rid, await erasure.delete_rest(conn, user_id))
+    shredded = await shred_user_keys(db, keyrings, tenant, user_id)
     async with db.tenant(tenant) as conn:
-        await erasure.add_counts(
-            conn, rid, {"data_keys": await shred_user_keys(conn, tenant, user_id)}
-        )
+        await erasure.add_counts(conn, rid, {"data_key_versions": shredded})
         done = await erasure.complete(conn, rid)
     logger.info("erased user %s of tenant %s: %s", user_id, tenant, done["counts"])
     return receipt_json(done)

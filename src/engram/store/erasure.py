@@ -13,6 +13,7 @@ from engram.store.db import Conn
 __all__ = [
     "add_counts",
     "complete",
+    "delete_data_keys",
     "delete_jobs",
     "delete_rest",
     "delete_session",
@@ -86,8 +87,15 @@ async def complete(conn: Conn, receipt_id: uuidlib.UUID) -> dict[str, Any]:
 
 
 async def user_exists(conn: Conn, user_id: str) -> bool:
-    cur = await conn.execute("SELECT 1 FROM users WHERE user_id = %s", (user_id,))
-    return await cur.fetchone() is not None
+    """True while anything of the user is left: the user row, archives or data keys."""
+    cur = await conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM users WHERE user_id = %(u)s)
+               OR EXISTS (SELECT 1 FROM archives WHERE user_id = %(u)s)
+               OR EXISTS (SELECT 1 FROM data_keys WHERE user_id = %(u)s) AS present""",
+        {"u": user_id},
+    )
+    row = await cur.fetchone()
+    return bool(row and row["present"])
 
 
 async def delete_jobs(conn: Conn, tenant: str, user_id: str) -> int:
@@ -164,3 +172,9 @@ async def delete_rest(conn: Conn, user_id: str) -> dict[str, int]:
     cur = await conn.execute("DELETE FROM users WHERE user_id = %s", (user_id,))
     counts["users"] = cur.rowcount
     return counts
+
+
+async def delete_data_keys(conn: Conn, user_id: str) -> int:
+    """Delete the user's data-key rows (every version; shredded first by the keyring)."""
+    cur = await conn.execute("DELETE FROM data_keys WHERE user_id = %s", (user_id,))
+    return cur.rowcount

@@ -100,4 +100,6 @@ async def delete_user(
         async with db.tenant(tenant) as conn:
             await users.delete(conn, user_id)
         return {"message": "OK"}
-    return await erase_user(db, lambda: _store(runtime), tenant, user_id, _actor(auth))
+    return await erase_user(
+        db, lambda: _store(runtime), tenant, user_id, _actor(auth), keyrings=runtime.keyrings
+    )
