@@ -26,8 +26,11 @@ logger = logging.getLogger(__name__)
 class Sampler:
     """Sample now, then every ``interval`` seconds, until stopped."""
 
-    def __init__(self, dsn: str, metrics: Metrics, interval: float) -> None:
+    def __init__(
+        self, dsn: str, metrics: Metrics, interval: float, *, prepare_threshold: int | None = 5
+    ) -> None:
         self.dsn = dsn
+        self.prepare_threshold = prepare_threshold
         self.metrics = metrics
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -49,8 +52,9 @@ class Sampler:
         """Take one sample (connecting first if needed)."""
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=5, application_name="engram-metrics"
-            )
+                self.dsn, autocommit=True, connect_timeout=5, application_name="engram-metrics",
+                prepare_threshold=self.prepare_threshold,
+            )  # fmt: skip
         health = await read_health_bounded(self._conn)
         self.metrics.observe_health(health, time.time())
 
