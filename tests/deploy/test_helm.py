@@ -129,6 +129,18 @@ def test_defaults_run_hardened_pods_with_probes_on_the_health_routes(chart: helm
     assert not kinds & {"HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"}
 
 
+def test_a_shared_local_key_file_is_copied_into_every_pod(chart: helm.Chart) -> None:
+    docs = render(chart, merge(MINIMAL, {"localKeys": {"existingSecret": "engram-kek"}}))
+    for name in ("engram-api", "engram-worker"):
+        pod = find(docs, "Deployment", name)["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        # Where the local provider looks by default (data_dir/keys/kek.json), mode 0600.
+        assert "-m 0600" in init["command"][-1]
+        assert init["command"][-1].endswith("/var/lib/engram/keys/kek.json")
+        secret = next(v for v in pod["volumes"] if v["name"] == "local-keys")
+        assert secret["secret"]["secretName"] == "engram-kek"
+
+
 def test_migrations_run_as_the_owner_before_install_and_upgrade(chart: helm.Chart) -> None:
     docs = render(chart, production())
     job = find(docs, "Job", "engram-migrate")

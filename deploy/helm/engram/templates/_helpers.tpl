@@ -87,4 +87,39 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   emptyDir: {}
 - name: tmp
   emptyDir: {}
+{{- if .Values.localKeys.existingSecret }}
+- name: local-keys
+  secret:
+    secretName: {{ .Values.localKeys.existingSecret }}
+    defaultMode: 0440  # readable by the pod's fsGroup
+    items:
+      - key: {{ .Values.localKeys.key }}
+        path: kek.json
+{{- end }}
+{{- end -}}
+
+{{/* The local key file copied from its Secret into the data dir, owned by the pod's
+user with mode 0600 (the local provider refuses a file anyone else may read). */}}
+{{- define "engram.initContainers" -}}
+{{- if .Values.localKeys.existingSecret }}
+initContainers:
+  - name: local-keys
+    image: {{ include "engram.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    command: ["sh", "-c", "install -D -m 0600 /local-keys/kek.json /var/lib/engram/keys/kek.json"]
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+    resources:
+      requests:
+        cpu: 10m
+        memory: 16Mi
+      limits:
+        memory: 64Mi
+    volumeMounts:
+      - name: local-keys
+        mountPath: /local-keys
+        readOnly: true
+      - name: data
+        mountPath: /var/lib/engram
+{{- end }}
 {{- end -}}
