@@ -30,6 +30,8 @@ test: install
 	command -v softhsm2-util >/dev/null || (apt-get update && apt-get install -y softhsm2)
 	# The alert rules are checked and unit-tested with promtool (Debian's prometheus).
 	command -v promtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
+	# The API is also tested through a real PgBouncer in transaction pooling mode.
+	command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || (apt-get update && apt-get install -y --no-install-recommends pgbouncer)
 	# Archive blob stores: the Azure one is tested against Azurite from npm, kept in .tools/.
 	command -v npm >/dev/null || (apt-get update && apt-get install -y --no-install-recommends npm)
 	test -x $(AZURITE) || (mkdir -p .tools/azurite && cd .tools/azurite && npm install --no-audit --no-fund --silent azurite@3)

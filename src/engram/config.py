@@ -100,6 +100,9 @@ class WorkerSettings(BaseModel):
     # A job whose worker stopped sending heartbeats this long ago (killed, OOM, power
     # loss) is handed back to the queue; its transaction never committed.
     stalled_after_s: float = Field(default=30.0, ge=5)
+    # Workers hear of new jobs at once by LISTEN/NOTIFY on a direct connection, and poll
+    # this often as well; behind a transaction pooler they only poll.
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
 
 
 class VectorSettings(BaseModel):
@@ -125,6 +128,14 @@ class PoolSettings(BaseModel):
     min_size: int = Field(default=2, ge=1)
     max_size: int = Field(default=10, ge=1)
     timeout_s: float = Field(default=5.0, gt=0)
+    # Behind a transaction-pooling PgBouncer (or Azure's built-in one) a server connection
+    # serves another client after every transaction, so server-side prepared statements
+    # and LISTEN do not survive. "auto": assume a pooler when the port the DSN dials is
+    # not the port PostgreSQL itself listens on (PgBouncer's usual 6432).
+    pooler: Literal["auto", "none", "transaction"] = "auto"
+    # psycopg prepares a statement on the server after this many executions on one
+    # connection; null: never. Ignored (never) behind a transaction pooler.
+    prepare_threshold: int | None = Field(default=5, ge=0)
 
 
 class MetricsSettings(BaseModel):

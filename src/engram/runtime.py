@@ -30,6 +30,7 @@ from engram.store import migrate
 from engram.store.db import Database
 from engram.store.embedded import EmbeddedPostgres
 from engram.store.keys import KeyPool, PgKeyStore
+from engram.store.pooler import behind_transaction_pooler
 
 __all__ = ["Runtime", "resolve_api_key"]
 
@@ -79,6 +80,8 @@ class Runtime:
         self.key_pool: KeyPool | None = None
         self.keyrings: Keyrings | None = None
         self.protector = Protector(settings.crypto, None)
+        # Set by check_schema: PgBouncer in transaction mode between us and PostgreSQL.
+        self.transaction_pooler = False
 
     def prepare(self, *, run_migrations: bool = True) -> None:
         """Start the database if embedded, load the embedder, migrate, check the schema."""
@@ -120,11 +123,18 @@ class Runtime:
                         hint="run `engram migrate --database-url OWNER_DSN` first",
                     )
                 migrate.check_meta(conn, self.embedder.id, self.embedder.dimensions)
+                self.transaction_pooler = behind_transaction_pooler(conn, self.settings.pool.pooler)
         except psycopg.OperationalError as exc:
             raise UnavailableError(
                 f"cannot connect to the database: {str(exc).strip()}",
                 hint="check --database-url / ENGRAM_DATABASE_URL and that PostgreSQL runs",
             ) from exc
+        if self.transaction_pooler:
+            logger.info(
+                "behind a transaction pooler: no server-side prepared statements; "
+                "workers poll for jobs every %ss instead of LISTEN",
+                self.settings.worker.poll_interval_s,
+            )
         pending = migrate.pending_migrations(self.app_dsn)
         if pending:
             raise SchemaMismatchError(
@@ -138,26 +148,25 @@ class Runtime:
         assert self.embedder is not None
         p = self.settings.pool
         self.db = Database(
-            self.app_dsn, min_size=p.min_size, max_size=p.max_size, timeout_s=p.timeout_s
-        )
+            self.app_dsn, min_size=p.min_size, max_size=p.max_size, timeout_s=p.timeout_s,
+            prepare_threshold=self.prepare_threshold,
+        )  # fmt: skip
         await self.db.open()
         self.open_keys()
         self.batcher = BatchingEmbedder(self.embedder, max_batch=self.settings.embedder.max_batch)
-        self.queue = build_queue(self.app_dsn, self)
+        self.queue = build_queue(self.app_dsn, self, prepare_threshold=self.prepare_threshold)
         await self.queue.open_async()
         if worker:
             self._worker = asyncio.create_task(
-                run_worker(
-                    self.queue,
-                    self.settings.worker.concurrency,
-                    self.settings.worker.stalled_after_s,
-                ),
-                name="engram-worker",
+                self.run_worker(self.settings.worker.concurrency), name="engram-worker"
             )
         if sampler:
             interval = self.settings.metrics.sample_interval_s
             levels = [int(Sensitivity.parse(p)) for p in self.settings.crypto.protect]
-            self._sampler = Sampler(self.app_dsn, self.metrics, interval, self.tenants, levels)
+            self._sampler = Sampler(
+                self.app_dsn, self.metrics, interval, self.tenants, levels,
+                prepare_threshold=self.prepare_threshold,
+            )  # fmt: skip
             self._sampler.start()
 
     def tenants(self) -> list[str]:
@@ -168,7 +177,7 @@ class Runtime:
         """The key provider, the keyrings (one per tenant) and the field protector."""
         if not self.settings.crypto.enabled or self.keyrings is not None:
             return
-        pool = KeyPool(self.app_dsn)
+        pool = KeyPool(self.app_dsn, prepare_threshold=self.prepare_threshold)
 
         def store_for(tenant: str) -> PgKeyStore:
             return PgKeyStore(pool, tenant)
@@ -187,6 +196,20 @@ class Runtime:
             self.key_pool.close()
             self.key_pool = None
         self.protector = Protector(self.settings.crypto, None)
+
+    @property
+    def prepare_threshold(self) -> int | None:
+        """psycopg's prepare_threshold for the app's connections (None: never prepare)."""
+        return None if self.transaction_pooler else self.settings.pool.prepare_threshold
+
+    async def run_worker(self, concurrency: int) -> None:
+        """Process extraction jobs until cancelled (the queue must be open)."""
+        assert self.queue is not None
+        w = self.settings.worker
+        await run_worker(
+            self.queue, concurrency, w.stalled_after_s,
+            listen_notify=not self.transaction_pooler, poll_interval_s=w.poll_interval_s,
+        )  # fmt: skip
 
     async def close(self) -> None:
         if self._sampler is not None:

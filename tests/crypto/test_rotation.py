@@ -307,4 +307,5 @@ def test_reencryption_survives_kill_9_with_concurrent_writes(tmp_path: Path) -> 
         stop.set()
         if worker is not None:
             worker.kill()
+            worker.wait()
         stop_server(srv)

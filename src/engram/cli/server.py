@@ -167,16 +167,12 @@ def worker(
     """Run an extraction worker (any number, on any machine) until SIGTERM/SIGINT."""
     import asyncio
 
-    from engram.jobs.queue import run_worker
-
     async def work(runtime: Any) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(
-            run_worker(runtime.queue, concurrency, runtime.settings.worker.stalled_after_s)
-        )
+        task = asyncio.create_task(runtime.run_worker(concurrency))
         console.print(f"[green]Engram worker[/] running ({concurrency} at a time)")
         await stop.wait()
         task.cancel()

@@ -38,9 +38,12 @@ class _Retry(RetryStrategy):
         return super().get_retry_decision(exception=exception, job=job)
 
 
-def build_queue(dsn: str, runtime: Any) -> procrastinate.App:
+def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) -> procrastinate.App:
     """A procrastinate app whose extraction task uses the runtime's pool and models."""
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
+    connector = procrastinate.PsycopgConnector(
+        conninfo=dsn, kwargs={"prepare_threshold": prepare_threshold}
+    )
+    app = procrastinate.App(connector=connector)
     w = runtime.settings.worker
     retry = _Retry(max_attempts=w.max_attempts, exponential_wait=w.retry_wait_s)
 
@@ -111,9 +114,18 @@ def build_queue(dsn: str, runtime: Any) -> procrastinate.App:
 
 
 async def run_worker(
-    app: procrastinate.App, concurrency: int = 1, stalled_after_s: float = 30.0
+    app: procrastinate.App,
+    concurrency: int = 1,
+    stalled_after_s: float = 30.0,
+    *,
+    listen_notify: bool = True,
+    poll_interval_s: float = 1.0,
 ) -> None:
-    """Process extraction jobs until cancelled (the app must be open)."""
+    """Process extraction jobs until cancelled (the app must be open).
+
+    ``listen_notify=False`` behind a transaction pooler: LISTEN is session state, so a
+    listener there would never be told of a job; the worker polls instead.
+    """
     rescuer = asyncio.create_task(_rescue_stalled(app, stalled_after_s))
     try:
         await app.run_worker_async(
@@ -122,6 +134,8 @@ async def run_worker(
             install_signal_handlers=False,
             update_heartbeat_interval=max(1.0, stalled_after_s / 6),
             stalled_worker_timeout=stalled_after_s,
+            listen_notify=listen_notify,
+            fetch_job_polling_interval=poll_interval_s,
         )
     finally:
         rescuer.cancel()

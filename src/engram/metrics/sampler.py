@@ -34,10 +34,13 @@ class Sampler:
         interval: float,
         tenants: Callable[[], list[str]] = list,
         protected_levels: list[int] | None = None,
+        *,
+        prepare_threshold: int | None = 5,
     ) -> None:
         self.dsn = dsn
         self.tenants = tenants
         self.protected_levels = protected_levels or []
+        self.prepare_threshold = prepare_threshold
         self.metrics = metrics
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -59,8 +62,9 @@ class Sampler:
         """Take one sample (connecting first if needed)."""
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=5, application_name="engram-metrics"
-            )
+                self.dsn, autocommit=True, connect_timeout=5, application_name="engram-metrics",
+                prepare_threshold=self.prepare_threshold,
+            )  # fmt: skip
         health = await read_health_bounded(self._conn)
         self.metrics.observe_health(health, time.time())
         if self.protected_levels:

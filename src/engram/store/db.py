@@ -24,7 +24,18 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 class Database:
     """An async pool of connections as the app role; every unit of work is one transaction."""
 
-    def __init__(self, dsn: str, *, min_size: int, max_size: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        timeout_s: float,
+        prepare_threshold: int | None = 5,
+    ) -> None:
+        # prepare_threshold=None behind a transaction pooler: a statement prepared on one
+        # server connection is unknown on the next one ("prepared statement does not
+        # exist"), or clashes with another client's of the same name.
         self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             dsn,
             min_size=min_size,
@@ -32,7 +43,11 @@ class Database:
             timeout=timeout_s,
             open=False,
             configure=self._configure,
-            kwargs={"row_factory": dict_row, "autocommit": True},
+            kwargs={
+                "row_factory": dict_row,
+                "autocommit": True,
+                "prepare_threshold": prepare_threshold,
+            },
             connection_class=psycopg.AsyncConnection[dict[str, Any]],
         )
 

@@ -47,14 +47,25 @@ SyncConn = psycopg.Connection[dict[str, Any]]
 class KeyPool:
     """A few synchronous connections for key records (rarely used: keys are cached)."""
 
-    def __init__(self, dsn: str, *, max_size: int = 4, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_size: int = 4,
+        timeout_s: float = 10.0,
+        prepare_threshold: int | None = 5,
+    ) -> None:
         self.pool: ConnectionPool[SyncConn] = ConnectionPool(
             dsn,
             min_size=0,
             max_size=max_size,
             timeout=timeout_s,
             open=True,
-            kwargs={"row_factory": dict_row, "autocommit": True},
+            kwargs={
+                "row_factory": dict_row,
+                "autocommit": True,
+                "prepare_threshold": prepare_threshold,
+            },
             connection_class=psycopg.Connection[dict[str, Any]],
         )
 
