@@ -49,6 +49,9 @@ def test_backup_restore_then_serve_everything_back(
 
     # The key provider's keys are not in the database backup (by design): bring them too.
     shutil.copytree(server.data_dir / "keys", target / "keys")
+    doctor = subprocess.run([ENGRAM, "doctor", "--data-dir", str(target)],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     srv = start_server(
         target, api_key=secrets.token_urlsafe(24), env={
             "ENGRAM_LIFECYCLE__SCHEDULE": "* * * * * */2",  # the retention job every 2 s
