@@ -30,7 +30,7 @@ LINES = [
     "I adopted a beagle named Biscuit {tag}.",
     "My sister Clara lives in Porto and works as a nurse.",
     "I started learning the cello last spring {tag}.",
-    "We are planning a trip to Kyoto in October.",
+    "We are planning a trip to Kyoto in October.\u2028Line two\x85 stays one message.",
     "Write to me at ada.{tag}@example.com about the trip.",  # protected: stored encrypted
 ]
 

@@ -68,9 +68,12 @@ def test_expired_sessions_are_archived_verified_and_restored_intact(
     ]
     assert "archived" in cli(server, "archive", "list", "--session", old[0]).stdout
 
-    for s in old:
-        restored = cli_json(server, "archive", "restore", s)
-        assert restored["inserted"]["messages"] == 5
+    api_list = http.get("/v1/archives", params={"user_id": user}).json()["archives"]
+    assert sorted(a["session_id"] for a in api_list) == sorted(old)
+    restored = cli_json(server, "archive", "restore", old[0])  # one through the CLI
+    assert restored["inserted"]["messages"] == 5
+    r = http.post(f"/v1/archives/{old[1]}/restore")  # one through the API
+    assert r.status_code == 200 and r.json()["inserted"]["messages"] == 5, r.text
     after = snapshot(server, user)
     for table in aged:
         assert after[table] == aged[table], table  # content, metadata, embeddings, all columns

@@ -23,7 +23,7 @@ from engram.cli.common import (
     setup_logging,
     with_runtime,
 )
-from engram.errors import EngramError
+from engram.errors import EngramError, ValidationError
 
 __all__: list[str] = []
 
@@ -99,6 +99,13 @@ def retention_set(
         changes["action"] = action
     if fact_cleanup_days is not None or keep_facts:
         changes["fact_cleanup_days"] = None if keep_facts else fact_cleanup_days
+    if not changes:
+        fail(
+            ValidationError(
+                "nothing to change",
+                hint="give --days/--keep-forever, --action or --fact-cleanup-days/--keep-facts",
+            )
+        )
 
     async def work(rt: Any) -> Any:
         t = _tenant(rt, tenant)
@@ -174,7 +181,6 @@ def archive_restore(
     config: ConfigOpt = None,
 ) -> None:
     """Restore an archived session into the database, exactly as it was."""
-    from engram.errors import ValidationError
     from engram.lifecycle.archive import restore_session
 
     try:

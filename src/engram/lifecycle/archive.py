@@ -123,7 +123,8 @@ def _read_verified(store: BlobStore, prefix: str, manifest: dict[str, Any]) -> d
                 hint="the object was altered or truncated; restore it from the blob store's "
                 "versioning or backup",
             )
-        lines = gzip.decompress(data).decode().splitlines()
+        # split("\n"), not splitlines(): JSON text may hold U+2028 or NEL unescaped.
+        lines = gzip.decompress(data).decode().split("\n")[:-1]
         if len(lines) != meta["rows"]:
             raise ArchiveError(
                 f"archive file {prefix + name} has {len(lines)} rows, "

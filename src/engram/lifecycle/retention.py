@@ -93,6 +93,8 @@ async def run_retention(
                             if counts:
                                 done["archived"] += 1
                                 done["archived_messages"] += counts["messages"]
+                            else:  # active again or gone: not this run's business
+                                skip.append(s["session_id"])
                         else:
                             async with db.tenant(tenant) as conn:
                                 n = await retention.delete_session(conn, s["session_id"])

@@ -90,7 +90,7 @@ async def delete_invalid_facts(conn: Conn, cutoff: datetime) -> int:
 
 
 async def known_tenants(conn: Conn) -> list[str]:
-    """Tenants registered in a ``tenants`` table, when the database has one (issue 6);
+    """Tenants registered in the ``tenants`` table (``id``), when the database has one;
     row-level security hides every other table's tenants from the app role."""
     cur = await conn.execute("SELECT to_regclass('tenants') IS NOT NULL AS present")
     row = await cur.fetchone()
@@ -98,7 +98,7 @@ async def known_tenants(conn: Conn) -> list[str]:
         return []
     try:
         async with conn.transaction():
-            cur = await conn.execute("SELECT DISTINCT tenant_id::text AS t FROM tenants")
+            cur = await conn.execute("SELECT id::text AS t FROM tenants ORDER BY id")
             return [r["t"] for r in await cur.fetchall()]
     except psycopg.Error:  # a tenants table of another shape: fall back to configured tenants
         return []
