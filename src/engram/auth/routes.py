@@ -15,6 +15,11 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("GET", "/healthz"): Permission.PUBLIC,
     ("GET", "/readyz"): Permission.PUBLIC,
     ("GET", "/metrics"): Permission.PUBLIC,
+    # FastAPI's own OpenAPI document and its viewers: the API's shape, no data.
+    ("GET", "/openapi.json"): Permission.PUBLIC,
+    ("GET", "/docs"): Permission.PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): Permission.PUBLIC,
+    ("GET", "/redoc"): Permission.PUBLIC,
     # Zep v2
     ("POST", f"{Z}/users"): W,
     ("GET", f"{Z}/users-ordered"): R,
