@@ -46,6 +46,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/v1/facts/search"): R,
     ("GET", "/v1/facts/{fact_uuid}/episodes"): R,
     ("POST", "/v1/search"): R,
+    ("GET", "/v1/sessions/{session_id}/context"): R,
     ("GET", "/v1/whoami"): Permission.AUTHENTICATED,
     # Administration
     ("POST", "/v1/admin/tenants"): Permission.TENANTS_MANAGE,
