@@ -56,9 +56,7 @@ def test_the_app_role_and_the_owner_cannot_change_the_log(
             conn.execute("TRUNCATE audit_log")
 
 
-def test_verify_names_every_kind_of_tampering(
-    http: httpx.Client, server: Server, uid: str
-) -> None:
+def test_verify_names_every_kind_of_tampering(http: httpx.Client, server: Server, uid: str) -> None:
     t = {k: f"{k}-{uid}" for k in ("clean", "upd", "del", "swap", "ins", "trunc")}
     for tenant in t.values():
         _tenant_with_records(http, server, tenant)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -107,7 +108,7 @@ class OidcVerifier:
 
     async def _refresh(self) -> None:
         s = self.settings
-        verify: Any = str(s.ca_file) if s.ca_file else True
+        verify: Any = ssl.create_default_context(cafile=str(s.ca_file)) if s.ca_file else True
         try:
             async with httpx.AsyncClient(timeout=s.timeout_s, verify=verify) as http:
                 if self._jwks_url is None:
