@@ -78,7 +78,10 @@ def main() -> None:
             http.get("/api/v2/sessions/s/memory")
         get_ms = _timed(lambda: http.get("/api/v2/sessions/s/memory").raise_for_status(), n)
         search_ms = _timed(
-            lambda: http.post("/v1/search", json={"query": "which city"}).raise_for_status(), n
+            lambda: http.post(
+                "/v1/search", json={"text": "which city", "user_id": "u"}
+            ).raise_for_status(),
+            n,
         )
         whoami_ms = _timed(lambda: http.get("/v1/whoami").raise_for_status(), n)
         http.post("/v1/admin/tenants", json={"id": "bench"})

@@ -55,9 +55,12 @@ def test_two_tenants_see_nothing_of_each_other(
     assert b.delete("/api/v2/users/alice").status_code == 404
     assert b.delete("/api/v2/sessions/s1/memory").status_code == 404
     assert b.get("/api/v2/users-ordered").json()["users"] in (None, [])
-    found = b.post("/api/v2/sessions/search", json={"text": "locker code"}).json()
-    assert not found.get("results")
-    assert not b.post("/v1/search", json={"query": "locker code"}).json().get("results")
+    found = b.post("/api/v2/sessions/search", json={"text": "locker code"})
+    assert found.status_code == 200 and not found.json().get("results")
+    found = b.post("/v1/search", json={"text": "locker code"})
+    assert found.status_code == 200 and found.json()["results"] == []
+    found = a.post("/v1/search", json={"text": "locker code"})
+    assert found.status_code == 200 and found.json()["results"]
     # B may use the same ids for its own rows; A's stay as they were.
     assert b.post("/api/v2/users", json={"user_id": "alice"}).status_code == 201
     assert a.get("/api/v2/sessions/s1/memory").json()["messages"][0]["content"].endswith("4711")
