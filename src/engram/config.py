@@ -28,9 +28,11 @@ __all__ = [
     "AutovacuumSettings",
     "AwsKmsSettings",
     "AzureKeyVaultSettings",
+    "BlobSettings",
     "CryptoSettings",
     "EmbedderSettings",
     "ExtractorSettings",
+    "LifecycleSettings",
     "LimitSettings",
     "LocalKeySettings",
     "MetricsSettings",
@@ -304,6 +306,40 @@ class TlsSettings(BaseModel):
     keyfile: Path | None = None
 
 
+class BlobSettings(BaseModel):
+    """Where archived sessions go: a local directory, Azure Blob Storage or S3."""
+
+    kind: Literal["local", "azure", "s3"] = "local"
+    # local: default <data_dir>/archives
+    path: Path | None = None
+    # azure: the container; s3: the bucket (created on first use).
+    container: str = "engram-archives"
+    azure_connection_string: SecretStr | None = None
+    azure_account_url: str | None = None  # with DefaultAzureCredential
+    s3_region: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class LifecycleSettings(BaseModel):
+    """Retention defaults (a tenant's policy in the database overrides them) and archives."""
+
+    # Sessions idle longer than this are archived or deleted; None keeps them forever.
+    retention_days: int | None = Field(default=90, ge=1)
+    action: Literal["archive", "delete"] = "archive"
+    # Facts whose invalid_at is older than this many days are deleted; None keeps them.
+    fact_cleanup_days: int | None = Field(default=None, ge=1)
+    # When the worker runs the retention job (cron, UTC).
+    schedule: str = "17 3 * * *"
+    # Sessions archived per database round trip of the job.
+    batch_size: int = Field(default=50, ge=1, le=10_000)
+    # Tenants the job visits besides the default one (and those of a tenant registry).
+    tenants: list[str] = []
+    blob: BlobSettings = BlobSettings()
+
+
 class Settings(BaseSettings):
     """Everything Engram can be told."""
 
@@ -338,6 +374,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     tls: TlsSettings = TlsSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     text_search_config: str = "english"
     # Messages returned by GET memory when the caller gives no lastn (Zep's default).
     memory_window: int = Field(default=12, ge=1, le=10_000)

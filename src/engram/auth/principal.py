@@ -25,6 +25,7 @@ class Permission(StrEnum):
     KEYS_MANAGE = "keys:manage"
     TENANTS_MANAGE = "tenants:manage"
     AUDIT_READ = "audit:read"
+    LIFECYCLE_MANAGE = "lifecycle:manage"  # retention policy, erasure
     # Not a route permission: decides plaintext vs redacted for pii/phi/secret fields.
     READ_PROTECTED = "protected:read"
 
@@ -36,6 +37,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.MEMORY_WRITE,
             Permission.KEYS_MANAGE,
             Permission.AUDIT_READ,
+            Permission.LIFECYCLE_MANAGE,
         }
     ),
     Role.WRITER: frozenset({Permission.MEMORY_READ, Permission.MEMORY_WRITE}),

@@ -58,6 +58,12 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("DELETE", "/v1/admin/apikeys/{key_id}"): Permission.KEYS_MANAGE,
     ("GET", "/v1/audit/events"): Permission.AUDIT_READ,
     ("GET", "/v1/audit/verify"): Permission.AUDIT_READ,
+    # Lifecycle
+    ("GET", "/v1/admin/retention"): Permission.LIFECYCLE_MANAGE,
+    ("PUT", "/v1/admin/retention"): Permission.LIFECYCLE_MANAGE,
+    ("GET", "/v1/archives"): R,
+    ("POST", "/v1/archives/{session_id}/restore"): W,
+    ("DELETE", "/v1/users/{user_id}"): Permission.LIFECYCLE_MANAGE,
 }
 
 

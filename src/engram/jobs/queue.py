@@ -14,14 +14,16 @@ from procrastinate.jobs import Job
 
 from engram.errors import EngramError, ExtractionError
 from engram.graph.ingest import GraphSettings, process_episode
+from engram.lifecycle.retention import run_retention
 from engram.store import episodes
 
-__all__ = ["MAINTENANCE_QUEUE", "REENCRYPT_TASK", "build_queue", "run_worker"]
+__all__ = ["MAINTENANCE_QUEUE", "REENCRYPT_TASK", "RETENTION_TASK", "build_queue", "run_worker"]
 
 # Long-running upkeep (re-encryption, rotation) beside the extraction queue.
 MAINTENANCE_QUEUE = "maintenance"
 REENCRYPT_TASK = "engram.reencrypt"
 ROTATE_TASK = "engram.rotate_keys"
+RETENTION_TASK = "engram.retention"
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,21 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
         )  # fmt: skip
         runtime.metrics.key_rotations.labels(operation="reencrypt", outcome="ok").inc()
         logger.info("re-encryption run %s of tenant %s moved %d field(s)", run_id, tenant_id, moved)
+
+    # Retention, archival and fact cleanup on the configured schedule; the shared lock
+    # keeps one run at a time, the queueing lock one queued run.
+    @app.periodic(cron=runtime.settings.lifecycle.schedule, periodic_id="retention")
+    @app.task(
+        name=RETENTION_TASK,
+        queue=MAINTENANCE_QUEUE,
+        lock="engram-retention",
+        queueing_lock="engram-retention",
+        pass_context=False,
+    )
+    async def retention(timestamp: int) -> None:
+        assert runtime.db is not None
+        report = await run_retention(runtime.db, runtime.settings)
+        logger.info("retention run of %s: %s", timestamp, report)
 
     if runtime.settings.crypto.rotate_every_days:
 

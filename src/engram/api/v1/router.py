@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Depends
 
 from engram.api.deps import _authenticate
-from engram.api.v1 import admin, audit, graph, search
+from engram.api.v1 import admin, audit, graph, lifecycle, search
 
 __all__ = ["router"]
 
@@ -12,3 +12,4 @@ router.include_router(graph.router)
 router.include_router(search.router)
 router.include_router(admin.router)
 router.include_router(audit.router)
+router.include_router(lifecycle.router)
