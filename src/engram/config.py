@@ -23,6 +23,8 @@ from pydantic_settings import (
 from engram.errors import ConfigError
 
 __all__ = [
+    "AuditSettings",
+    "AuthSettings",
     "AutovacuumSettings",
     "AwsKmsSettings",
     "AzureKeyVaultSettings",
@@ -34,9 +36,11 @@ __all__ = [
     "LimitSettings",
     "LocalKeySettings",
     "MetricsSettings",
+    "OidcSettings",
     "Pkcs11Settings",
     "PoolSettings",
     "Settings",
+    "TlsSettings",
     "VaultTransitSettings",
     "VectorSettings",
     "WorkerSettings",
@@ -241,6 +245,67 @@ class CryptoSettings(BaseModel):
     azure: AzureKeyVaultSettings = AzureKeyVaultSettings()
 
 
+class OidcSettings(BaseModel):
+    """Bearer JWTs from the customer's identity provider (off while issuer is unset)."""
+
+    issuer: str | None = None
+    audience: list[str] = []
+    # Default: discovery at <issuer>/.well-known/openid-configuration.
+    jwks_url: str | None = None
+    # Asymmetric algorithms only: `none` and HMAC (HS*) are refused.
+    algorithms: list[str] = ["RS256", "ES256"]
+    leeway_s: float = Field(default=30.0, ge=0, le=600)
+    # Claims (a dotted path reaches into nested objects, e.g. "engram.tenant").
+    subject_claim: str = "sub"
+    tenant_claim: str = "tenant"
+    # Used when the token has no tenant claim (an IdP that serves one tenant); else 403.
+    tenant: str | None = None
+    roles_claim: str = "roles"
+    # A value in the roles claim that grants plaintext reads of protected fields.
+    read_protected_role: str = "read_protected"
+    # Keys are cached this long; an unknown kid refetches, at most once per min_refresh_s.
+    jwks_cache_s: float = Field(default=3600.0, ge=0)
+    jwks_min_refresh_s: float = Field(default=30.0, ge=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> OidcSettings:
+        for alg in self.algorithms:
+            if alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(
+                    f"oidc.algorithms: {alg} is not allowed (only asymmetric algorithms: "
+                    "RS*, PS*, ES*, EdDSA)"
+                )
+        if self.issuer is not None and not self.audience:
+            raise ValueError("oidc.audience is required when oidc.issuer is set")
+        return self
+
+
+class AuthSettings(BaseModel):
+    """API keys and tenant checks."""
+
+    # Verified keys and tenant states are cached this long (revocation by the same
+    # process applies at once; by another process or the CLI within this time).
+    cache_s: float = Field(default=5.0, ge=0, le=300)
+
+
+class AuditSettings(BaseModel):
+    """The audit log's signed checkpoints (the log itself is always on)."""
+
+    # Default: <data_dir>/audit/checkpoints and <data_dir>/audit/checkpoint-ed25519.pem.
+    checkpoint_dir: Path | None = None
+    signing_key_file: Path | None = None
+    checkpoint_interval_s: float = Field(default=60.0, ge=0)
+
+
+class TlsSettings(BaseModel):
+    """HTTPS for the API (both files, PEM)."""
+
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+
 class BlobSettings(BaseModel):
     """Where archived sessions go: a local directory, Azure Blob Storage or S3."""
 
@@ -305,6 +370,10 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     metrics: MetricsSettings = MetricsSettings()
     crypto: CryptoSettings = CryptoSettings()
+    oidc: OidcSettings = OidcSettings()
+    auth: AuthSettings = AuthSettings()
+    audit: AuditSettings = AuditSettings()
+    tls: TlsSettings = TlsSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     text_search_config: str = "english"
     # Messages returned by GET memory when the caller gives no lastn (Zep's default).
@@ -316,6 +385,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.pool.min_size > self.pool.max_size:
             raise ValueError("pool.min_size must not exceed pool.max_size")
+        if (self.tls.certfile is None) != (self.tls.keyfile is None):
+            raise ValueError("tls.certfile and tls.keyfile must be given together")
         return self
 
     @property

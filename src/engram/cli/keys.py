@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,8 +22,9 @@ TenantOpt = Annotated[
 
 
 def _run(config: Path | None, data_dir: Path | None, database_url: str | None, op: str,
-         work: Any) -> Any:  # fmt: skip
-    """Run `work(runtime)` with keys open, counting the outcome as a key operation."""
+         work: Any, tenant: str | None = None, resource: str = "data_keys") -> Any:  # fmt: skip
+    """Run `work(runtime)` with keys open; count and audit the outcome as a key operation."""
+    from engram.audit import record_now
 
     async def wrapped(rt: Any) -> Any:
         if rt.keyrings is None:
@@ -32,12 +34,20 @@ def _run(config: Path | None, data_dir: Path | None, database_url: str | None, o
                 "encryption is disabled (crypto.enabled is false)",
                 hint="set ENGRAM_CRYPTO__ENABLED=true to manage keys",
             )
+        t = _tenant(rt, tenant)
+        actor = f"cli:{getpass.getuser()}"
         try:
             result = await work(rt)
-        except Exception:
+        except Exception as exc:
             rt.metrics.key_rotations.labels(operation=op, outcome="failed").inc()
+            if op != "status":
+                await record_now(rt.db, t, actor=actor, action=f"keys.{op}", resource=resource,
+                                 outcome="failure", reason=str(exc)[:500])  # fmt: skip
             raise
         rt.metrics.key_rotations.labels(operation=op, outcome="ok").inc()
+        if op != "status":
+            await record_now(rt.db, t, actor=actor, action=f"keys.{op}", resource=resource,
+                             details={"result": str(result)[:500]})  # fmt: skip
         return result
 
     return with_runtime(config, data_dir, database_url, wrapped)
@@ -61,7 +71,7 @@ def status_cmd(
         t = _tenant(rt, tenant)
         return await asyncio.to_thread(rotation.status, rt.key_pool, rt.keyrings, t)
 
-    st = _run(config, data_dir, database_url, "status", work)
+    st = _run(config, data_dir, database_url, "status", work, tenant)
     out = Console(width=max(Console().width, 120))
     table = Table("key", "user", "version", "state", "KEK", "fields", title="Data keys")
     for v in st.versions:
@@ -110,7 +120,9 @@ def rotate_cmd(
         run_id = await start_reencrypt(rt, t)
         return f"{n} data key(s) rotated; re-encryption run {run_id} queued for the workers"
 
-    console.print(_run(config, data_dir, database_url, "rotate_kek" if kek else "rotate", work))
+    console.print(
+        _run(config, data_dir, database_url, "rotate_kek" if kek else "rotate", work, tenant)
+    )
 
 
 def _new_run(rt: Any, tenant: str) -> int:
@@ -149,7 +161,7 @@ def reencrypt_cmd(
         moved = await asyncio.to_thread(_reencrypt, rt, t, rid)
         return f"run {rid}: {moved} field(s) re-encrypted"
 
-    console.print(_run(config, data_dir, database_url, "reencrypt", work))
+    console.print(_run(config, data_dir, database_url, "reencrypt", work, tenant))
 
 
 @keys_app.command("retire")
@@ -168,7 +180,7 @@ def retire_cmd(
         n: int = await asyncio.to_thread(rotation.retire, rt.key_pool, rt.keyrings, t, version)
         return n
 
-    n = _run(config, data_dir, database_url, "retire", work)
+    n = _run(config, data_dir, database_url, "retire", work, tenant, f"version {version}")
     console.print(f"version {version} retired on {n} key(s); `engram keys destroy` erases it")
 
 
@@ -195,7 +207,7 @@ def destroy_cmd(
         n: int = await asyncio.to_thread(rotation.destroy, rt.keyrings, t, version)
         return n
 
-    n = _run(config, data_dir, database_url, "destroy", work)
+    n = _run(config, data_dir, database_url, "destroy", work, tenant, f"version {version}")
     console.print(f"version {version} destroyed on {n} key(s)")
 
 
@@ -219,6 +231,6 @@ def shred_cmd(
         n: int = await asyncio.to_thread(rotation.shred_user, rt.keyrings, t, user)
         return n
 
-    n = _run(config, data_dir, database_url, "shred", work)
+    n = _run(config, data_dir, database_url, "shred", work, tenant, f"user {user}")
     console.print(f"user {user!r}: {n} key version(s) destroyed" if n else
                   f"user {user!r} has no data key; nothing to shred")  # fmt: skip
