@@ -136,7 +136,7 @@ def archive_and_restore(server: BenchServer, restore: int) -> dict[str, Any]:
         await db.open()
         try:
             t0 = time.perf_counter()
-            report = await run_retention(db, settings, tenants=["default"])
+            report = await run_retention(db, settings, only=["default"])
             archive_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             for s in range(1, restore + 1):

@@ -6,6 +6,7 @@ import gzip
 import signal
 import time
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -74,7 +75,7 @@ def test_erase_removes_every_trace_and_keeps_a_receipt(
     r = http.delete(f"/v1/users/{user}", params={"erase": "true"})
     assert r.status_code == 200, r.text
     receipt = r.json()
-    assert receipt["state"] == "completed" and receipt["requested_by"] == "api:api-key"
+    assert receipt["state"] == "completed" and receipt["requested_by"] == "bootstrap-key"
     removed = receipt["removed"]
     assert removed["sessions"] == 2 and removed["archives"] == 1
     assert removed["messages"] == 10 and removed["archived_messages"] == 5
@@ -82,7 +83,16 @@ def test_erase_removes_every_trace_and_keeps_a_receipt(
     assert removed["users"] == 1 and removed["facts"] > 0 and removed["entities"] > 0
     assert removed["jobs"] >= 1  # the extraction jobs named the user
 
-    assert _traces(server, user, f"tag{uid}") == {}
+    # The append-only, hash-chained audit log keeps the request paths that named the
+    # user (the erasure request among them), by design; it holds none of their content.
+    assert _traces(server, user, f"tag{uid}") == {f"audit_log:{user}": ANY}
+    with server.superuser() as conn:
+        audited = conn.execute(
+            "SELECT outcome FROM audit_log WHERE action = 'DELETE /v1/users/{user_id}'"
+            " AND resource = %s",
+            (f"/v1/users/{user}",),
+        ).fetchall()
+    assert ("success",) in audited, audited
     assert _archived_traces(server, f"tag{uid}") == []
     assert http.get(f"/api/v2/users/{user}").status_code == 404
     assert http.get(f"/api/v2/sessions/{sessions[1]}/messages").status_code == 404
@@ -136,4 +146,4 @@ def test_kill_9_mid_erasure_then_resume_completes_the_receipt(
     assert receipt["state"] == "completed"
     assert receipt["removed"]["sessions"] == 5 and receipt["removed"]["messages"] == 25
     assert len(_receipts(server, user)) == 1  # the interrupted receipt was completed
-    assert _traces(server, user, f"kx{uid}") == {}
+    assert set(_traces(server, user, f"kx{uid}")) <= {f"audit_log:{user}"}

@@ -127,7 +127,7 @@ def retention_run(
     from engram.lifecycle.retention import run_retention
 
     async def work(rt: Any) -> Any:
-        return await run_retention(rt.db, rt.settings, tenants=[tenant] if tenant else None)
+        return await run_retention(rt.db, rt.settings, only=[tenant] if tenant else None)
 
     _print_json(with_runtime(config, data_dir, database_url, work))
 

@@ -11,7 +11,7 @@ from engram.config import Settings
 from engram.lifecycle.archive import archive_session
 from engram.lifecycle.blobs import BlobStore, build_blob_store
 from engram.lifecycle.policy import effective_policy
-from engram.store import archives, retention
+from engram.store import archives, retention, tenants
 from engram.store.db import Database
 
 __all__ = ["run_retention", "tenants_to_scan"]
@@ -20,9 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 async def tenants_to_scan(db: Database, settings: Settings) -> list[str]:
-    """The default tenant, configured ones, and those of a tenant registry if present."""
+    """Every registered tenant (disabled ones too: their data still ages), the default
+    one and any configured in ``lifecycle.tenants``."""
     async with db.tenant(settings.default_tenant) as conn:
-        registered = await retention.known_tenants(conn)
+        registered = [str(r["id"]) for r in await tenants.list_all(conn)]
     names = [settings.default_tenant, *settings.lifecycle.tenants, *registered]
     return list(dict.fromkeys(names))
 
@@ -31,7 +32,7 @@ async def run_retention(
     db: Database,
     settings: Settings,
     *,
-    tenants: list[str] | None = None,
+    only: list[str] | None = None,
     now: datetime | None = None,
     store_factory: Callable[[], BlobStore] | None = None,
 ) -> dict[str, dict[str, int]]:
@@ -49,7 +50,7 @@ async def run_retention(
         return store
 
     report: dict[str, dict[str, int]] = {}
-    for tenant in tenants or await tenants_to_scan(db, settings):
+    for tenant in only or await tenants_to_scan(db, settings):
         done = {
             "archived": 0,
             "archived_messages": 0,

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from engram.store.db import Conn
 
 __all__ = [
@@ -14,7 +12,6 @@ __all__ = [
     "delete_session",
     "expired_sessions",
     "get_policy",
-    "known_tenants",
     "put_policy",
 ]
 
@@ -87,18 +84,3 @@ async def delete_invalid_facts(conn: Conn, cutoff: datetime) -> int:
         "DELETE FROM facts WHERE invalid_at IS NOT NULL AND invalid_at < %s", (cutoff,)
     )
     return cur.rowcount
-
-
-async def known_tenants(conn: Conn) -> list[str]:
-    """Tenants registered in the ``tenants`` table (``id``), when the database has one;
-    row-level security hides every other table's tenants from the app role."""
-    cur = await conn.execute("SELECT to_regclass('tenants') IS NOT NULL AS present")
-    row = await cur.fetchone()
-    if not row or not row["present"]:
-        return []
-    try:
-        async with conn.transaction():
-            cur = await conn.execute("SELECT id::text AS t FROM tenants ORDER BY id")
-            return [r["t"] for r in await cur.fetchall()]
-    except psycopg.Error:  # a tenants table of another shape: fall back to configured tenants
-        return []

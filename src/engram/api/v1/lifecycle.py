@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Query
 
-from engram.api.deps import Auth, Db, RuntimeDep, Tenant
+from engram.api.deps import CurrentPrincipal, Db, RuntimeDep, Tenant
 from engram.api.responses import FastJSON
 from engram.lifecycle.archive import restore_session
 from engram.lifecycle.blobs import BlobStore, build_blob_store
@@ -26,10 +26,6 @@ def _store(runtime: Runtime) -> BlobStore:
     return build_blob_store(runtime.settings.lifecycle.blob, runtime.settings.data_dir)
 
 
-def _actor(auth: str) -> str:
-    return f"api:{auth}"
-
-
 @router.get("/admin/retention")
 async def get_retention(db: Db, tenant: Tenant, runtime: RuntimeDep) -> Any:
     async with db.tenant(tenant) as conn:
@@ -42,11 +38,11 @@ async def put_retention(
     db: Db,
     tenant: Tenant,
     runtime: RuntimeDep,
-    auth: Auth,
+    principal: CurrentPrincipal,
 ) -> Any:
     """Change the given fields: retention_days, action, fact_cleanup_days (null = keep)."""
     async with db.tenant(tenant) as conn:
-        policy = await set_policy(conn, tenant, runtime.settings.lifecycle, body, _actor(auth))
+        policy = await set_policy(conn, tenant, runtime.settings.lifecycle, body, principal.actor)
     return policy.to_json()
 
 
@@ -92,7 +88,12 @@ async def restore_archive(
 
 @router.delete("/users/{user_id}")
 async def delete_user(
-    user_id: str, db: Db, tenant: Tenant, runtime: RuntimeDep, auth: Auth, erase: bool = False
+    user_id: str,
+    db: Db,
+    tenant: Tenant,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    erase: bool = False,
 ) -> Any:
     """Without erase: delete the user's rows (archives stay). With erase=true: GDPR
     erasure of everything, archives and data keys included; answers the receipt."""
@@ -101,5 +102,5 @@ async def delete_user(
             await users.delete(conn, user_id)
         return {"message": "OK"}
     return await erase_user(
-        db, lambda: _store(runtime), tenant, user_id, _actor(auth), keyrings=runtime.keyrings
+        db, lambda: _store(runtime), tenant, user_id, principal.actor, keyrings=runtime.keyrings
     )
