@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
 
 .PHONY: install run test lint typecheck bench clean
 
@@ -31,6 +32,9 @@ test: install
 	command -v promtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
 	# The API is also tested through a real PgBouncer in transaction pooling mode.
 	command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || (apt-get update && apt-get install -y --no-install-recommends pgbouncer)
+	# Archive blob stores: the Azure one is tested against Azurite from npm, kept in .tools/.
+	command -v npm >/dev/null || (apt-get update && apt-get install -y --no-install-recommends npm)
+	test -x $(AZURITE) || (mkdir -p .tools/azurite && cd .tools/azurite && npm install --no-audit --no-fund --silent azurite@3)
 	$(BIN)/pytest
 
 lint: install

@@ -23,18 +23,24 @@ from pydantic_settings import (
 from engram.errors import ConfigError
 
 __all__ = [
+    "AuditSettings",
+    "AuthSettings",
     "AutovacuumSettings",
     "AwsKmsSettings",
     "AzureKeyVaultSettings",
+    "BlobSettings",
     "CryptoSettings",
     "EmbedderSettings",
     "ExtractorSettings",
+    "LifecycleSettings",
     "LimitSettings",
     "LocalKeySettings",
     "MetricsSettings",
+    "OidcSettings",
     "Pkcs11Settings",
     "PoolSettings",
     "Settings",
+    "TlsSettings",
     "VaultTransitSettings",
     "VectorSettings",
     "WorkerSettings",
@@ -228,11 +234,110 @@ class CryptoSettings(BaseModel):
     dek_cache_ttl_s: float = Field(default=300.0, ge=0)
     dek_cache_max: int = Field(default=10_000, ge=1)
     rotate_every_days: int | None = Field(default=None, ge=1)
+    # Re-encryption after a rotation: rows per transaction, and a pause between batches
+    # so that the API keeps its latency while a run is going.
+    reencrypt_batch: int = Field(default=500, ge=1, le=100_000)
+    reencrypt_pause_s: float = Field(default=0.02, ge=0)
     local: LocalKeySettings = LocalKeySettings()
     pkcs11: Pkcs11Settings = Pkcs11Settings()
     aws_kms: AwsKmsSettings = AwsKmsSettings()
     vault: VaultTransitSettings = VaultTransitSettings()
     azure: AzureKeyVaultSettings = AzureKeyVaultSettings()
+
+
+class OidcSettings(BaseModel):
+    """Bearer JWTs from the customer's identity provider (off while issuer is unset)."""
+
+    issuer: str | None = None
+    audience: list[str] = []
+    # Default: discovery at <issuer>/.well-known/openid-configuration.
+    jwks_url: str | None = None
+    # Asymmetric algorithms only: `none` and HMAC (HS*) are refused.
+    algorithms: list[str] = ["RS256", "ES256"]
+    leeway_s: float = Field(default=30.0, ge=0, le=600)
+    # Claims (a dotted path reaches into nested objects, e.g. "engram.tenant").
+    subject_claim: str = "sub"
+    tenant_claim: str = "tenant"
+    # Used when the token has no tenant claim (an IdP that serves one tenant); else 403.
+    tenant: str | None = None
+    roles_claim: str = "roles"
+    # A value in the roles claim that grants plaintext reads of protected fields.
+    read_protected_role: str = "read_protected"
+    # Keys are cached this long; an unknown kid refetches, at most once per min_refresh_s.
+    jwks_cache_s: float = Field(default=3600.0, ge=0)
+    jwks_min_refresh_s: float = Field(default=30.0, ge=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> OidcSettings:
+        for alg in self.algorithms:
+            if alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(
+                    f"oidc.algorithms: {alg} is not allowed (only asymmetric algorithms: "
+                    "RS*, PS*, ES*, EdDSA)"
+                )
+        if self.issuer is not None and not self.audience:
+            raise ValueError("oidc.audience is required when oidc.issuer is set")
+        return self
+
+
+class AuthSettings(BaseModel):
+    """API keys and tenant checks."""
+
+    # Verified keys and tenant states are cached this long (revocation by the same
+    # process applies at once; by another process or the CLI within this time).
+    cache_s: float = Field(default=5.0, ge=0, le=300)
+
+
+class AuditSettings(BaseModel):
+    """The audit log's signed checkpoints (the log itself is always on)."""
+
+    # Default: <data_dir>/audit/checkpoints and <data_dir>/audit/checkpoint-ed25519.pem.
+    checkpoint_dir: Path | None = None
+    signing_key_file: Path | None = None
+    checkpoint_interval_s: float = Field(default=60.0, ge=0)
+
+
+class TlsSettings(BaseModel):
+    """HTTPS for the API (both files, PEM)."""
+
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+
+class BlobSettings(BaseModel):
+    """Where archived sessions go: a local directory, Azure Blob Storage or S3."""
+
+    kind: Literal["local", "azure", "s3"] = "local"
+    # local: default <data_dir>/archives
+    path: Path | None = None
+    # azure: the container; s3: the bucket (created on first use).
+    container: str = "engram-archives"
+    azure_connection_string: SecretStr | None = None
+    azure_account_url: str | None = None  # with DefaultAzureCredential
+    s3_region: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class LifecycleSettings(BaseModel):
+    """Retention defaults (a tenant's policy in the database overrides them) and archives."""
+
+    # Sessions idle longer than this are archived or deleted; None keeps them forever.
+    retention_days: int | None = Field(default=90, ge=1)
+    action: Literal["archive", "delete"] = "archive"
+    # Facts whose invalid_at is older than this many days are deleted; None keeps them.
+    fact_cleanup_days: int | None = Field(default=None, ge=1)
+    # When the worker runs the retention job (cron, UTC).
+    schedule: str = "17 3 * * *"
+    # Sessions archived per database round trip of the job.
+    batch_size: int = Field(default=50, ge=1, le=10_000)
+    # Tenants the job visits besides the default one (and those of a tenant registry).
+    tenants: list[str] = []
+    blob: BlobSettings = BlobSettings()
 
 
 class Settings(BaseSettings):
@@ -265,6 +370,11 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     metrics: MetricsSettings = MetricsSettings()
     crypto: CryptoSettings = CryptoSettings()
+    oidc: OidcSettings = OidcSettings()
+    auth: AuthSettings = AuthSettings()
+    audit: AuditSettings = AuditSettings()
+    tls: TlsSettings = TlsSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     text_search_config: str = "english"
     # Messages returned by GET memory when the caller gives no lastn (Zep's default).
     memory_window: int = Field(default=12, ge=1, le=10_000)
@@ -275,6 +385,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.pool.min_size > self.pool.max_size:
             raise ValueError("pool.min_size must not exceed pool.max_size")
+        if (self.tls.certfile is None) != (self.tls.keyfile is None):
+            raise ValueError("tls.certfile and tls.keyfile must be given together")
         return self
 
     @property

@@ -6,6 +6,8 @@ EngramError
 ├── ValidationError        a request that cannot be applied as given (HTTP 400)
 │   └── ConflictError      a duplicate id (HTTP 400 in the Zep API, as Zep does)
 ├── AuthError              missing or wrong credentials (HTTP 401)
+├── ForbiddenError         valid credentials without the permission asked for, or of a
+│                          disabled tenant (HTTP 403); ``reason`` says which
 ├── UnavailableError       a dependency (database, model, KMS) is down (HTTP 503)
 │   └── KeyUnavailableError  a key provider cannot wrap or unwrap a data key right now
 │                          (unreachable, denied, misconfigured); ``reason`` says which
@@ -27,6 +29,7 @@ __all__ = [
     "EmbeddingError",
     "EngramError",
     "ExtractionError",
+    "ForbiddenError",
     "KeyUnavailableError",
     "NotFoundError",
     "SchemaMismatchError",
@@ -76,6 +79,17 @@ class ConflictError(ValidationError):
 
 class AuthError(EngramError):
     status = 401
+
+
+class ForbiddenError(EngramError):
+    """Authenticated, but not allowed: the message names what was missing."""
+
+    status = 403
+    REASONS = frozenset({"permission", "tenant_disabled", "tenant_unknown", "undeclared_route"})
+
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
 
 
 class UnavailableError(EngramError):

@@ -17,6 +17,8 @@ import procrastinate
 import psycopg
 
 from engram.config import Settings
+from engram.crypto.protect import Keyrings, Protector
+from engram.crypto.sensitivity import Sensitivity
 from engram.embed import Embedder, build_embedder
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import ConfigError, SchemaMismatchError, UnavailableError
@@ -27,6 +29,7 @@ from engram.metrics.sampler import Sampler
 from engram.store import migrate
 from engram.store.db import Database
 from engram.store.embedded import EmbeddedPostgres
+from engram.store.keys import KeyPool, PgKeyStore
 from engram.store.pooler import behind_transaction_pooler
 
 __all__ = ["Runtime", "resolve_api_key"]
@@ -74,6 +77,9 @@ class Runtime:
         self.app_dsn = ""
         self.owner_dsn: str | None = None
         self.api_key = ""
+        self.key_pool: KeyPool | None = None
+        self.keyrings: Keyrings | None = None
+        self.protector = Protector(settings.crypto, None)
         # Set by check_schema: PgBouncer in transaction mode between us and PostgreSQL.
         self.transaction_pooler = False
 
@@ -146,6 +152,7 @@ class Runtime:
             prepare_threshold=self.prepare_threshold,
         )  # fmt: skip
         await self.db.open()
+        self.open_keys()
         self.batcher = BatchingEmbedder(self.embedder, max_batch=self.settings.embedder.max_batch)
         self.queue = build_queue(self.app_dsn, self, prepare_threshold=self.prepare_threshold)
         await self.queue.open_async()
@@ -155,10 +162,40 @@ class Runtime:
             )
         if sampler:
             interval = self.settings.metrics.sample_interval_s
+            levels = [int(Sensitivity.parse(p)) for p in self.settings.crypto.protect]
             self._sampler = Sampler(
-                self.app_dsn, self.metrics, interval, prepare_threshold=self.prepare_threshold
-            )
+                self.app_dsn, self.metrics, interval, self.tenants, levels,
+                prepare_threshold=self.prepare_threshold,
+            )  # fmt: skip
             self._sampler.start()
+
+    def tenants(self) -> list[str]:
+        """The tenants this deployment serves."""
+        return [self.settings.default_tenant]
+
+    def open_keys(self) -> None:
+        """The key provider, the keyrings (one per tenant) and the field protector."""
+        if not self.settings.crypto.enabled or self.keyrings is not None:
+            return
+        pool = KeyPool(self.app_dsn, prepare_threshold=self.prepare_threshold)
+
+        def store_for(tenant: str) -> PgKeyStore:
+            return PgKeyStore(pool, tenant)
+
+        self.key_pool = pool
+        self.keyrings = Keyrings.from_settings(
+            self.settings.crypto, Path(self.settings.data_dir).expanduser(), store_for
+        )
+        self.protector = Protector(self.settings.crypto, self.keyrings)
+
+    def close_keys(self) -> None:
+        if self.keyrings is not None:
+            self.keyrings.close()
+            self.keyrings = None
+        if self.key_pool is not None:
+            self.key_pool.close()
+            self.key_pool = None
+        self.protector = Protector(self.settings.crypto, None)
 
     @property
     def prepare_threshold(self) -> int | None:
@@ -187,6 +224,7 @@ class Runtime:
             await self.batcher.aclose()
         if self.db is not None:
             await self.db.close()
+        self.close_keys()
 
     def shutdown(self) -> None:
         """Release the models and stop the embedded server, if this process started it."""

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from engram.api import health, v1, zep
+from engram.api.audit import install_audit
 from engram.api.errors import install_error_handlers
 from engram.api.middleware import DropEmptyQueryParams
 from engram.api.responses import FastJSON
@@ -27,6 +28,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             yield
         finally:
             await runtime.close()
+            checkpointer = getattr(app.state, "checkpointer", None)
+            if checkpointer is not None:
+                checkpointer.flush()  # the chain heads reached since the last checkpoint
 
     app = FastAPI(
         title="Engram Memory",
@@ -38,6 +42,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     install_metrics(app, runtime)  # inside DropEmptyQueryParams, which copies the scope
+    install_audit(app, runtime)  # likewise; outside the metrics, so they time the route only
     app.add_middleware(DropEmptyQueryParams)
     app.include_router(health.router)
     app.include_router(zep.router)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from engram.api.audit import audit_context
+from engram.auth.authenticate import Authenticator
+from engram.auth.principal import Principal
+from engram.auth.routes import permission_for
+from engram.crypto.protect import Protector
 from engram.embed.batcher import BatchingEmbedder
-from engram.errors import AuthError, UnavailableError
+from engram.errors import EngramError, ForbiddenError, UnavailableError
+from engram.metrics.middleware import route_template
 from engram.runtime import Runtime
 from engram.store.db import Database
 
-__all__ = ["Auth", "Db", "Embed", "RuntimeDep", "Tenant"]
+__all__ = [
+    "Auth",
+    "AuthenticatorDep",
+    "CurrentPrincipal",
+    "Db",
+    "Embed",
+    "Protect",
+    "ReadProtected",
+    "RuntimeDep",
+    "Tenant",
+]
 
 
 def _runtime(request: Request) -> Runtime:
@@ -32,29 +47,80 @@ def _embedder(runtime: Annotated[Runtime, Depends(_runtime)]) -> BatchingEmbedde
     return runtime.batcher
 
 
-def _authenticate(request: Request, runtime: Annotated[Runtime, Depends(_runtime)]) -> str:
-    """Accept ``Authorization: Api-Key <key>`` (what the Zep SDKs send) or ``Bearer <key>``."""
-    header = request.headers.get("authorization", "")
-    scheme, _, credential = header.partition(" ")
-    if scheme.lower() not in ("api-key", "bearer") or not credential.strip():
-        raise AuthError(
-            "missing credentials",
-            hint="send the header 'Authorization: Api-Key <key>'",
-        )
-    if not hmac.compare_digest(credential.strip().encode(), runtime.api_key.encode()):
-        raise AuthError("invalid API key", hint="check the key the server was started with")
-    return "api-key"
+def _authenticator(
+    request: Request, runtime: Annotated[Runtime, Depends(_runtime)]
+) -> Authenticator:
+    auth: Authenticator | None = getattr(request.app.state, "authenticator", None)
+    if auth is None:
+        auth = Authenticator(runtime.settings, runtime.api_key)
+        request.app.state.authenticator = auth
+    return auth
 
 
-def _tenant(
-    _: Annotated[str, Depends(_authenticate)], runtime: Annotated[Runtime, Depends(_runtime)]
-) -> str:
-    # One tenant until tenants and roles exist (issue 6); every row already carries it.
-    return runtime.settings.default_tenant
+async def _authenticate(
+    request: Request,
+    auth: Annotated[Authenticator, Depends(_authenticator)],
+    db: Annotated[Database, Depends(_db)],
+) -> Principal:
+    """Who calls (401 if nobody valid), and whether the route's declared permission
+    (engram.auth.routes) allows it (403 otherwise, also for a route that declares none).
+
+    ``Authorization: Api-Key <key>`` (what the Zep SDKs send) or ``Bearer <key or JWT>``.
+    """
+    template = route_template(request.scope)
+    permission = permission_for(request.method, template)
+    ctx = audit_context(request.scope)
+    if ctx is not None:
+        ctx.action = f"{request.method} {template}"
+    try:
+        principal = await auth.authenticate(request.headers.get("authorization", ""), db)
+        if ctx is not None:
+            ctx.principal = principal
+            ctx.details = {"auth": principal.method, "role": principal.role.value}
+        if permission is None:
+            raise ForbiddenError(
+                f"{request.method} {template} declares no permission, so it is refused",
+                reason="undeclared_route",
+                hint="add the route to engram.auth.routes.ROUTE_PERMISSIONS",
+            )
+        if not principal.can(permission):
+            raise ForbiddenError(
+                f"role {principal.role.value!r} lacks permission {permission.value!r}"
+                f" for {request.method} {template}",
+                reason="permission",
+                hint="use credentials with a role that has it (see README, permission matrix)",
+            )
+    except EngramError as exc:
+        if ctx is not None:
+            ctx.reason = exc.message
+        raise
+    return principal
+
+
+def _tenant(principal: Annotated[Principal, Depends(_authenticate)]) -> str:
+    return principal.tenant
+
+
+def _auth_method(principal: Annotated[Principal, Depends(_authenticate)]) -> str:
+    return principal.method
+
+
+def _protector(runtime: Annotated[Runtime, Depends(_runtime)]) -> Protector:
+    return runtime.protector
+
+
+def _read_protected(principal: Annotated[Principal, Depends(_authenticate)]) -> bool:
+    return principal.can_read_protected
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 Db = Annotated[Database, Depends(_db)]
 Embed = Annotated[BatchingEmbedder, Depends(_embedder)]
-Auth = Annotated[str, Depends(_authenticate)]
+AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]
+# The caller: tenant, actor, role, permissions (``principal.can_read_protected``).
+CurrentPrincipal = Annotated[Principal, Depends(_authenticate)]
+Auth = Annotated[str, Depends(_auth_method)]
 Tenant = Annotated[str, Depends(_tenant)]
+Protect = Annotated[Protector, Depends(_protector)]
+# Whether the caller may read pii/phi/secret fields in plaintext (else: redacted).
+ReadProtected = Annotated[bool, Depends(_read_protected)]

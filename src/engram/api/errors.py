@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from engram.api.responses import FastJSON
-from engram.errors import AuthError, EngramError, ValidationError
+from engram.errors import AuthError, EngramError, ForbiddenError, ValidationError
 
 __all__ = ["install_error_handlers"]
 
@@ -40,7 +40,10 @@ async def _engram_error(request: Request, exc: Exception) -> FastJSON:
         logger.warning("%s %s: %s", request.method, request.url.path, exc)
     headers = {"WWW-Authenticate": "Api-Key"} if isinstance(exc, AuthError) else None
     field = exc.field if isinstance(exc, ValidationError) else None
-    return FastJSON(_body(exc.message, exc.hint, field), status_code=exc.status, headers=headers)
+    body = _body(exc.message, exc.hint, field)
+    if isinstance(exc, ForbiddenError):
+        body["reason"] = exc.reason
+    return FastJSON(body, status_code=exc.status, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> FastJSON:

@@ -1,6 +1,6 @@
 """The `engram` command. Each module registers its sub-commands on the one `app`."""
 
-from engram.cli import doctor, server, sizing  # noqa: F401  (registers the commands)
+from engram.cli import audit, doctor, keys, lifecycle, server, sizing, tenants  # noqa: F401
 from engram.cli.common import app
 
 __all__ = ["app"]

@@ -66,6 +66,9 @@ def serve(
     signal.signal(signal.SIGINT, _stop_during_start)
     try:
         try:
+            from engram.auth.transport import check_transport
+
+            check_transport(settings)
             runtime.prepare()
         except EngramError as exc:
             fail(exc)
@@ -74,7 +77,9 @@ def serve(
             if settings.embedded
             else "external PostgreSQL"
         )
-        console.print(f"[green]Engram[/] on http://{settings.host}:{settings.port} ({where})")
+        tls = settings.tls
+        scheme = "https" if tls.certfile else "http"
+        console.print(f"[green]Engram[/] on {scheme}://{settings.host}:{settings.port} ({where})")
         if settings.api_key is None:
             key_file = Path(settings.data_dir).expanduser() / "api_key"
             console.print(f"API key: in {key_file} (send 'Authorization: Api-Key <key>')")
@@ -89,6 +94,8 @@ def serve(
             log_level=settings.log_level,
             access_log=False,
             timeout_graceful_shutdown=10,
+            ssl_certfile=str(tls.certfile) if tls.certfile else None,
+            ssl_keyfile=str(tls.keyfile) if tls.keyfile else None,
         )
     finally:
         runtime.shutdown()

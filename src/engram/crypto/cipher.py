@@ -55,3 +55,12 @@ class FieldCipher:
         plaintext = self._open(env, ctx)
         key = self.keyring.encryption_key(env.key_id)
         return seal(key.aead, key.key_id, key.version, plaintext, ctx).to_text()
+
+    def reencrypt_bytes(self, ciphertext: bytes, ctx: FieldContext) -> bytes | None:
+        """The binary value under its key's primary version, or None if it already is."""
+        env = Envelope.from_bytes(ciphertext)
+        if env.key_version == self.keyring.primary_version(env.key_id):
+            return None
+        plaintext = self._open(env, ctx)
+        key = self.keyring.encryption_key(env.key_id)
+        return seal(key.aead, key.key_id, key.version, plaintext, ctx).to_bytes()

@@ -210,6 +210,11 @@ class Keyring:
                 return r.version
         raise ValidationError(f"data key {key_id} has no primary version", hint="promote one")
 
+    def forget_primaries(self) -> None:
+        """Look the primary versions up again (another process may have rotated)."""
+        with self._lock:
+            self._primary.clear()
+
     def encryption_key(self, key_id: UUID) -> DataKey:
         """The primary version of `key_id`, for new ciphertexts."""
         return self.decryption_key(key_id, self.primary_version(key_id))

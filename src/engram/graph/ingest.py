@@ -17,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from engram.crypto.envelope import FieldContext
+from engram.crypto.protect import Protector, Sealed
+from engram.crypto.sensitivity import Sensitivity
 from engram.embed.batcher import BatchingEmbedder
 from engram.extract.types import CandidateFact, Episode, EpisodeMessage, Extraction, Extractor
+from engram.memory import reveal
 from engram.store import entities, episodes, facts, users
 from engram.store.db import Conn, Database
 
@@ -62,8 +66,12 @@ async def process_episode(
     tenant: str,
     episode_uuid: uuidlib.UUID,
     settings: GraphSettings,
+    protector: Protector | None = None,
 ) -> str:
-    """Extract one episode into the user's graph; returns what happened."""
+    """Extract one episode into the user's graph; returns what happened.
+
+    The extractor reads the plaintext of protected messages; the facts it makes are
+    classified at least as high as the message they came from, and sealed likewise."""
     async with db.tenant(tenant) as conn:
         row = await episodes.lock(conn, episode_uuid)
         if row is None:
@@ -78,6 +86,9 @@ async def process_episode(
         context = await episodes.recent_context(
             conn, row["session_id"], msgs[0]["seq"], settings.context_messages
         )
+        levels = {str(m["uuid"]): Sensitivity(m["sensitivity"]) for m in msgs}
+        if protector is not None:
+            await reveal.messages(protector, tenant, [*msgs, *context], True)
         name = " ".join(p for p in (user["first_name"], user["last_name"]) if p) or None
         episode = Episode(
             user_id=row["user_id"],
@@ -86,19 +97,43 @@ async def process_episode(
             user_name=name,
             context=[_to_message(m) for m in context],
         )
-        candidates = (
-            [
-                CandidateFact(str(c["uuid"]), c["subject"], c["relation"], c["object"], c["fact"])
-                for c in await facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
-            ]
+        known: list[dict[str, Any]] = (
+            await facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
             if extractor.uses_candidates
             else []
         )
+        if protector is not None:
+            await reveal.facts(protector, tenant, known, True)
+        candidates = [
+            CandidateFact(str(c["uuid"]), c["subject"], c["relation"], c["object"], c["fact"])
+            for c in known
+        ]
         extraction = await asyncio.to_thread(extractor.extract, episode, candidates)
-        await _apply(conn, embedder, tenant, row["user_id"], extraction, settings)
+        sealer = _Sealer(protector, tenant, row["user_id"], levels)
+        await _apply(conn, embedder, tenant, row["user_id"], extraction, settings, sealer)
         await _close_contradicted(conn, extraction, msgs[-1]["created_at"])
         await episodes.mark_done(conn, episode_uuid, extractor.id, extraction.usage)
     return "done"
+
+
+@dataclass
+class _Sealer:
+    """Seals the fact texts and entity summaries of one episode's extraction."""
+
+    protector: Protector | None
+    tenant: str
+    user_id: str
+    levels: dict[str, Sensitivity]  # message uuid -> its class
+
+    def seal(self, table: str, column: str, uuid: uuidlib.UUID, text: str, message: str) -> Sealed:
+        if self.protector is None:
+            return Sealed(text, None, Sensitivity.NONE, text)
+        return self.protector.seal_text(
+            FieldContext(self.tenant, table, column, str(uuid)),
+            self.user_id,
+            text,
+            self.levels.get(message, Sensitivity.NONE),
+        )
 
 
 async def _apply(
@@ -108,6 +143,7 @@ async def _apply(
     user_id: str,
     extraction: Extraction,
     settings: GraphSettings,
+    sealer: _Sealer,
 ) -> None:
     known = {e.name: e for e in extraction.entities}
     names = list(known)
@@ -115,9 +151,18 @@ async def _apply(
         for n in (f.subject, f.object):
             if n not in known and n not in names:
                 names.append(n)
-    texts = names + [f.fact for f in extraction.facts]
-    if not texts:
+    if not names and not extraction.facts:
         return
+    fact_ids = [uuidlib.uuid4() for _ in extraction.facts]
+
+    def seal_facts() -> list[Sealed]:
+        return [
+            sealer.seal("facts", "fact", fact_ids[i], f.fact, f.source_message)
+            for i, f in enumerate(extraction.facts)
+        ]
+
+    sealed = await asyncio.to_thread(seal_facts) if sealer.protector else seal_facts()
+    texts = names + [s.embed_text for s in sealed]
     vectors = await embedder.embed(texts)
     name_vec = {n: vectors[i] for i, n in enumerate(names)}
     first_message: dict[str, uuidlib.UUID] = {}
@@ -130,8 +175,14 @@ async def _apply(
             continue  # an entity no fact uses is not worth a node
         entity = known.get(n)
         label = entity.label if entity else "other"
+        summary = None
+        if entity is not None and entity.summary:
+            summary = await asyncio.to_thread(
+                sealer.seal, "entities", "summary", (node := uuidlib.uuid4()), entity.summary,
+                str(first_message[n]),
+            )  # fmt: skip
         ids[n] = await _resolve(
-            conn, tenant, user_id, n, label, entity.summary if entity else None,
+            conn, tenant, user_id, n, label, summary, node if summary else None,
             name_vec[n], first_message[n], settings,
         )  # fmt: skip
     for i, f in enumerate(extraction.facts):
@@ -157,8 +208,9 @@ async def _apply(
                 else:
                     await facts.close(conn, old["uuid"], f.valid_at)
         await facts.insert(
-            conn, tenant, user_id, source, target, f.relation, f.fact, f.exclusive, vec,
-            f.valid_at, invalid_at, message, settings.ts_config,
+            conn, tenant, user_id, source, target, f.relation, sealed[i].text, f.exclusive, vec,
+            f.valid_at, invalid_at, message, settings.ts_config, uuid=fact_ids[i],
+            sensitivity=int(sealed[i].sensitivity), fact_enc=sealed[i].ciphertext,
         )  # fmt: skip
 
 
@@ -168,7 +220,8 @@ async def _resolve(
     user_id: str,
     name: str,
     label: str,
-    summary: str | None,
+    summary: Sealed | None,
+    node: uuidlib.UUID | None,
     vector: np.ndarray[Any, np.dtype[np.float32]],
     message: uuidlib.UUID,
     settings: GraphSettings,
@@ -184,7 +237,10 @@ async def _resolve(
         entity = uuidlib.UUID(str(found["uuid"]))
         await entities.add_episode(conn, tenant, entity, message, key, label)
         return entity
-    return await entities.insert(conn, tenant, user_id, name, key, label, summary, vector, message)
+    return await entities.insert(
+        conn, tenant, user_id, name, key, label, summary.text if summary else None, vector,
+        message, uuid=node, summary_enc=summary.ciphertext if summary else None,
+    )  # fmt: skip
 
 
 async def _close_contradicted(conn: Conn, extraction: Extraction, episode_time: datetime) -> None:

@@ -14,9 +14,16 @@ from procrastinate.jobs import Job
 
 from engram.errors import EngramError, ExtractionError
 from engram.graph.ingest import GraphSettings, process_episode
+from engram.lifecycle.retention import run_retention
 from engram.store import episodes
 
-__all__ = ["build_queue", "run_worker"]
+__all__ = ["MAINTENANCE_QUEUE", "REENCRYPT_TASK", "RETENTION_TASK", "build_queue", "run_worker"]
+
+# Long-running upkeep (re-encryption, rotation) beside the extraction queue.
+MAINTENANCE_QUEUE = "maintenance"
+REENCRYPT_TASK = "engram.reencrypt"
+ROTATE_TASK = "engram.rotate_keys"
+RETENTION_TASK = "engram.retention"
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,7 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
                     fact_threshold=runtime.settings.extractor.fact_threshold,
                     ts_config=runtime.settings.text_search_config,
                 ),
+                runtime.protector,
             )  # fmt: skip
         except Exception as exc:
             reason = str(exc) if isinstance(exc, EngramError) else f"{type(exc).__name__}: {exc}"
@@ -63,6 +71,44 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
             logger.warning("extraction of episode %s failed: %s", episode_uuid, reason)
             raise
         logger.debug("episode %s: %s", episode_uuid, outcome)
+
+    @app.task(name=REENCRYPT_TASK, queue=MAINTENANCE_QUEUE, retry=retry)
+    async def reencrypt_task(tenant_id: str, run_id: int) -> None:
+        from engram.crypto.rotation import reencrypt
+
+        assert runtime.key_pool is not None and runtime.keyrings is not None
+        c = runtime.settings.crypto
+        moved = await asyncio.to_thread(
+            reencrypt, runtime.key_pool, runtime.keyrings, tenant_id, run_id,
+            batch=c.reencrypt_batch, pause_s=c.reencrypt_pause_s,
+            on_batch=runtime.metrics.reencrypted_rows.inc,
+        )  # fmt: skip
+        runtime.metrics.key_rotations.labels(operation="reencrypt", outcome="ok").inc()
+        logger.info("re-encryption run %s of tenant %s moved %d field(s)", run_id, tenant_id, moved)
+
+    # Retention, archival and fact cleanup on the configured schedule; the shared lock
+    # keeps one run at a time, the queueing lock one queued run.
+    @app.periodic(cron=runtime.settings.lifecycle.schedule, periodic_id="retention")
+    @app.task(
+        name=RETENTION_TASK,
+        queue=MAINTENANCE_QUEUE,
+        lock="engram-retention",
+        queueing_lock="engram-retention",
+        pass_context=False,
+    )
+    async def retention(timestamp: int) -> None:
+        assert runtime.db is not None
+        report = await run_retention(runtime.db, runtime.settings)
+        logger.info("retention run of %s: %s", timestamp, report)
+
+    if runtime.settings.crypto.rotate_every_days:
+
+        @app.periodic(cron="17 3 * * *", periodic_id="rotate-keys")
+        @app.task(name=ROTATE_TASK, queue=MAINTENANCE_QUEUE, pass_context=False)
+        async def rotate_keys(timestamp: int) -> None:
+            from engram.jobs.keys import rotate_due
+
+            await rotate_due(runtime, timestamp)
 
     return app
 
@@ -83,7 +129,7 @@ async def run_worker(
     rescuer = asyncio.create_task(_rescue_stalled(app, stalled_after_s))
     try:
         await app.run_worker_async(
-            queues=[episodes.QUEUE],
+            queues=[episodes.QUEUE, MAINTENANCE_QUEUE],
             concurrency=concurrency,
             install_signal_handlers=False,
             update_heartbeat_interval=max(1.0, stalled_after_s / 6),
@@ -102,9 +148,13 @@ async def _rescue_stalled(app: procrastinate.App, stalled_after_s: float) -> Non
     while True:
         await asyncio.sleep(stalled_after_s / 2)
         try:
-            stalled = await app.job_manager.get_stalled_jobs(
-                queue=episodes.QUEUE, seconds_since_heartbeat=stalled_after_s
-            )
+            stalled = [
+                job
+                for queue in (episodes.QUEUE, MAINTENANCE_QUEUE)
+                for job in await app.job_manager.get_stalled_jobs(
+                    queue=queue, seconds_since_heartbeat=stalled_after_s
+                )
+            ]
             for job in stalled:
                 logger.warning("job %s stalled (its worker died); retrying it", job.id)
                 await app.job_manager.retry_job(job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,6 +10,9 @@ from typing import Any
 
 from psycopg.errors import ForeignKeyViolation
 
+from engram.crypto.envelope import FieldContext
+from engram.crypto.protect import Protector
+from engram.crypto.sensitivity import Sensitivity, combine, from_metadata
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import NotFoundError
 from engram.store import episodes, messages, sessions
@@ -37,9 +41,48 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
+@dataclass(frozen=True)
+class _Sealed:
+    uuid: uuidlib.UUID
+    content: str
+    embed_text: str
+    metadata: dict[str, Any]
+    sensitivity: int
+    content_enc: bytes | None
+    metadata_enc: bytes | None
+
+
+def _seal(
+    protector: Protector,
+    tenant: str,
+    user_id: str | None,
+    session_level: Sensitivity,
+    episode: list[MessageIn],
+) -> list[_Sealed]:
+    """Classify, redact and encrypt each message (blocking: may create or unwrap a key)."""
+    out = []
+    for m in episode:
+        uuid = m.uuid or uuidlib.uuid4()
+        declared = combine(from_metadata(m.metadata), session_level)
+        row = str(uuid)
+        text = protector.seal_text(
+            FieldContext(tenant, "messages", "content", row), user_id, m.content, declared
+        )
+        meta = protector.seal_metadata(
+            FieldContext(tenant, "messages", "metadata", row), user_id, m.metadata
+        )
+        level = max(text.sensitivity, meta.sensitivity)
+        out.append(
+            _Sealed(uuid, text.text, text.embed_text, meta.value, int(level),
+                    text.ciphertext, meta.ciphertext)
+        )  # fmt: skip
+    return out
+
+
 async def add_messages(
     db: Database,
     embedder: BatchingEmbedder,
+    protector: Protector,
     tenant: str,
     session_id: str,
     episode: list[MessageIn],
@@ -48,19 +91,32 @@ async def add_messages(
     """Store an episode and enqueue its extraction; its messages are searchable at once."""
     async with db.tenant(tenant) as conn:
         session = await sessions.get(conn, session_id)  # 404 before any work
-    vectors = await embedder.embed([m.content for m in episode])
+    if protector.enabled:
+        sealed = await asyncio.to_thread(
+            _seal, protector, tenant, session["user_id"],
+            from_metadata(session["metadata"]), episode,
+        )  # fmt: skip
+    else:
+        sealed = [
+            _Sealed(m.uuid or uuidlib.uuid4(), m.content, m.content, m.metadata, 0, None, None)
+            for m in episode
+        ]
+    vectors = await embedder.embed([s.embed_text for s in sealed])
     rows = [
         messages.NewMessage(
-            uuid=m.uuid or uuidlib.uuid4(),
+            uuid=s.uuid,
             role=m.role,
             role_type=m.role_type,
-            content=m.content,
-            metadata=m.metadata,
+            content=s.content,
+            metadata=s.metadata,
             token_count=estimate_tokens(m.content),
             created_at=m.created_at,
             embedding=vectors[i],
+            sensitivity=s.sensitivity,
+            content_enc=s.content_enc,
+            metadata_enc=s.metadata_enc,
         )
-        for i, m in enumerate(episode)
+        for i, (m, s) in enumerate(zip(episode, sealed, strict=True))
     ]
     episode_uuid = uuidlib.uuid4()
     try:

@@ -110,6 +110,21 @@ class Metrics:
         self.sample_errors = Counter(
             "engram_db_sample_errors", "Database samples that failed", registry=r
         )
+        self.encryption_coverage = g(
+            "engram_encryption_coverage_ratio",
+            "Protected fields (pii/phi/secret as configured) stored as ciphertext / protected "
+            "fields; 1 when there are none",
+        )
+        self.encryption_coverage.set(1.0)
+        self.key_rotations = Counter(
+            "engram_key_rotations",
+            "Key operations by kind (rotate, rotate_kek, reencrypt, retire, destroy, shred) "
+            "and outcome (ok, failed)",
+            ["operation", "outcome"], registry=r,
+        )  # fmt: skip
+        self.reencrypted_rows = Counter(
+            "engram_reencrypted_fields", "Fields moved to a new key version", registry=r
+        )
         if self.settings.database_memory_bytes:
             g("engram_database_memory_bytes", "RAM of the database server (configured)").set(
                 self.settings.database_memory_bytes

@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
 from engram.metrics.registry import Metrics
-from engram.store.stats import read_health_bounded
+from engram.store.stats import encryption_coverage, read_health_bounded
 
 __all__ = ["Sampler"]
 
@@ -27,9 +28,18 @@ class Sampler:
     """Sample now, then every ``interval`` seconds, until stopped."""
 
     def __init__(
-        self, dsn: str, metrics: Metrics, interval: float, *, prepare_threshold: int | None = 5
+        self,
+        dsn: str,
+        metrics: Metrics,
+        interval: float,
+        tenants: Callable[[], list[str]] = list,
+        protected_levels: list[int] | None = None,
+        *,
+        prepare_threshold: int | None = 5,
     ) -> None:
         self.dsn = dsn
+        self.tenants = tenants
+        self.protected_levels = protected_levels or []
         self.prepare_threshold = prepare_threshold
         self.metrics = metrics
         self.interval = interval
@@ -57,6 +67,12 @@ class Sampler:
             )  # fmt: skip
         health = await read_health_bounded(self._conn)
         self.metrics.observe_health(health, time.time())
+        if self.protected_levels:
+            protected = encrypted = 0
+            for tenant in self.tenants():
+                p, e = await encryption_coverage(self._conn, tenant, self.protected_levels)
+                protected, encrypted = protected + p, encrypted + e
+            self.metrics.encryption_coverage.set(encrypted / protected if protected else 1.0)
 
     async def _run(self) -> None:
         while True:

@@ -120,6 +120,11 @@ class EmbeddedPostgres:
         finally:
             self._owned = False
 
+    @classmethod
+    def bin_path(cls) -> Path:
+        """The packaged PostgreSQL binaries (pg_dump, pg_restore, ...)."""
+        return cls._bin_path()
+
     @staticmethod
     def _bin_path() -> Path:
         # Located without importing the package, whose import-time side effects

@@ -49,14 +49,18 @@ async def insert(
     summary: str | None,
     vector: _VEC,
     message: uuidlib.UUID,
+    *,
+    uuid: uuidlib.UUID | None = None,
+    summary_enc: bytes | None = None,
 ) -> uuidlib.UUID:
+    """Insert an entity; `summary` is its redacted form when `summary_enc` is set."""
     cur = await conn.execute(
-        """INSERT INTO entities (tenant_id, user_id, name, normalized_name, labels, summary,
-                                 name_embedding)
-           VALUES (%s, %s, %s, %s, ARRAY[%s], %s, %s)
+        """INSERT INTO entities (uuid, tenant_id, user_id, name, normalized_name, labels,
+                                 summary, summary_enc, name_embedding)
+           VALUES (coalesce(%s, gen_random_uuid()), %s, %s, %s, %s, ARRAY[%s], %s, %s, %s)
            ON CONFLICT (tenant_id, user_id, normalized_name) DO NOTHING
            RETURNING uuid""",
-        (tenant, user_id, name, normalized, label, summary, vector),
+        (uuid, tenant, user_id, name, normalized, label, summary, summary_enc, vector),
     )
     row = await cur.fetchone()
     if row is None:  # already there (same normalised name): use it, rewrite nothing
@@ -108,7 +112,8 @@ async def add_episode(
 
 async def get(conn: Conn, user_id: str, entity: uuidlib.UUID) -> dict[str, Any]:
     cur = await conn.execute(
-        """SELECT uuid, user_id, name, labels, aliases, summary, created_at, updated_at
+        """SELECT uuid, user_id, name, labels, aliases, summary, summary_enc, created_at,
+                  updated_at
            FROM entities WHERE user_id = %s AND uuid = %s""",
         (user_id, entity),
     )
@@ -120,7 +125,8 @@ async def get(conn: Conn, user_id: str, entity: uuidlib.UUID) -> dict[str, Any]:
 
 async def many(conn: Conn, uuids: list[uuidlib.UUID]) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        """SELECT uuid, user_id, name, labels, aliases, summary, created_at, updated_at
+        """SELECT uuid, user_id, name, labels, aliases, summary, summary_enc, created_at,
+                  updated_at
            FROM entities WHERE uuid = ANY(%s) ORDER BY name""",
         (uuids,),
     )

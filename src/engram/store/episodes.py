@@ -65,8 +65,8 @@ async def lock(conn: Conn, episode: uuidlib.UUID) -> dict[str, Any] | None:
 
 async def messages_of(conn: Conn, episode: uuidlib.UUID) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        """SELECT uuid, role, role_type, content, created_at, seq FROM messages
-           WHERE episode_uuid = %s ORDER BY seq""",
+        """SELECT uuid, role, role_type, content, content_enc, sensitivity, created_at, seq
+           FROM messages WHERE episode_uuid = %s ORDER BY seq""",
         (episode,),
     )
     return await cur.fetchall()
@@ -76,7 +76,8 @@ async def recent_context(
     conn: Conn, session_id: str, before_seq: int, n: int
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        """SELECT * FROM (SELECT uuid, role, role_type, content, created_at, seq FROM messages
+        """SELECT * FROM (SELECT uuid, role, role_type, content, content_enc, created_at, seq
+                          FROM messages
                           WHERE session_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s) t
            ORDER BY seq""",
         (session_id, before_seq, n),

@@ -94,15 +94,21 @@ async def insert(
     invalid_at: datetime | None,
     message: uuidlib.UUID,
     ts_config: str,
+    *,
+    uuid: uuidlib.UUID | None = None,
+    sensitivity: int = 0,
+    fact_enc: bytes | None = None,
 ) -> uuidlib.UUID:
+    """Insert a fact; `fact` is its redacted form when `fact_enc` holds the ciphertext."""
     cur = await conn.execute(
-        """INSERT INTO facts (tenant_id, user_id, source_uuid, target_uuid, relation, fact,
-                              exclusive, fact_embedding, search_text, valid_at, invalid_at,
-                              episodes)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, to_tsvector(%s::regconfig, %s), %s, %s,
-                   ARRAY[%s]::uuid[])
+        """INSERT INTO facts (uuid, tenant_id, user_id, source_uuid, target_uuid, relation,
+                              fact, exclusive, fact_embedding, search_text, valid_at,
+                              invalid_at, episodes, sensitivity, fact_enc)
+           VALUES (coalesce(%s, gen_random_uuid()), %s, %s, %s, %s, %s, %s, %s, %s,
+                   to_tsvector(%s::regconfig, %s), %s, %s, ARRAY[%s]::uuid[], %s, %s)
            RETURNING uuid""",
         (
+            uuid,
             tenant,
             user_id,
             source,
@@ -116,6 +122,8 @@ async def insert(
             valid_at,
             invalid_at,
             message,
+            sensitivity,
+            fact_enc,
         ),
     )
     row = await cur.fetchone()
@@ -125,7 +133,8 @@ async def insert(
 
 _FACT_COLUMNS = sql.SQL(
     """f.uuid, f.fact, f.relation, f.rating, f.created_at, f.valid_at, f.invalid_at,
-       f.expired_at, f.episodes, f.source_uuid, f.target_uuid, f.user_id"""
+       f.expired_at, f.episodes, f.source_uuid, f.target_uuid, f.user_id, f.sensitivity,
+       f.fact_enc"""
 )
 
 
@@ -193,7 +202,7 @@ async def provenance(conn: Conn, fact: uuidlib.UUID) -> list[dict[str, Any]]:
     row = await get(conn, fact)
     cur = await conn.execute(
         """SELECT uuid, session_id, role, role_type, content, metadata, token_count,
-                  created_at, updated_at
+                  created_at, updated_at, sensitivity, content_enc, metadata_enc
            FROM messages WHERE uuid = ANY(%s) ORDER BY seq""",
         (row["episodes"],),
     )
@@ -210,10 +219,11 @@ async def candidates_for_episode(
                        WHERE e.uuid = %s GROUP BY e.user_id),
                 scope AS MATERIALIZED (
                        SELECT f.uuid, f.fact, f.relation, f.source_uuid, f.target_uuid,
-                              f.fact_embedding
+                              f.fact_embedding, f.fact_enc
                        FROM facts f JOIN ep ON f.user_id = ep.user_id
                        WHERE f.expired_at IS NULL AND f.invalid_at IS NULL)
-           SELECT scope.uuid, scope.fact, scope.relation, s.name AS subject, t.name AS object
+           SELECT scope.uuid, scope.fact, scope.fact_enc, scope.relation, s.name AS subject,
+                  t.name AS object
            FROM scope CROSS JOIN ep
            JOIN entities s ON s.uuid = scope.source_uuid
            JOIN entities t ON t.uuid = scope.target_uuid

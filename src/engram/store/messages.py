@@ -22,11 +22,12 @@ __all__ = [
     "insert_many",
     "last_n",
     "list_for_session",
+    "lock",
     "update_metadata",
 ]
 
 _COLUMNS = sql.SQL("""uuid, session_id, user_id, role, role_type, content, metadata, token_count,
-    created_at, updated_at""")
+    created_at, updated_at, sensitivity, content_enc, metadata_enc""")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class NewMessage:
     token_count: int
     created_at: datetime | None
     embedding: np.ndarray[Any, np.dtype[np.float32]]
+    # Field-level encryption: `content` and `metadata` are then the redacted forms.
+    sensitivity: int = 0
+    content_enc: bytes | None = None
+    metadata_enc: bytes | None = None
 
 
 async def insert_many(
@@ -55,9 +60,9 @@ async def insert_many(
         await cur.executemany(
             """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role, role_type,
                    content, metadata, token_count, created_at, embedding, search_text,
-                   episode_uuid)
+                   episode_uuid, sensitivity, content_enc, metadata_enc)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s,
-                       to_tsvector(%s::regconfig, %s), %s)""",
+                       to_tsvector(%s::regconfig, %s), %s, %s, %s, %s)""",
             [
                 (
                     tenant,
@@ -74,6 +79,9 @@ async def insert_many(
                     ts_config,
                     m.content,
                     episode,
+                    m.sensitivity,
+                    m.content_enc,
+                    m.metadata_enc,
                 )
                 for m in messages
             ],
@@ -91,13 +99,32 @@ async def get(conn: Conn, session_id: str, message_uuid: uuidlib.UUID) -> dict[s
     return row
 
 
-async def update_metadata(
-    conn: Conn, session_id: str, message_uuid: uuidlib.UUID, metadata: dict[str, Any]
-) -> dict[str, Any]:
+async def lock(conn: Conn, session_id: str, message_uuid: uuidlib.UUID) -> dict[str, Any]:
+    """The message, locked until the transaction ends (for a read-modify-write)."""
     cur = await conn.execute(
-        """UPDATE messages SET metadata = metadata || %s, updated_at = now()
+        sql.SQL("SELECT {} FROM messages WHERE session_id = %s AND uuid = %s FOR UPDATE").format(
+            _COLUMNS
+        ),
+        (session_id, message_uuid),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError("message", str(message_uuid))
+    return row
+
+
+async def update_metadata(
+    conn: Conn,
+    session_id: str,
+    message_uuid: uuidlib.UUID,
+    metadata: dict[str, Any],
+    metadata_enc: bytes | None,
+) -> dict[str, Any]:
+    """Replace the metadata (the caller merged it) and its ciphertext."""
+    cur = await conn.execute(
+        """UPDATE messages SET metadata = %s, metadata_enc = %s, updated_at = now()
            WHERE session_id = %s AND uuid = %s RETURNING uuid""",
-        (Jsonb(metadata), session_id, message_uuid),
+        (Jsonb(metadata), metadata_enc, session_id, message_uuid),
     )
     if await cur.fetchone() is None:
         raise NotFoundError("message", str(message_uuid))

@@ -145,6 +145,7 @@ def _template_args(meta: VectorMeta, settings: Settings) -> dict[str, sql.Compos
         "fact_index": vector_index_sql(meta, "facts", "fact_embedding"),
         "autovacuum": autovacuum,
         "app_role": sql.Identifier(settings.app_role),
+        "default_tenant": sql.Literal(settings.default_tenant),
         # PLAIN keeps a vector in its heap row; past 1536 dimensions (6 KB) a row could
         # outgrow a page, so MAIN lets PostgreSQL move it out as a last resort.
         "vector_storage": sql.SQL("PLAIN" if meta.dimensions <= 1536 else "MAIN"),
@@ -262,6 +263,9 @@ def _grant(conn: psycopg.Connection[Any], app_role: str) -> None:
         )
     )
     conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(role))
+    # The audit log is append-only: the app may insert and read, never change or remove.
+    if conn.execute("SELECT to_regclass('audit_log') IS NOT NULL").fetchone() == (True,):
+        conn.execute(sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {}").format(role))
 
 
 def check_meta(conn: psycopg.Connection[Any], embedder_id: str, dimensions: int) -> VectorMeta:

@@ -35,11 +35,13 @@ _VEC = np.ndarray[Any, np.dtype[np.float32]]
 
 MESSAGE_COLUMNS = sql.SQL(
     """m.uuid, m.session_id, m.user_id, m.role, m.role_type, m.content, m.metadata,
-       m.token_count, m.created_at, m.updated_at, m.embedding"""
+       m.token_count, m.created_at, m.updated_at, m.embedding, m.sensitivity, m.content_enc,
+       m.metadata_enc"""
 )
 FACT_COLUMNS = sql.SQL(
     """f.uuid, f.user_id, f.fact, f.relation, f.source_uuid, f.target_uuid, f.valid_at,
-       f.invalid_at, f.created_at, f.expired_at, f.episodes, f.rating, f.fact_embedding"""
+       f.invalid_at, f.created_at, f.expired_at, f.episodes, f.rating, f.fact_embedding,
+       f.sensitivity, f.fact_enc"""
 )
 # Entity names of the facts that made the cut (joined after LIMIT, never per candidate).
 _NAMED = sql.SQL(
@@ -51,7 +53,8 @@ _NAMED = sql.SQL(
        ORDER BY r.score DESC"""
 )
 ENTITY_COLUMNS = sql.SQL(
-    "n.uuid, n.user_id, n.name, n.labels, n.aliases, n.summary, n.created_at, n.name_embedding"
+    "n.uuid, n.user_id, n.name, n.labels, n.aliases, n.summary, n.created_at, n.name_embedding,"
+    " n.summary_enc"
 )
 # Questions join their words with OR: "what did Ada paint" should find "Ada painted a
 # lake", which an AND of all words would not.

@@ -20,6 +20,7 @@ __all__ = [
     "IndexSize",
     "RelationSize",
     "TableHealth",
+    "encryption_coverage",
     "read_health",
     "relation_sizes",
     "workload_shape",
@@ -197,6 +198,28 @@ SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'),
            ORDER BY j.id
            LIMIT 1), 0)::float8
 """
+
+
+async def encryption_coverage(
+    conn: psycopg.AsyncConnection[Any], tenant: str, levels: list[int]
+) -> tuple[int, int]:
+    """(protected fields, of which stored as ciphertext) of one tenant's messages and facts."""
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+        cur = await conn.execute(
+            """SELECT (SELECT count(*) FROM messages
+                       WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s))
+                    + (SELECT count(*) FROM facts
+                       WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s)),
+                      (SELECT count(*) FROM messages WHERE sensitivity > 0
+                       AND sensitivity = ANY(%(l)s) AND content_enc IS NOT NULL)
+                    + (SELECT count(*) FROM facts WHERE sensitivity > 0
+                       AND sensitivity = ANY(%(l)s) AND fact_enc IS NOT NULL)""",
+            {"l": levels},
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 async def read_health_bounded(conn: psycopg.AsyncConnection[Any]) -> DbHealth:

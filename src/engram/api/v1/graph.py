@@ -9,10 +9,11 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from engram.api.deps import Db, Embed, RuntimeDep, Tenant
+from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.responses import FastJSON
 from engram.api.zep.schemas import message_json
 from engram.errors import ValidationError
+from engram.memory import reveal
 from engram.search.hybrid import HybridQuery, hybrid_search
 from engram.store import entities, episodes, facts, users
 from engram.store.retrieval import Scope
@@ -56,6 +57,8 @@ async def user_graph(
     user_id: str,
     db: Db,
     tenant: Tenant,
+    protector: Protect,
+    plaintext: ReadProtected,
     as_of: Annotated[datetime | None, Query(description="what held at this time")] = None,
     known_at: Annotated[datetime | None, Query(description="as recorded at this time")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -68,6 +71,8 @@ async def user_graph(
         ids = list({r["source_uuid"] for r in rows} | {r["target_uuid"] for r in rows})
         nodes = await entities.many(conn, ids)
         eps = await episodes.of_user(conn, user_id, limit)
+    await reveal.facts(protector, tenant, rows, plaintext)
+    await reveal.entities(protector, tenant, nodes, plaintext)
     return {
         "user_id": user_id,
         "as_of": valid,
@@ -84,12 +89,16 @@ async def entity(
     entity_uuid: UUID,
     db: Db,
     tenant: Tenant,
+    protector: Protect,
+    plaintext: ReadProtected,
     include_invalid: bool = False,
 ) -> Any:
     """One entity with its facts (only current ones unless include_invalid)."""
     async with db.tenant(tenant) as conn:
         node = await entities.get(conn, user_id, entity_uuid)
         rows = await facts.of_entity(conn, entity_uuid, include_invalid)
+    await reveal.facts(protector, tenant, rows, plaintext)
+    await reveal.entities(protector, tenant, [node], plaintext)
     return {**node, "facts": [_fact(r) for r in rows]}
 
 
@@ -103,8 +112,9 @@ class FactSearch(BaseModel):
 
 @router.post("/facts/search")
 async def fact_search(
-    body: FactSearch, db: Db, embed: Embed, runtime: RuntimeDep, tenant: Tenant
-) -> Any:
+    body: FactSearch, db: Db, embed: Embed, runtime: RuntimeDep, tenant: Tenant,
+    protector: Protect, plaintext: ReadProtected,
+) -> Any:  # fmt: skip
     """Currently valid facts of a user closest in meaning to the text."""
     async with db.tenant(tenant) as conn:
         await users.get(conn, body.user_id)
@@ -121,12 +131,16 @@ async def fact_search(
             ts_config=runtime.settings.text_search_config,
         ),
     )
+    await reveal.hits(protector, tenant, hits, plaintext)
     return {"results": [_fact({**h.item, "score": h.score}) for h in hits]}
 
 
 @router.get("/facts/{fact_uuid}/episodes")
-async def fact_episodes(fact_uuid: UUID, db: Db, tenant: Tenant) -> Any:
+async def fact_episodes(
+    fact_uuid: UUID, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
+) -> Any:
     """The messages a fact was extracted from."""
     async with db.tenant(tenant) as conn:
         rows = await facts.provenance(conn, fact_uuid)
+    await reveal.messages(protector, tenant, rows, plaintext)
     return {"messages": [{**message_json(r), "session_id": r["session_id"]} for r in rows]}

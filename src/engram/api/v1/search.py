@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from engram.api.deps import Db, Embed, RuntimeDep, Tenant
+from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.responses import FastJSON
 from engram.errors import ValidationError
-from engram.memory import estimate_tokens
+from engram.memory import estimate_tokens, reveal
 from engram.search.hybrid import Hit, HybridQuery, hybrid_search
 from engram.store import messages, sessions, users
 from engram.store.retrieval import Scope
@@ -66,8 +66,9 @@ def hit_json(hit: Hit) -> dict[str, Any]:
 
 @router.post("/search")
 async def search(
-    body: SearchBody, db: Db, embed: Embed, runtime: RuntimeDep, tenant: Tenant
-) -> Any:
+    body: SearchBody, db: Db, embed: Embed, runtime: RuntimeDep, tenant: Tenant,
+    protector: Protect, plaintext: ReadProtected,
+) -> Any:  # fmt: skip
     """Hybrid search over messages, facts and entities, with why each result ranked."""
     user_ids = body.user_ids or ([body.user_id] if body.user_id else None)
     if user_ids:
@@ -99,6 +100,7 @@ async def search(
             ts_config=runtime.settings.text_search_config,
         ),
     )
+    await reveal.hits(protector, tenant, hits, plaintext)
     return {"results": [hit_json(h) for h in hits]}
 
 
@@ -113,6 +115,8 @@ async def context(
     embed: Embed,
     runtime: RuntimeDep,
     tenant: Tenant,
+    protector: Protect,
+    plaintext: ReadProtected,
     max_tokens: Annotated[int, Query(ge=16, le=100_000)] = 1000,
     query: Annotated[str | None, Query(max_length=8192)] = None,
     recent: Annotated[int, Query(ge=0, le=100, description="latest messages left out")] = 4,
@@ -143,6 +147,7 @@ async def context(
             ts_config=runtime.settings.text_search_config,
         ),
     )
+    await reveal.hits(protector, tenant, hits, plaintext)
     facts_part: list[dict[str, Any]] = []
     msgs_part: list[dict[str, Any]] = []
     lines_f: list[str] = []

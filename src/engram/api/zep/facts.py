@@ -7,9 +7,10 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from engram.api.deps import Db, Tenant
+from engram.api.deps import Db, Protect, ReadProtected, Tenant
 from engram.api.responses import FastJSON
 from engram.api.zep.schemas import fact_json
+from engram.memory import reveal
 from engram.store import facts
 
 __all__ = ["router"]
@@ -18,9 +19,13 @@ router = APIRouter(tags=["facts"], default_response_class=FastJSON)
 
 
 @router.get("/facts/{fact_uuid}")
-async def get_fact(fact_uuid: UUID, db: Db, tenant: Tenant) -> Any:
+async def get_fact(
+    fact_uuid: UUID, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
+) -> Any:
     async with db.tenant(tenant) as conn:
-        return {"fact": fact_json(await facts.get(conn, fact_uuid))}
+        row = await facts.get(conn, fact_uuid)
+    await reveal.facts(protector, tenant, [row], plaintext)
+    return {"fact": fact_json(row)}
 
 
 @router.delete("/facts/{fact_uuid}")

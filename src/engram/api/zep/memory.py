@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from engram.api.deps import Db, Embed, RuntimeDep, Tenant
+from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.responses import FastJSON
 from engram.api.zep.schemas import (
     MemoryAddRequest,
@@ -15,8 +16,9 @@ from engram.api.zep.schemas import (
     fact_json,
     message_json,
 )
+from engram.crypto.envelope import FieldContext
 from engram.errors import ValidationError
-from engram.memory import MessageIn, add_messages
+from engram.memory import MessageIn, add_messages, reveal
 from engram.search.hybrid import HybridQuery, hybrid_search
 from engram.store import messages, sessions
 from engram.store.retrieval import Scope
@@ -60,7 +62,10 @@ async def add_memory(
                 uuid=m.uuid,
             )
         )
-    await add_messages(db, embed, tenant, session_id, episode, runtime.settings.text_search_config)
+    await add_messages(
+        db, embed, runtime.protector, tenant, session_id, episode,
+        runtime.settings.text_search_config,
+    )  # fmt: skip
     return {"message": "OK"}
 
 
@@ -71,6 +76,8 @@ async def get_memory(
     embed: Embed,
     runtime: RuntimeDep,
     tenant: Tenant,
+    protector: Protect,
+    plaintext: ReadProtected,
     lastn: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     min_rating: Annotated[float | None, Query(alias="minRating")] = None,
 ) -> Any:
@@ -96,6 +103,8 @@ async def get_memory(
         relevant = [
             h.item for h in hits if min_rating is None or (h.item.get("rating") or 1) >= min_rating
         ]
+    await reveal.messages(protector, tenant, rows, plaintext)
+    await reveal.facts(protector, tenant, relevant, plaintext)
     return {
         "messages": [message_json(r) for r in rows],
         "relevant_facts": [fact_json(f) for f in relevant],
@@ -118,6 +127,8 @@ async def list_messages(
     session_id: str,
     db: Db,
     tenant: Tenant,
+    protector: Protect,
+    plaintext: ReadProtected,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[int, Query(ge=0, description="1-based page number")] = 1,
 ) -> Any:
@@ -126,6 +137,7 @@ async def list_messages(
         await sessions.get(conn, session_id)
         rows = await messages.list_for_session(conn, session_id, offset=offset, limit=limit)
         total = await messages.count_for_session(conn, session_id)
+    await reveal.messages(protector, tenant, rows, plaintext)
     return {
         "messages": [message_json(r) for r in rows],
         "row_count": len(rows),
@@ -134,17 +146,38 @@ async def list_messages(
 
 
 @router.get("/sessions/{session_id}/messages/{message_uuid}")
-async def get_message(session_id: str, message_uuid: UUID, db: Db, tenant: Tenant) -> Any:
+async def get_message(
+    session_id: str, message_uuid: UUID, db: Db, tenant: Tenant, protector: Protect,
+    plaintext: ReadProtected,
+) -> Any:  # fmt: skip
     async with db.tenant(tenant) as conn:
         await sessions.get(conn, session_id)
-        return message_json(await messages.get(conn, session_id, message_uuid))
+        row = await messages.get(conn, session_id, message_uuid)
+    await reveal.messages(protector, tenant, [row], plaintext)
+    return message_json(row)
 
 
 @router.patch("/sessions/{session_id}/messages/{message_uuid}")
 async def update_message(
-    session_id: str, message_uuid: UUID, body: UpdateMessageRequest, db: Db, tenant: Tenant
-) -> Any:
+    session_id: str, message_uuid: UUID, body: UpdateMessageRequest, db: Db, tenant: Tenant,
+    protector: Protect, plaintext: ReadProtected,
+) -> Any:  # fmt: skip
     async with db.tenant(tenant) as conn:
         await sessions.get(conn, session_id)
-        row = await messages.update_metadata(conn, session_id, message_uuid, body.metadata)
+        row = await messages.lock(conn, session_id, message_uuid)
+        current = dict(row)
+        # Merge into the real metadata, not its redacted form (decrypting needs the key,
+        # whoever the caller is: they only see the result as their role allows).
+        await reveal.messages(protector, tenant, [current], True)
+        merged = {**current["metadata"], **body.metadata}
+        sealed = await asyncio.to_thread(
+            protector.seal_metadata,
+            FieldContext(tenant, "messages", "metadata", str(message_uuid)),
+            row["user_id"],
+            merged,
+        )
+        row = await messages.update_metadata(
+            conn, session_id, message_uuid, sealed.value, sealed.ciphertext
+        )
+    await reveal.messages(protector, tenant, [row], plaintext)
     return message_json(row)

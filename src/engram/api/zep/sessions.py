@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from engram.api.deps import Db, Embed, RuntimeDep, Tenant
+from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.responses import FastJSON
 from engram.api.zep.schemas import (
     CreateSessionRequest,
@@ -16,7 +16,9 @@ from engram.api.zep.schemas import (
     message_json,
     session_json,
 )
+from engram.crypto.sensitivity import from_metadata
 from engram.errors import NotFoundError
+from engram.memory import reveal
 from engram.search.hybrid import HybridQuery, hybrid_search
 from engram.store import sessions, users
 from engram.store.retrieval import Scope
@@ -28,6 +30,7 @@ router = APIRouter(tags=["sessions"], default_response_class=FastJSON)
 
 @router.post("/sessions", status_code=201)
 async def add_session(body: CreateSessionRequest, db: Db, tenant: Tenant) -> Any:
+    from_metadata(body.metadata)  # a bad "sensitivity" is refused before anything is stored
     async with db.tenant(tenant) as conn:
         if body.user_id is not None and not await users.exists(conn, body.user_id):
             raise NotFoundError("user", body.user_id)
@@ -70,6 +73,8 @@ async def search(
     embed: Embed,
     runtime: RuntimeDep,
     tenant: Tenant,
+    protector: Protect,
+    plaintext: ReadProtected,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> Any:
     """Zep's search, served by the hybrid engine (fused score in 0..1)."""
@@ -101,6 +106,7 @@ async def search(
             ts_config=runtime.settings.text_search_config,
         ),
     )
+    await reveal.hits(protector, tenant, hits, plaintext)
     if facts:
         rated = [
             h for h in hits
@@ -137,6 +143,7 @@ async def get_session(session_id: str, db: Db, tenant: Tenant) -> Any:
 async def update_session(
     session_id: str, body: UpdateSessionRequest, db: Db, tenant: Tenant
 ) -> Any:
+    from_metadata(body.metadata)
     async with db.tenant(tenant) as conn:
         row = await sessions.update(conn, session_id, body.metadata, body.fact_rating_instruction)
     return session_json(row)

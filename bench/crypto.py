@@ -1,0 +1,176 @@
+"""Field-level encryption: write and read latency on vs off, re-encryption speed, API
+latency during a rotation.
+
+Two servers (crypto on, crypto off) get the same LoCoMo turns, each with an e-mail
+address so that every message is protected when encryption is on. Writes are one
+message per `POST memory`, reads are `GET memory?lastn=10`, one request at a time.
+Then, on the encrypting server, `engram keys rotate --now` re-encrypts every message
+while reads keep going; reports fields/s and the read p95 during the run.
+
+    .venv/bin/python bench/crypto.py [--writes 400] [--rows 5000] [--json OUT]
+
+Goals: encryption on within 10% of off (p95), API p95 during rotation <= 2x quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common import (
+    ENGRAM,
+    BenchServer,
+    create_users_sessions,
+    default_json,
+    launch,
+    locomo_sessions,
+    machine,
+    percentiles,
+    print_machine,
+    remove_tree,
+    short_tmpdir,
+    stop_server,
+    table,
+    timed,
+    wait_quiet,
+    wait_ready,
+    write_json,
+)
+
+
+def _turns(n: int) -> list[str]:
+    out: list[str] = []
+    for session in locomo_sessions():
+        for turn in session:
+            out.append(f"{turn['text']} (reach me at person{len(out)}@example.org)")
+            if len(out) == n:
+                return out
+    return out
+
+
+async def _writes(server: BenchServer, texts: list[str]) -> list[float]:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Api-Key {server.api_key}"},
+        timeout=60,
+    ) as c:  # fmt: skip
+        await create_users_sessions(c, ["u0"], [("s0", "u0")])
+        lat = []
+        for t in texts:
+            body = {"messages": [{"role_type": "user", "content": t}]}
+            lat.append(await timed(c, "POST", "/api/v2/sessions/s0/memory", json=body))
+        return lat
+
+
+async def _reads(server: BenchServer, n: int, stop: asyncio.Event | None = None) -> list[float]:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Api-Key {server.api_key}"},
+        timeout=60,
+    ) as c:  # fmt: skip
+        lat = []
+        while (stop is None and len(lat) < n) or (stop is not None and not stop.is_set()):
+            lat.append(await timed(c, "GET", "/api/v2/sessions/s0/memory?lastn=10"))
+        return lat
+
+
+async def _bulk(server: BenchServer, texts: list[str]) -> None:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Api-Key {server.api_key}"},
+        timeout=120,
+    ) as c:  # fmt: skip
+        for i in range(0, len(texts), 100):
+            msgs = [{"role_type": "user", "content": t} for t in texts[i : i + 100]]
+            await timed(c, "POST", "/api/v2/sessions/s0/memory", json={"messages": msgs})
+
+
+def _app_dsn(server: BenchServer) -> str:
+    from engram.store.embedded import EmbeddedPostgres
+
+    return EmbeddedPostgres(server.data_dir).dsn("engram_app", "engram")
+
+
+async def _rotation(server: BenchServer) -> dict[str, Any]:
+    stop = asyncio.Event()
+    reads = asyncio.create_task(_reads(server, 0, stop))
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        ENGRAM, "keys", "rotate", "--now", "--data-dir", str(server.data_dir),
+        "--database-url", _app_dsn(server),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    wall = time.perf_counter() - t0
+    stop.set()
+    lat = await reads
+    text = out.decode()
+    if proc.returncode != 0:
+        raise RuntimeError(text)
+    m = re.search(r"(\d+) field\(s\) re-encrypted", text)
+    moved = int(m.group(1)) if m else 0
+    return {"fields": moved, "wall_s": round(wall, 2), "fields_per_s": round(moved / wall, 1),
+            "reads_during": percentiles(lat), "reads_n": len(lat)}  # fmt: skip
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--writes", type=int, default=400)
+    ap.add_argument("--rows", type=int, default=5000, help="messages re-encrypted")
+    ap.add_argument("--json", type=Path, default=default_json("crypto"))
+    ap.add_argument("--max-wait-quiet", type=float, default=120)
+    args = ap.parse_args()
+    info = machine()
+    print_machine(info)
+    texts = _turns(args.writes + args.rows)
+    results: dict[str, Any] = {}
+    for mode in ("off", "on"):
+        root = short_tmpdir(f"eg-cr{mode}-")
+        env = {"ENGRAM_CRYPTO__ENABLED": "true" if mode == "on" else "false",
+               "ENGRAM_CRYPTO__REENCRYPT_PAUSE_S": os.environ.get("PAUSE", "0.02")}  # fmt: skip
+        server = launch(root / "d", secrets.token_urlsafe(24), env=env, extra=["--no-worker"])
+        try:
+            wait_ready(server)
+            await _reads_warm(server)
+            waited = wait_quiet(max_wait_s=args.max_wait_quiet)
+            w = await _writes(server, texts[: args.writes])
+            r = await _reads(server, args.writes)
+            results[mode] = {"write": percentiles(w), "read": percentiles(r),
+                             "quiet_wait_s": waited}  # fmt: skip
+            if mode == "on":
+                await _bulk(server, texts[args.writes :])
+                quiet = await _reads(server, 300)
+                results["rotation"] = {"reads_quiet": percentiles(quiet), **await _rotation(server)}
+        finally:
+            stop_server(server)
+            remove_tree(root)
+    on, off = results["on"], results["off"]
+    rot = results["rotation"]
+    rows = [
+        ["write p50 / p95 ms", f"{off['write']['p50']:.1f} / {off['write']['p95']:.1f}",
+         f"{on['write']['p50']:.1f} / {on['write']['p95']:.1f}",
+         f"{on['write']['p95'] / off['write']['p95'] - 1:+.0%}"],
+        ["read p50 / p95 ms", f"{off['read']['p50']:.1f} / {off['read']['p95']:.1f}",
+         f"{on['read']['p50']:.1f} / {on['read']['p95']:.1f}",
+         f"{on['read']['p95'] / off['read']['p95'] - 1:+.0%}"],
+    ]  # fmt: skip
+    print(table(rows, ["", "crypto off", "crypto on", "on vs off (p95)"]))
+    print(f"re-encryption: {rot['fields']} fields in {rot['wall_s']} s = {rot['fields_per_s']}/s; "
+          f"read p95 quiet {rot['reads_quiet']['p95']:.1f} ms, during rotation "
+          f"{rot['reads_during']['p95']:.1f} ms "
+          f"({rot['reads_during']['p95'] / rot['reads_quiet']['p95']:.2f}x)")  # fmt: skip
+    write_json(args.json, "crypto", {"machine": info, **results})
+
+
+async def _reads_warm(server: BenchServer) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        await c.get("/readyz")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

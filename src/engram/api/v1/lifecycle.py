@@ -1,0 +1,105 @@
+"""Retention policy, archives and erasure: `/v1/admin/retention`, `/v1/archives`,
+`DELETE /v1/users/{id}?erase=true`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Query
+
+from engram.api.deps import Auth, Db, RuntimeDep, Tenant
+from engram.api.responses import FastJSON
+from engram.lifecycle.archive import restore_session
+from engram.lifecycle.blobs import BlobStore, build_blob_store
+from engram.lifecycle.erasure import erase_user
+from engram.lifecycle.policy import effective_policy, set_policy
+from engram.runtime import Runtime
+from engram.store import archives, users
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["lifecycle"], default_response_class=FastJSON)
+
+
+def _store(runtime: Runtime) -> BlobStore:
+    return build_blob_store(runtime.settings.lifecycle.blob, runtime.settings.data_dir)
+
+
+def _actor(auth: str) -> str:
+    return f"api:{auth}"
+
+
+@router.get("/admin/retention")
+async def get_retention(db: Db, tenant: Tenant, runtime: RuntimeDep) -> Any:
+    async with db.tenant(tenant) as conn:
+        return (await effective_policy(conn, runtime.settings.lifecycle)).to_json()
+
+
+@router.put("/admin/retention")
+async def put_retention(
+    body: Annotated[dict[str, Any], Body()],
+    db: Db,
+    tenant: Tenant,
+    runtime: RuntimeDep,
+    auth: Auth,
+) -> Any:
+    """Change the given fields: retention_days, action, fact_cleanup_days (null = keep)."""
+    async with db.tenant(tenant) as conn:
+        policy = await set_policy(conn, tenant, runtime.settings.lifecycle, body, _actor(auth))
+    return policy.to_json()
+
+
+def _archive_json(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: r[k]
+        for k in (
+            "archive_id",
+            "session_id",
+            "user_id",
+            "state",
+            "store",
+            "counts",
+            "bytes",
+            "started_at",
+            "archived_at",
+            "restored_at",
+        )
+    }
+
+
+@router.get("/archives")
+async def list_archives(
+    db: Db,
+    tenant: Tenant,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> Any:
+    async with db.tenant(tenant) as conn:
+        rows = await archives.list_records(
+            conn, session_id=session_id, user_id=user_id, limit=limit
+        )
+    return {"archives": [_archive_json(r) for r in rows]}
+
+
+@router.post("/archives/{session_id}/restore")
+async def restore_archive(
+    session_id: str, db: Db, tenant: Tenant, runtime: RuntimeDep, archive_id: UUID | None = None
+) -> Any:
+    return await restore_session(db, _store(runtime), tenant, session_id, archive_id)
+
+
+@router.delete("/users/{user_id}")
+async def delete_user(
+    user_id: str, db: Db, tenant: Tenant, runtime: RuntimeDep, auth: Auth, erase: bool = False
+) -> Any:
+    """Without erase: delete the user's rows (archives stay). With erase=true: GDPR
+    erasure of everything, archives and data keys included; answers the receipt."""
+    if not erase:
+        async with db.tenant(tenant) as conn:
+            await users.delete(conn, user_id)
+        return {"message": "OK"}
+    return await erase_user(
+        db, lambda: _store(runtime), tenant, user_id, _actor(auth), keyrings=runtime.keyrings
+    )

@@ -1,0 +1,187 @@
+"""Protecting fields as the write and read paths use it.
+
+On write a text field is classified (detectors, what the caller declared, the tenant's
+policy and the configured floor). A field of a protected class is stored as ciphertext
+under the data key of its tenant and user, and its plain column keeps only the redacted
+form: detected values replaced by markers such as ``[EMAIL]``. When the class does not
+come from detected values alone (the caller said ``phi``, or the policy says so), the
+spans cannot say what is sensitive, so the whole field becomes its class marker
+(``[PHI]``). The redacted form feeds full-text search and, unless ``embed_plaintext``
+is set, the embedding.
+
+A metadata object is protected as a whole: each string value is classified, protected
+values are redacted in the stored object, and the original object is encrypted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from engram.config import CryptoSettings
+from engram.crypto.cache import DataKeyCache
+from engram.crypto.cipher import FieldCipher
+from engram.crypto.detect import Classifier, Redaction
+from engram.crypto.envelope import FieldContext
+from engram.crypto.keyring import Keyring, KeyStore
+from engram.crypto.providers import build_provider
+from engram.crypto.providers.base import KeyProvider
+from engram.crypto.sensitivity import Sensitivity
+
+__all__ = ["Keyrings", "Protector", "Sealed", "SealedMetadata"]
+
+logger = logging.getLogger(__name__)
+
+# Metadata keys that say how to treat the field and are never themselves protected.
+_CONTROL_KEYS = frozenset({"sensitivity"})
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A text field as stored: the plain column, the ciphertext column, its class."""
+
+    text: str
+    ciphertext: bytes | None
+    sensitivity: Sensitivity
+    embed_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SealedMetadata:
+    """A metadata object as stored: redacted values, and the whole object encrypted."""
+
+    value: dict[str, Any]
+    ciphertext: bytes | None
+    sensitivity: Sensitivity
+
+
+class Keyrings:
+    """One keyring per tenant, sharing the provider and the cache of unwrapped keys."""
+
+    def __init__(
+        self,
+        provider: KeyProvider,
+        store_for: Any,  # Callable[[str], KeyStore]
+        cache: DataKeyCache,
+    ) -> None:
+        self.provider = provider
+        self._store_for = store_for
+        self.cache = cache
+        self._rings: dict[str, Keyring] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: CryptoSettings, data_dir: Path, store_for: Any) -> Keyrings:
+        cache = DataKeyCache(ttl_s=settings.dek_cache_ttl_s, max_entries=settings.dek_cache_max)
+        return cls(build_provider(settings, data_dir), store_for, cache)
+
+    def get(self, tenant: str) -> Keyring:
+        """The keyring whose records are `tenant`'s."""
+        with self._lock:
+            ring = self._rings.get(tenant)
+            if ring is None:
+                store: KeyStore = self._store_for(tenant)
+                ring = self._rings[tenant] = Keyring(self.provider, store, cache=self.cache)
+            return ring
+
+    def close(self) -> None:
+        self.provider.close()
+
+
+class Protector:
+    """Classifies, redacts and encrypts fields on write; decrypts them on read."""
+
+    def __init__(self, settings: CryptoSettings, keyrings: Keyrings | None) -> None:
+        self.enabled = settings.enabled and keyrings is not None
+        self.classifier = Classifier.from_settings(settings)
+        self.embed_plaintext = settings.embed_plaintext
+        self.keyrings = keyrings
+
+    # --- write -------------------------------------------------------------------------
+
+    def classify(self, text: str, declared: Sensitivity = Sensitivity.NONE) -> Redaction:
+        """The redacted form and class of `text` (declared: what the caller or policy said)."""
+        return self.classifier.classify(text, policy=declared)
+
+    def _redacted(self, found: Redaction) -> str:
+        detected = max((s.sensitivity for s in found.spans), default=Sensitivity.NONE)
+        if detected >= found.sensitivity:
+            return found.text
+        return f"[{found.sensitivity.label.upper()}]"
+
+    def _cipher(self, tenant: str) -> FieldCipher:
+        assert self.keyrings is not None
+        return FieldCipher(self.keyrings.get(tenant))
+
+    def key_for(self, tenant: str, user: str | None) -> UUID:
+        """The data key of (tenant, user), created on first use."""
+        assert self.keyrings is not None
+        return self.keyrings.get(tenant).key_for(tenant, user)
+
+    def seal_text(
+        self,
+        ctx: FieldContext,
+        user: str | None,
+        text: str,
+        declared: Sensitivity = Sensitivity.NONE,
+    ) -> Sealed:
+        """How to store `text` in the field `ctx` of `user`'s row."""
+        if not self.enabled:
+            return Sealed(text, None, Sensitivity.NONE, text)
+        found = self.classify(text, declared)
+        if not self.classifier.protects(found.sensitivity):
+            return Sealed(text, None, found.sensitivity, text)
+        key_id = self.key_for(ctx.tenant, user)
+        ciphertext = self._cipher(ctx.tenant).encrypt_bytes(text.encode(), ctx, key_id=key_id)
+        redacted = self._redacted(found)
+        embed = text if self.embed_plaintext else redacted
+        return Sealed(redacted, ciphertext, found.sensitivity, embed)
+
+    def seal_metadata(
+        self, ctx: FieldContext, user: str | None, metadata: Mapping[str, Any]
+    ) -> SealedMetadata:
+        """How to store a metadata object: redacted values and, if any, the whole encrypted."""
+        if not self.enabled or not metadata:
+            return SealedMetadata(dict(metadata), None, Sensitivity.NONE)
+        levels: list[Sensitivity] = []
+        redacted = self._redact_values(dict(metadata), levels, top=True)
+        level = max(levels, default=Sensitivity.NONE)
+        if not any(self.classifier.protects(x) for x in levels):
+            return SealedMetadata(dict(metadata), None, level)
+        key_id = self.key_for(ctx.tenant, user)
+        plaintext = orjson.dumps(dict(metadata))
+        ciphertext = self._cipher(ctx.tenant).encrypt_bytes(plaintext, ctx, key_id=key_id)
+        return SealedMetadata(redacted, ciphertext, level)
+
+    def _redact_values(self, value: Any, levels: list[Sensitivity], top: bool = False) -> Any:
+        if isinstance(value, str):
+            found = self.classify(value)
+            levels.append(found.sensitivity)
+            return self._redacted(found) if self.classifier.protects(found.sensitivity) else value
+        if isinstance(value, dict):
+            return {
+                k: v if top and k in _CONTROL_KEYS else self._redact_values(v, levels)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self._redact_values(v, levels) for v in value]
+        return value
+
+    # --- read --------------------------------------------------------------------------
+
+    def open_text(self, ctx: FieldContext, ciphertext: bytes) -> str:
+        """The plaintext of a stored field (KeyUnavailableError, DecryptionError)."""
+        return self._cipher(ctx.tenant).decrypt_bytes(ciphertext, ctx).decode()
+
+    def open_metadata(self, ctx: FieldContext, ciphertext: bytes) -> dict[str, Any]:
+        """The original metadata object of a stored row."""
+        plaintext = self._cipher(ctx.tenant).decrypt_bytes(ciphertext, ctx)
+        value: dict[str, Any] = orjson.loads(plaintext)
+        return value

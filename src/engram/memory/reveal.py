@@ -1,0 +1,90 @@
+"""Reading protected fields: the plaintext for callers allowed to read it, else the redacted form.
+
+Rows come from the store with their ciphertext columns (`content_enc`, `metadata_enc`,
+`fact_enc`, `summary_enc`); these functions put the plaintext in the plain columns when
+the caller may read it, and always drop the ciphertext columns. Decryption runs off the
+event loop (an uncached key means a call to the key provider). A value whose key was
+shredded stays redacted: that data is gone by design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engram.crypto.envelope import FieldContext
+from engram.crypto.protect import Protector
+from engram.errors import DecryptionError
+
+__all__ = ["entities", "facts", "hits", "messages"]
+
+Row = dict[str, Any]
+# (ciphertext column, plain column, table, AD column name, how to open)
+_Field = tuple[str, str, str, str]
+
+_MESSAGE_FIELDS: tuple[_Field, ...] = (
+    ("content_enc", "content", "messages", "content"),
+    ("metadata_enc", "metadata", "messages", "metadata"),
+)
+_FACT_FIELDS: tuple[_Field, ...] = (("fact_enc", "fact", "facts", "fact"),)
+_ENTITY_FIELDS: tuple[_Field, ...] = (("summary_enc", "summary", "entities", "summary"),)
+
+
+def _open_all(
+    protector: Protector, tenant: str, rows: Sequence[Row], fields: tuple[_Field, ...]
+) -> None:
+    for row in rows:
+        for enc, plain, table, column in fields:
+            blob = row.get(enc)
+            if blob is None:
+                continue
+            ctx = FieldContext(tenant, table, column, str(row["uuid"]))
+            opener: Callable[[FieldContext, bytes], Any] = (
+                protector.open_metadata if plain == "metadata" else protector.open_text
+            )
+            try:
+                row[plain] = opener(ctx, bytes(blob))
+            except DecryptionError as exc:
+                if exc.reason != "key_destroyed":
+                    raise
+
+
+async def _reveal(
+    protector: Protector,
+    tenant: str,
+    rows: Sequence[Row],
+    allowed: bool,
+    fields: tuple[_Field, ...],
+) -> None:
+    sealed = any(row.get(f[0]) is not None for row in rows for f in fields)
+    if allowed and sealed and protector.keyrings is not None:
+        await asyncio.to_thread(_open_all, protector, tenant, rows, fields)
+    for row in rows:
+        for f in fields:
+            row.pop(f[0], None)
+
+
+async def messages(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
+    """Reveal message content and metadata in place."""
+    await _reveal(protector, tenant, rows, allowed, _MESSAGE_FIELDS)
+
+
+async def facts(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
+    """Reveal fact text in place."""
+    await _reveal(protector, tenant, rows, allowed, _FACT_FIELDS)
+
+
+async def entities(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
+    """Reveal entity summaries in place."""
+    await _reveal(protector, tenant, rows, allowed, _ENTITY_FIELDS)
+
+
+async def hits(protector: Protector, tenant: str, found: Sequence[Any], allowed: bool) -> None:
+    """Reveal the items of search hits (anything with `.kind` and `.item`) in place."""
+    by_kind: dict[str, list[Row]] = {"message": [], "fact": [], "entity": []}
+    for h in found:
+        by_kind[h.kind].append(h.item)
+    await messages(protector, tenant, by_kind["message"], allowed)
+    await facts(protector, tenant, by_kind["fact"], allowed)
+    await entities(protector, tenant, by_kind["entity"], allowed)

@@ -1,0 +1,285 @@
+"""Data-key records in the `data_keys` table, and the scans rotation needs.
+
+`PgKeyStore` is the keyring's `KeyStore` for one tenant. It is synchronous (key
+providers are), runs on a small pool of its own, and is used off the event loop; every
+call is one transaction bound to its tenant, so Row-Level Security applies as for any
+other table.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from engram.crypto.keyring import DataKeyRecord, KeyState
+from engram.crypto.providers.base import WrappedDek
+from engram.errors import UnavailableError
+
+__all__ = [
+    "ENCRYPTED_FIELDS",
+    "KeyPool",
+    "PgKeyStore",
+    "encrypted_batch",
+    "finish_run",
+    "key_versions_in_use",
+    "latest_runs",
+    "run",
+    "save_checkpoint",
+    "start_run",
+    "swap_ciphertext",
+    "tenants_with_keys",
+]
+
+logger = logging.getLogger(__name__)
+
+SyncConn = psycopg.Connection[dict[str, Any]]
+
+
+class KeyPool:
+    """A few synchronous connections for key records (rarely used: keys are cached)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_size: int = 4,
+        timeout_s: float = 10.0,
+        prepare_threshold: int | None = 5,
+    ) -> None:
+        self.pool: ConnectionPool[SyncConn] = ConnectionPool(
+            dsn,
+            min_size=0,
+            max_size=max_size,
+            timeout=timeout_s,
+            open=True,
+            kwargs={
+                "row_factory": dict_row,
+                "autocommit": True,
+                "prepare_threshold": prepare_threshold,
+            },
+            connection_class=psycopg.Connection[dict[str, Any]],
+        )
+
+    @contextmanager
+    def tenant(self, tenant: str) -> Iterator[SyncConn]:
+        """A connection in a transaction bound to `tenant`."""
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise UnavailableError(
+                f"the database is not reachable to read data keys: {str(exc).strip()}",
+                hint="check that PostgreSQL is running",
+            ) from exc
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _record(row: dict[str, Any]) -> DataKeyRecord:
+    wrapped = (
+        WrappedDek(row["provider"], row["kek_id"], bytes(row["wrapped"]))
+        if row["wrapped"] is not None
+        else None
+    )
+    return DataKeyRecord(
+        key_id=row["key_id"],
+        version=row["version"],
+        tenant=row["tenant_id"],
+        user=row["user_id"],
+        state=KeyState(row["state"]),
+        wrapped=wrapped,
+        created_at=row["created_at"],
+    )
+
+
+class PgKeyStore:
+    """The `KeyStore` of one tenant, in `data_keys`."""
+
+    def __init__(self, pool: KeyPool, tenant: str) -> None:
+        self.pool = pool
+        self.tenant = tenant
+
+    def versions(self, key_id: uuidlib.UUID) -> list[DataKeyRecord]:
+        with self.pool.tenant(self.tenant) as conn:
+            rows = conn.execute(
+                "SELECT * FROM data_keys WHERE key_id = %s ORDER BY version", (key_id,)
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def find(self, tenant: str, user: str | None) -> uuidlib.UUID | None:
+        with self.pool.tenant(tenant) as conn:
+            row = conn.execute(
+                """SELECT key_id FROM data_keys
+                   WHERE coalesce(user_id, '') = coalesce(%s, '') AND version = 1""",
+                (user,),
+            ).fetchone()
+        return row["key_id"] if row else None
+
+    def put(self, record: DataKeyRecord) -> None:
+        w = record.wrapped
+        values = {
+            "k": record.key_id,
+            "v": record.version,
+            "u": record.user,
+            "s": record.state.value,
+            "p": w.provider if w else None,
+            "kek": w.kek_id if w else None,
+            "w": w.blob if w else None,
+            "c": record.created_at,
+        }
+        with self.pool.tenant(record.tenant) as conn:
+            cur = conn.execute(
+                """UPDATE data_keys SET state = %(s)s, provider = %(p)s, kek_id = %(kek)s,
+                          wrapped = %(w)s, updated_at = now()
+                   WHERE key_id = %(k)s AND version = %(v)s""",
+                values,
+            )
+            if cur.rowcount == 0:
+                # A first version racing another process's for the same (tenant, user)
+                # loses quietly; `Keyring.key_for` then finds the winner.
+                conn.execute(
+                    """INSERT INTO data_keys (tenant_id, key_id, version, user_id, state,
+                                              provider, kek_id, wrapped, created_at)
+                       VALUES (current_setting('app.tenant_id'), %(k)s, %(v)s, %(u)s, %(s)s,
+                               %(p)s, %(kek)s, %(w)s, %(c)s)
+                       ON CONFLICT DO NOTHING""",
+                    values,
+                )
+
+    def all_keys(self) -> list[DataKeyRecord]:
+        """Every version of every key of this tenant (for status and rotation)."""
+        with self.pool.tenant(self.tenant) as conn:
+            rows = conn.execute("SELECT * FROM data_keys ORDER BY key_id, version").fetchall()
+        return [_record(r) for r in rows]
+
+
+def key_versions_in_use(conn: SyncConn) -> dict[tuple[uuidlib.UUID, int], int]:
+    """(key id, version) -> protected fields stored under it, in the current tenant."""
+    rows = conn.execute(
+        """SELECT key_id, version, sum(n)::bigint AS n FROM (
+               SELECT substring(content_enc FROM 2 FOR 16) AS key_id,
+                      get_byte(content_enc, 17) << 24 | get_byte(content_enc, 18) << 16
+                      | get_byte(content_enc, 19) << 8 | get_byte(content_enc, 20) AS version,
+                      count(*) AS n
+               FROM messages WHERE content_enc IS NOT NULL GROUP BY 1, 2
+               UNION ALL
+               SELECT substring(metadata_enc FROM 2 FOR 16),
+                      get_byte(metadata_enc, 17) << 24 | get_byte(metadata_enc, 18) << 16
+                      | get_byte(metadata_enc, 19) << 8 | get_byte(metadata_enc, 20),
+                      count(*)
+               FROM messages WHERE metadata_enc IS NOT NULL GROUP BY 1, 2
+               UNION ALL
+               SELECT substring(fact_enc FROM 2 FOR 16),
+                      get_byte(fact_enc, 17) << 24 | get_byte(fact_enc, 18) << 16
+                      | get_byte(fact_enc, 19) << 8 | get_byte(fact_enc, 20),
+                      count(*)
+               FROM facts WHERE fact_enc IS NOT NULL GROUP BY 1, 2
+               UNION ALL
+               SELECT substring(summary_enc FROM 2 FOR 16),
+                      get_byte(summary_enc, 17) << 24 | get_byte(summary_enc, 18) << 16
+                      | get_byte(summary_enc, 19) << 8 | get_byte(summary_enc, 20),
+                      count(*)
+               FROM entities WHERE summary_enc IS NOT NULL GROUP BY 1, 2) t
+           GROUP BY 1, 2"""
+    ).fetchall()
+    return {(uuidlib.UUID(bytes=bytes(r["key_id"])), int(r["version"])): int(r["n"]) for r in rows}
+
+
+def tenants_with_keys(conn: SyncConn) -> list[str]:
+    """Tenants that have data keys (needs a role that sees every tenant's rows)."""
+    rows = conn.execute("SELECT DISTINCT tenant_id FROM data_keys ORDER BY 1").fetchall()
+    return [r["tenant_id"] for r in rows]
+
+
+# Every column that holds a ciphertext: table -> ((ciphertext column, field name), ...).
+# The field name is the column named in the ciphertext's associated data.
+ENCRYPTED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "messages": (("content_enc", "content"), ("metadata_enc", "metadata")),
+    "facts": (("fact_enc", "fact"),),
+    "entities": (("summary_enc", "summary"),),
+}
+
+
+def encrypted_batch(
+    conn: SyncConn, table: str, after: uuidlib.UUID | None, limit: int
+) -> list[dict[str, Any]]:
+    """The next rows of `table` (in uuid order, after `after`) that hold a ciphertext."""
+    cols = [c for c, _ in ENCRYPTED_FIELDS[table]]
+    query = sql.SQL(
+        "SELECT uuid, {cols} FROM {table} WHERE ({any}) AND uuid > %s ORDER BY uuid LIMIT %s"
+    ).format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        table=sql.Identifier(table),
+        any=sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in cols),
+    )
+    zero = uuidlib.UUID(int=0)
+    return conn.execute(query, (after or zero, limit)).fetchall()
+
+
+def swap_ciphertext(
+    conn: SyncConn, table: str, column: str, uuid: uuidlib.UUID, old: bytes, new: bytes
+) -> bool:
+    """Compare-and-set one ciphertext: False if the row changed since it was read."""
+    cur = conn.execute(
+        sql.SQL("UPDATE {} SET {col} = %s WHERE uuid = %s AND {col} = %s").format(
+            sql.Identifier(table), col=sql.Identifier(column)
+        ),
+        (new, uuid, old),
+    )
+    return cur.rowcount == 1
+
+
+def start_run(conn: SyncConn) -> int:
+    """A new re-encryption run of the current tenant; returns its id."""
+    row = conn.execute(
+        "INSERT INTO reencrypt_runs (tenant_id) VALUES (current_setting('app.tenant_id')) "
+        "RETURNING id"
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+def run(conn: SyncConn, run_id: int) -> dict[str, Any] | None:
+    """One run, locked for this transaction (None if unknown)."""
+    row: dict[str, Any] | None = conn.execute(
+        "SELECT * FROM reencrypt_runs WHERE id = %s FOR UPDATE", (run_id,)
+    ).fetchone()
+    return row
+
+
+def save_checkpoint(
+    conn: SyncConn, run_id: int, checkpoint: dict[str, Any], moved: int, passes: int
+) -> None:
+    """Record progress in the same transaction as the rows it covers."""
+    conn.execute(
+        """UPDATE reencrypt_runs SET checkpoint = %s, rows_done = rows_done + %s, passes = %s,
+                  updated_at = now()
+           WHERE id = %s""",
+        (Jsonb(checkpoint), moved, passes, run_id),
+    )
+
+
+def finish_run(conn: SyncConn, run_id: int, status: str, error: str | None = None) -> None:
+    conn.execute(
+        """UPDATE reencrypt_runs SET status = %s, error = %s, finished_at = now(),
+                  updated_at = now() WHERE id = %s""",
+        (status, error, run_id),
+    )
+
+
+def latest_runs(conn: SyncConn, limit: int = 5) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = conn.execute(
+        "SELECT * FROM reencrypt_runs ORDER BY id DESC LIMIT %s", (limit,)
+    ).fetchall()
+    return rows

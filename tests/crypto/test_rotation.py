@@ -1,0 +1,311 @@
+"""Rotation end to end: `engram keys`, the re-encryption job, kill -9, shredding."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+import subprocess
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engram.config import CryptoSettings
+from engram.crypto.cache import DataKeyCache
+from engram.crypto.envelope import FieldContext
+from engram.crypto.protect import Keyrings, Protector
+from engram.crypto.providers import LocalKeyProvider
+from engram.store.keys import KeyPool, PgKeyStore
+from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+EMAIL = "grace.hopper@example.org"
+ENV = {
+    "ENGRAM_CRYPTO__DEK_CACHE_TTL_S": "1",
+    "ENGRAM_CRYPTO__REENCRYPT_BATCH": "2000",
+    "ENGRAM_CRYPTO__REENCRYPT_PAUSE_S": "0",
+    "ENGRAM_WORKER__STALLED_AFTER_S": "5",
+}
+
+
+def _keys(server: Server, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `engram keys ...` against the server's database and key file."""
+    done = subprocess.run(
+        [
+            ENGRAM,
+            "keys",
+            *args,
+            "--data-dir",
+            str(server.data_dir),
+            "--database-url",
+            _app_dsn(server),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**_base_env(), **(env or {})},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, **ENV}
+
+
+def _app_dsn(server: Server) -> str:
+    return server.pg.dsn("engram_app", "engram")
+
+
+def _versions(server: Server, sid: str | None = None) -> dict[int, int]:
+    with server.superuser() as conn:
+        rows = conn.execute(
+            """SELECT get_byte(content_enc, 20), count(*) FROM messages
+               WHERE content_enc IS NOT NULL AND (%(s)s::text IS NULL OR session_id = %(s)s)
+               GROUP BY 1""",
+            {"s": sid},
+        ).fetchall()
+    return {int(v): int(n) for v, n in rows}
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[Server]:
+    root = short_tmpdir("eg-rot-")
+    s = start_server(root / "d", api_key=secrets.token_urlsafe(24), env=ENV)
+    yield s
+    stop_server(s)
+
+
+def _user_session(http: httpx.Client) -> tuple[str, str]:
+    uid = secrets.token_hex(6)
+    assert http.post("/api/v2/users", json={"user_id": uid}).status_code == 201
+    sid = f"s-{uid}"
+    assert (
+        http.post("/api/v2/sessions", json={"session_id": sid, "user_id": uid}).status_code == 201
+    )
+    return uid, sid
+
+
+def test_rotate_reencrypt_retire_destroy_shred(srv: Server) -> None:
+    with srv.client() as http:
+        uid, sid = _user_session(http)
+        texts = [f"note {i}: write to {EMAIL}" for i in range(30)]
+        r = http.post(
+            f"/api/v2/sessions/{sid}/memory",
+            json={"messages": [{"role_type": "user", "content": t} for t in texts]},
+        )
+        assert r.status_code == 200
+        assert _versions(srv, sid) == {1: 30}
+
+        out = _keys(srv, "rotate", "--now")
+        assert "re-encrypted" in out
+        assert _versions(srv, sid) == {2: 30}
+        got = [
+            m["content"] for m in http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"]
+        ]
+        assert got == texts
+
+        status = _keys(srv, "status")
+        assert "fields on a non-primary version: 0" in status
+
+        refused = subprocess.run(
+            [
+                ENGRAM,
+                "keys",
+                "retire",
+                "2",
+                "--data-dir",
+                str(srv.data_dir),
+                "--database-url",
+                _app_dsn(srv),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=_base_env(),
+        )
+        said = refused.stdout + refused.stderr
+        assert refused.returncode == 2 and "still encrypted with version 2" in said
+
+        assert "retired" in _keys(srv, "retire", "1")
+        assert "destroyed" in _keys(srv, "destroy", "1", "--yes")
+        # Reads are unaffected: every field is on version 2.
+        got = [
+            m["content"] for m in http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"]
+        ]
+        assert got == texts
+
+        assert "destroyed" in _keys(srv, "shred", "--user", uid, "--yes")
+        time.sleep(1.5)  # the server's cache of unwrapped keys expires (ttl 1 s here)
+        got = [
+            m["content"] for m in http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"]
+        ]
+        assert got == [f"note {i}: write to [EMAIL]" for i in range(30)]
+    with srv.superuser() as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM data_keys WHERE user_id = %s AND wrapped IS NOT NULL", (uid,)
+        ).fetchone()
+    assert left == (0,)
+
+
+def _seal_many(srv: Server, uid: str, n: int) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
+    """`n` protected rows sealed by Engram's own code, and their plaintext hashes."""
+    pool = KeyPool(_app_dsn(srv))
+    rings = Keyrings(
+        LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
+        lambda t: PgKeyStore(pool, t),
+        DataKeyCache(ttl_s=60),
+    )
+    protector = Protector(CryptoSettings(), rings)
+    rows, hashes = [], {}
+    try:
+        for i in range(n):
+            u = uuidlib.uuid4()
+            text = f"row {i} {secrets.token_hex(4)} mail {EMAIL}"
+            ctx = FieldContext("default", "messages", "content", str(u))
+            sealed = protector.seal_text(ctx, uid, text)
+            assert sealed.ciphertext is not None
+            rows.append((u, sealed.text, sealed.ciphertext))
+            hashes[str(u)] = hashlib.sha256(text.encode()).hexdigest()
+    finally:
+        pool.close()
+    return rows, hashes
+
+
+def _all_decrypt(srv: Server) -> dict[str, str]:
+    pool = KeyPool(_app_dsn(srv))
+    rings = Keyrings(
+        LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
+        lambda t: PgKeyStore(pool, t),
+        DataKeyCache(ttl_s=60),
+    )
+    protector = Protector(CryptoSettings(), rings)
+    out = {}
+    try:
+        with srv.superuser() as conn:
+            for u, enc in conn.execute(
+                "SELECT uuid, content_enc FROM messages WHERE content_enc IS NOT NULL"
+            ):
+                ctx = FieldContext("default", "messages", "content", str(u))
+                text = protector.open_text(ctx, bytes(enc))
+                out[str(u)] = hashlib.sha256(text.encode()).hexdigest()
+    finally:
+        pool.close()
+    return out
+
+
+@pytest.mark.slow
+def test_reencryption_survives_kill_9_with_concurrent_writes(tmp_path: Path) -> None:
+    root = short_tmpdir("eg-k9-")
+    srv = start_server(
+        root / "d", api_key=secrets.token_urlsafe(24), env=ENV, extra=["--no-worker"]
+    )
+    worker: subprocess.Popen[bytes] | None = None
+    stop = threading.Event()
+    written: dict[str, str] = {}
+    try:
+        with srv.client() as http:
+            uid, sid = _user_session(http)
+            r = http.post(
+                f"/api/v2/sessions/{sid}/memory",
+                json={"messages": [{"role_type": "user", "content": f"hi {EMAIL}"}]},
+            )
+            assert r.status_code == 200
+        rows, hashes = _seal_many(srv, uid, 100_000)
+        with srv.superuser() as conn:
+            # Loading test rows: skip the vector index (rebuilt by nobody; search is not tested).
+            for (idx,) in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'messages' "
+                "AND indexdef ILIKE '%%hnsw%%'"
+            ).fetchall():
+                conn.execute(f'DROP INDEX "{idx}"')
+            zero = "[" + ",".join(["0.01"] * 384) + "]"
+            with conn.cursor().copy(
+                "COPY messages (tenant_id, uuid, session_id, user_id, role_type, content, "
+                "token_count, embedding, search_text, sensitivity, content_enc) FROM STDIN"
+            ) as copy:
+                for u, text, enc in rows:
+                    copy.write_row(("default", u, sid, uid, "user", text, 5, zero, "", 1, enc))
+        assert _versions(srv) == {1: 100_001}
+
+        _keys(srv, "rotate")  # queued: the worker below runs it
+
+        def write() -> None:
+            with srv.client() as http:
+                i = 0
+                while not stop.is_set():
+                    text = f"live {i} {EMAIL}"
+                    r = http.post(
+                        f"/api/v2/sessions/{sid}/memory",
+                        json={"messages": [{"role_type": "user", "content": text}]},
+                    )
+                    if r.status_code == 200:
+                        got = http.get(f"/api/v2/sessions/{sid}/memory?lastn=1").json()
+                        digest = hashlib.sha256(text.encode()).hexdigest()
+                        written[got["messages"][0]["uuid"]] = digest
+                    i += 1
+                    time.sleep(0.05)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+
+        def start_worker() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [
+                    ENGRAM,
+                    "worker",
+                    "--data-dir",
+                    str(srv.data_dir),
+                    "--database-url",
+                    _app_dsn(srv),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=_base_env(),
+            )
+
+        rng = random.Random(7)
+        kills = 0
+        worker = start_worker()
+        while kills < 10:
+            time.sleep(rng.uniform(1.0, 3.0))
+            worker.kill()  # SIGKILL
+            worker.wait()
+            kills += 1
+            worker = start_worker()
+        deadline = time.monotonic() + 600
+        status = None
+        while time.monotonic() < deadline:
+            with srv.superuser() as conn:
+                status = conn.execute(
+                    "SELECT status FROM reencrypt_runs ORDER BY id DESC LIMIT 1"
+                ).fetchone()
+            if status and status[0] == "done":
+                break
+            time.sleep(1)
+        assert status == ("done",), status
+        stop.set()
+        writer.join(timeout=30)
+        # Writes that landed after the run finished are on the primary too (ttl 1 s).
+        time.sleep(1.5)
+        versions = _versions(srv)
+        assert set(versions) == {2}, versions
+        plain = _all_decrypt(srv)
+        assert len(plain) == 100_001 + len(written) and len(written) > 10
+        for u, h in {**hashes, **written}.items():
+            assert plain[u] == h
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.kill()
+            worker.wait()
+        stop_server(srv)
