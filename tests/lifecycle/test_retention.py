@@ -42,7 +42,7 @@ def test_policy_defaults_changes_and_bad_input(http: httpx.Client, policy_reset:
     assert r.status_code == 200, r.text
     got = http.get("/v1/admin/retention").json()
     assert (got["retention_days"], got["action"], got["fact_cleanup_days"]) == (30, "archive", 10)
-    assert got["source"] == "tenant" and got["updated_by"] == "api:api-key"
+    assert got["source"] == "tenant" and got["updated_by"] == "api:bootstrap"
     r = http.put("/v1/admin/retention", json={"retention_days": None})  # keep forever
     assert r.json()["retention_days"] is None and r.json()["fact_cleanup_days"] == 10
 
