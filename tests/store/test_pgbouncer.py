@@ -64,7 +64,9 @@ def bouncer() -> Iterator[Bouncer]:
         assert done.returncode == 0, done.stderr
         conf = root / "bouncer"
         conf.mkdir()
-        (conf / "userlist.txt").write_text('"engram_app" "pw-engram_app"\n')
+        (conf / "userlist.txt").write_text(
+            '"engram_app" "pw-engram_app"\n"engram_owner" "pw-engram_owner"\n'
+        )
         (conf / "pgbouncer.ini").write_text(
             f"[databases]\nengram = host=127.0.0.1 port={pg.port} dbname=engram\n"
             f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {bouncer.port}\n"
@@ -188,6 +190,16 @@ def test_zep_api_search_and_extraction_through_pgbouncer(server: Server, bouncer
     log = server.log.read_text()
     assert "behind a transaction pooler" in log
     assert 'prepared statement "' not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_migrate_refuses_to_run_through_the_pooler(bouncer: Bouncer) -> None:
+    r = subprocess.run([ENGRAM, "migrate", "--database-url", bouncer.dsn("engram_owner")],
+                       capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert r.returncode == 2
+    assert "direct DSN" in " ".join(r.stderr.split())
+    with bouncer.pg.superuser_conn() as conn:  # no advisory lock left behind
+        locks = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        assert locks.fetchone() == (0,)
 
 
 def test_doctor_through_pgbouncer_sees_the_pooler(bouncer: Bouncer) -> None:

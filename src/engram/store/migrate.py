@@ -19,7 +19,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from engram.config import Settings
-from engram.errors import SchemaMismatchError, UnavailableError
+from engram.errors import ConfigError, SchemaMismatchError, UnavailableError
+from engram.store.pooler import behind_transaction_pooler
 
 __all__ = [
     "VectorMeta",
@@ -188,6 +189,13 @@ def migrate(owner_dsn: str, settings: Settings, embedder_id: str, dimensions: in
             hint="check --database-url / ENGRAM_MIGRATE_DATABASE_URL",
         ) from exc
     with conn:
+        # A session advisory lock through a transaction pooler could be taken on one
+        # server connection and released on another, and stay held for good.
+        if behind_transaction_pooler(conn, "auto"):
+            raise ConfigError(
+                "the migration DSN goes through a connection pooler (its port is not PostgreSQL's)",
+                hint="migrate with a direct DSN of the owner role, not through PgBouncer",
+            )
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             _ensure_history(conn)
