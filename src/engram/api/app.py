@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from engram.api import health, v1, zep
 from engram.api.audit import install_audit
 from engram.api.errors import install_error_handlers
+from engram.api.metrics import install_metrics
 from engram.api.middleware import DropEmptyQueryParams
 from engram.api.responses import FastJSON
-from engram.metrics import install_metrics
 from engram.runtime import Runtime
 
 __all__ = ["create_app"]

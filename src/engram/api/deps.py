@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from engram.api.audit import audit_context
+from engram.api.timing import route_template
 from engram.auth.authenticate import Authenticator
 from engram.auth.principal import Principal
 from engram.auth.routes import permission_for
 from engram.crypto.protect import Protector
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import EngramError, ForbiddenError, UnavailableError
-from engram.metrics.middleware import route_template
 from engram.runtime import Runtime
 from engram.store.db import Database
 

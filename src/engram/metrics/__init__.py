@@ -1,7 +1,9 @@
-"""Prometheus metrics: request and search timing, pool, and sampled database figures."""
+"""Prometheus collectors: the registry and the sampler of database figures.
 
-from engram.metrics.endpoint import install_metrics
+The HTTP side (``/metrics`` and request timing) lives in ``engram.api``.
+"""
+
 from engram.metrics.registry import Metrics
 from engram.metrics.sampler import Sampler
 
-__all__ = ["Metrics", "Sampler", "install_metrics"]
+__all__ = ["Metrics", "Sampler"]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engram.metrics.middleware import RequestMetrics
+from engram.api.timing import RequestMetrics
 
 if TYPE_CHECKING:
     from engram.runtime import Runtime
