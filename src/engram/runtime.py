@@ -169,9 +169,12 @@ class Runtime:
             )  # fmt: skip
             self._sampler.start()
 
-    def tenants(self) -> list[str]:
-        """The tenants this deployment serves."""
-        return [self.settings.default_tenant]
+    async def tenants(self) -> list[str]:
+        """The tenants this deployment serves: the default one and every registered one."""
+        from engram.lifecycle.retention import tenants_to_scan
+
+        assert self.db is not None
+        return await tenants_to_scan(self.db, self.settings)
 
     def open_keys(self) -> None:
         """The key provider, the keyrings (one per tenant) and the field protector."""

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +32,22 @@ ENV = {
     "ENGRAM_CRYPTO__REENCRYPT_BATCH": "2000",
     "ENGRAM_CRYPTO__REENCRYPT_PAUSE_S": "0",
     "ENGRAM_WORKER__STALLED_AFTER_S": "5",
+    "ENGRAM_METRICS__SAMPLE_INTERVAL_S": "0.5",
 }
 
 
-def _keys(server: Server, *args: str, env: dict[str, str] | None = None) -> str:
+def _keys_run(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `engram keys ...` against the server's database and key file."""
-    done = subprocess.run(
-        [
-            ENGRAM,
-            "keys",
-            *args,
-            "--data-dir",
-            str(server.data_dir),
-            "--database-url",
-            _app_dsn(server),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**_base_env(), **(env or {})},
-    )
+    return subprocess.run(
+        [ENGRAM, "keys", *args, "--data-dir", str(server.data_dir),
+         "--database-url", _app_dsn(server)],
+        capture_output=True, text=True, timeout=600, env=_base_env(),
+    )  # fmt: skip
+
+
+def _keys(server: Server, *args: str) -> str:
+    """Run `engram keys ...`; it must succeed; returns what it printed."""
+    done = _keys_run(server, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
@@ -117,24 +113,12 @@ def test_rotate_reencrypt_retire_destroy_shred(srv: Server) -> None:
         status = _keys(srv, "status")
         assert "fields on a non-primary version: 0" in status
 
-        refused = subprocess.run(
-            [
-                ENGRAM,
-                "keys",
-                "retire",
-                "2",
-                "--data-dir",
-                str(srv.data_dir),
-                "--database-url",
-                _app_dsn(srv),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=_base_env(),
-        )
+        refused = _keys_run(srv, "retire", "2")
         said = refused.stdout + refused.stderr
         assert refused.returncode == 2 and "still encrypted with version 2" in said
+
+        unknown = _keys_run(srv, "retire", "99")
+        assert unknown.returncode == 2 and "99" in unknown.stdout + unknown.stderr
 
         assert "retired" in _keys(srv, "retire", "1")
         assert "destroyed" in _keys(srv, "destroy", "1", "--yes")
@@ -155,6 +139,41 @@ def test_rotate_reencrypt_retire_destroy_shred(srv: Server) -> None:
             "SELECT count(*) FROM data_keys WHERE user_id = %s AND wrapped IS NOT NULL", (uid,)
         ).fetchone()
     assert left == (0,)
+
+
+def _metric(srv: Server, name: str, until: Callable[[float], bool]) -> float:
+    """The metric's value once `until(value)` holds (or the last value seen after 20 s)."""
+    deadline = time.monotonic() + 20
+    value = float("nan")
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{srv.base_url}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                value = float(line.rsplit(" ", 1)[1])
+        if until(value):
+            break
+        time.sleep(0.3)
+    return value
+
+
+def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
+    with srv.client() as http:
+        _, sid = _user_session(http)
+        body = {"messages": [{"role_type": "user", "content": f"mail {EMAIL}"}]}
+        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v == 1.0) == 1.0
+    with srv.superuser() as conn:
+        (saved,) = conn.execute(
+            "UPDATE messages SET content_enc = NULL WHERE session_id = %s "
+            "RETURNING (SELECT content_enc FROM messages WHERE session_id = %s)",
+            (sid, sid),
+        ).fetchone()
+    try:
+        assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v < 1.0) < 1.0
+    finally:
+        with srv.superuser() as conn:
+            conn.execute("UPDATE messages SET content_enc = %s WHERE session_id = %s", (saved, sid))
+    assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v == 1.0) == 1.0
 
 
 def _seal_many(srv: Server, uid: str, n: int) -> tuple[list[tuple[Any, ...]], dict[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import sys
 from pathlib import Path
@@ -17,11 +18,14 @@ __all__ = [
     "ConfigOpt",
     "DataDirOpt",
     "DatabaseOpt",
+    "TenantOpt",
+    "actor",
     "app",
     "console",
     "fail",
     "load",
     "setup_logging",
+    "tenant_or_default",
     "with_runtime",
 ]
 
@@ -42,6 +46,20 @@ DatabaseOpt = Annotated[
         "default: the embedded server",
     ),
 ]
+
+TenantOpt = Annotated[
+    str | None, typer.Option("--tenant", help="the tenant (default: the configured default)")
+]
+
+
+def actor() -> str:
+    """Who runs the command, as audit records and receipts name them."""
+    return f"cli:{getpass.getuser()}"
+
+
+def tenant_or_default(runtime: Any, tenant: str | None) -> str:
+    """The tenant given, else the configured default tenant."""
+    return tenant or str(runtime.settings.default_tenant)
 
 
 def load(config: Path | None, **overrides: Any) -> Settings:

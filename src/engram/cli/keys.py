@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,19 +10,25 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engram.cli.common import ConfigOpt, DatabaseOpt, DataDirOpt, app, console, with_runtime
+from engram.cli.common import (
+    ConfigOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    TenantOpt,
+    actor,
+    app,
+    console,
+    tenant_or_default,
+    with_runtime,
+)
 
 keys_app = typer.Typer(no_args_is_help=True, help="Data keys: rotation and crypto-shredding.")
 app.add_typer(keys_app, name="keys")
 
-TenantOpt = Annotated[
-    str | None, typer.Option("--tenant", help="the tenant (default: the default tenant)")
-]
-
 
 def _run(config: Path | None, data_dir: Path | None, database_url: str | None, op: str,
          work: Any, tenant: str | None = None, resource: str = "data_keys") -> Any:  # fmt: skip
-    """Run `work(runtime)` with keys open; count and audit the outcome as a key operation."""
+    """Run `work(runtime)` with keys open, and audit the outcome as a key operation."""
     from engram.audit import record_now
 
     async def wrapped(rt: Any) -> Any:
@@ -34,27 +39,23 @@ def _run(config: Path | None, data_dir: Path | None, database_url: str | None, o
                 "encryption is disabled (crypto.enabled is false)",
                 hint="set ENGRAM_CRYPTO__ENABLED=true to manage keys",
             )
-        t = _tenant(rt, tenant)
-        actor = f"cli:{getpass.getuser()}"
+        t = tenant_or_default(rt, tenant)
+        who = actor()
+        # The outcome goes to the audit log (this process has no /metrics to scrape; the
+        # servers export the runs' states, sampled from the database).
         try:
             result = await work(rt)
         except Exception as exc:
-            rt.metrics.key_rotations.labels(operation=op, outcome="failed").inc()
             if op != "status":
-                await record_now(rt.db, t, actor=actor, action=f"keys.{op}", resource=resource,
+                await record_now(rt.db, t, actor=who, action=f"keys.{op}", resource=resource,
                                  outcome="failure", reason=str(exc)[:500])  # fmt: skip
             raise
-        rt.metrics.key_rotations.labels(operation=op, outcome="ok").inc()
         if op != "status":
-            await record_now(rt.db, t, actor=actor, action=f"keys.{op}", resource=resource,
+            await record_now(rt.db, t, actor=who, action=f"keys.{op}", resource=resource,
                              details={"result": str(result)[:500]})  # fmt: skip
         return result
 
     return with_runtime(config, data_dir, database_url, wrapped)
-
-
-def _tenant(rt: Any, tenant: str | None) -> str:
-    return tenant or str(rt.settings.default_tenant)
 
 
 @keys_app.command("status")
@@ -68,7 +69,7 @@ def status_cmd(
     from engram.crypto import rotation
 
     async def work(rt: Any) -> Any:
-        t = _tenant(rt, tenant)
+        t = tenant_or_default(rt, tenant)
         return await asyncio.to_thread(rotation.status, rt.key_pool, rt.keyrings, t)
 
     st = _run(config, data_dir, database_url, "status", work, tenant)
@@ -108,7 +109,7 @@ def rotate_cmd(
     from engram.jobs.keys import start_reencrypt
 
     async def work(rt: Any) -> str:
-        t = _tenant(rt, tenant)
+        t = tenant_or_default(rt, tenant)
         if kek:
             kek_id, n = await asyncio.to_thread(rotation.rotate_kek, rt.keyrings, [t])
             return f"new KEK {kek_id}; {n} data key version(s) rewrapped"
@@ -154,7 +155,7 @@ def reencrypt_cmd(
     from engram.jobs.keys import start_reencrypt
 
     async def work(rt: Any) -> str:
-        t = _tenant(rt, tenant)
+        t = tenant_or_default(rt, tenant)
         if not now:
             return f"re-encryption run {await start_reencrypt(rt, t)} queued for the workers"
         rid = run_id if run_id is not None else await asyncio.to_thread(_new_run, rt, t)
@@ -176,7 +177,7 @@ def retire_cmd(
     from engram.crypto import rotation
 
     async def work(rt: Any) -> int:
-        t = _tenant(rt, tenant)
+        t = tenant_or_default(rt, tenant)
         n: int = await asyncio.to_thread(rotation.retire, rt.key_pool, rt.keyrings, t, version)
         return n
 
@@ -203,7 +204,7 @@ def destroy_cmd(
         )
 
     async def work(rt: Any) -> int:
-        t = _tenant(rt, tenant)
+        t = tenant_or_default(rt, tenant)
         n: int = await asyncio.to_thread(rotation.destroy, rt.keyrings, t, version)
         return n
 
@@ -227,7 +228,7 @@ def shred_cmd(
         typer.confirm(f"Shred the data key of user {user!r}? This cannot be undone.", abort=True)
 
     async def work(rt: Any) -> int:
-        t = _tenant(rt, tenant)
+        t = tenant_or_default(rt, tenant)
         n: int = await asyncio.to_thread(rotation.shred_user, rt.keyrings, t, user)
         return n
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import uuid as uuidlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,11 +16,14 @@ from engram.cli.common import (
     ConfigOpt,
     DatabaseOpt,
     DataDirOpt,
+    TenantOpt,
+    actor,
     app,
     console,
     fail,
     load,
     setup_logging,
+    tenant_or_default,
     with_runtime,
 )
 from engram.errors import EngramError, ValidationError
@@ -32,18 +35,7 @@ app.add_typer(retention_app, name="retention")
 archive_app = typer.Typer(no_args_is_help=True, help="Archived sessions in blob storage.")
 app.add_typer(archive_app, name="archive")
 
-TenantOpt = Annotated[
-    str | None, typer.Option("--tenant", help="the tenant (default: the configured default)")
-]
 out = Console()
-
-
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
-
-
-def _tenant(runtime: Any, tenant: str | None) -> str:
-    return tenant or str(runtime.settings.default_tenant)
 
 
 def _store(runtime: Any) -> Any:
@@ -67,7 +59,7 @@ def retention_show(
     from engram.lifecycle.policy import effective_policy
 
     async def work(rt: Any) -> Any:
-        async with rt.db.tenant(_tenant(rt, tenant)) as conn:
+        async with rt.db.tenant(tenant_or_default(rt, tenant)) as conn:
             return (await effective_policy(conn, rt.settings.lifecycle)).to_json()
 
     _print_json(with_runtime(config, data_dir, database_url, work))
@@ -108,9 +100,9 @@ def retention_set(
         )
 
     async def work(rt: Any) -> Any:
-        t = _tenant(rt, tenant)
+        t = tenant_or_default(rt, tenant)
         async with rt.db.tenant(t) as conn:
-            policy = await set_policy(conn, t, rt.settings.lifecycle, changes, _actor())
+            policy = await set_policy(conn, t, rt.settings.lifecycle, changes, actor())
         return policy.to_json()
 
     _print_json(with_runtime(config, data_dir, database_url, work))
@@ -146,7 +138,7 @@ def archive_list(
     from engram.store import archives
 
     async def work(rt: Any) -> Any:
-        async with rt.db.tenant(_tenant(rt, tenant)) as conn:
+        async with rt.db.tenant(tenant_or_default(rt, tenant)) as conn:
             return await archives.list_records(conn, session_id=session, user_id=user)
 
     rows = with_runtime(config, data_dir, database_url, work)
@@ -194,7 +186,9 @@ def archive_restore(
         )
 
     async def work(rt: Any) -> Any:
-        return await restore_session(rt.db, _store(rt), _tenant(rt, tenant), session, wanted)
+        return await restore_session(
+            rt.db, _store(rt), tenant_or_default(rt, tenant), session, wanted
+        )
 
     _print_json(with_runtime(config, data_dir, database_url, work))
 
@@ -213,23 +207,38 @@ def erase(
 
     async def work(rt: Any) -> Any:
         return await erase_user(
-            rt.db, lambda: _store(rt), _tenant(rt, tenant), user, _actor(), keyrings=rt.keyrings
+            rt.db,
+            lambda: _store(rt),
+            tenant_or_default(rt, tenant),
+            user,
+            actor(),
+            keyrings=rt.keyrings,
         )
 
     _print_json(with_runtime(config, data_dir, database_url, work))
 
 
 def _superuser_dsn(
-    config: Path | None, data_dir: Path | None, database_url: str | None, work: Any
-) -> Any:
-    """Run ``work(dsn)`` against a DSN that can read every row: the given one, or the
-    embedded server's superuser (started for the call if it is not running)."""
+    config: Path | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    action: Callable[[str], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run ``action(dsn)`` against a DSN that can read every row (the given one, or the
+    embedded server's superuser, started for the call), then count the rows there."""
+    from engram.lifecycle.backup import row_counts
+
+    def work(dsn: str) -> dict[str, Any]:
+        result = action(dsn)
+        result["rows"] = row_counts(dsn)
+        return result
+
     from engram.store.embedded import EmbeddedPostgres
     from engram.store.migrate import bootstrap_embedded
 
     if database_url is not None:
         try:
-            return work(database_url, False)
+            return work(database_url)
         except EngramError as exc:
             fail(exc)
     settings = load(config, data_dir=data_dir)
@@ -240,7 +249,7 @@ def _superuser_dsn(
         bootstrap_embedded(
             pg.superuser_dsn, settings.owner_role, settings.app_role, settings.database_name
         )
-        return work(pg.dsn("postgres", settings.database_name), True)
+        return work(pg.dsn("postgres", settings.database_name))
     except EngramError as exc:
         fail(exc)
     finally:
@@ -263,14 +272,12 @@ def backup(
     config: ConfigOpt = None,
 ) -> None:
     """Back up the whole database (pg_dump custom format)."""
-    from engram.lifecycle.backup import backup_database, row_counts
+    from engram.lifecycle.backup import backup_database
 
-    def work(dsn: str, embedded: bool) -> Any:
-        result = backup_database(dsn, out_file)
-        result["rows"] = row_counts(dsn)
-        return result
-
-    _print_json(_superuser_dsn(config, data_dir, database_url, work))
+    done = _superuser_dsn(
+        config, data_dir, database_url, lambda dsn: backup_database(dsn, out_file)
+    )
+    _print_json(done)
     console.print(
         "[yellow]note:[/] the backup holds wrapped data keys only; keep the key "
         "provider's keys (local provider: <data dir>/keys) backed up separately"
@@ -285,11 +292,8 @@ def restore(
     config: ConfigOpt = None,
 ) -> None:
     """Restore a backup into an empty database (a new --data-dir, or an empty database)."""
-    from engram.lifecycle.backup import restore_database, row_counts
+    from engram.lifecycle.backup import restore_database
 
-    def work(dsn: str, embedded: bool) -> Any:
-        result = restore_database(dsn, file)
-        result["rows"] = row_counts(dsn)
-        return result
-
-    _print_json(_superuser_dsn(config, data_dir, database_url, work))
+    _print_json(
+        _superuser_dsn(config, data_dir, database_url, lambda dsn: restore_database(dsn, file))
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -10,18 +9,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engram.cli.common import ConfigOpt, DatabaseOpt, DataDirOpt, app, console, with_runtime
+from engram.cli.common import (
+    ConfigOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    TenantOpt,
+    actor,
+    app,
+    console,
+    tenant_or_default,
+    with_runtime,
+)
 
 tenants_app = typer.Typer(no_args_is_help=True, help="Tenants (platform administration).")
 app.add_typer(tenants_app, name="tenants")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of a tenant.")
 app.add_typer(keys_app, name="apikeys")
-
-TenantOpt = Annotated[str | None, typer.Option("--tenant", help="default: the default tenant")]
-
-
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 @tenants_app.command("create")
@@ -39,9 +42,7 @@ def tenants_create(
     async def work(rt: Any) -> Any:
         async with rt.db.tenant(tenant_id) as conn:
             row = await tenants.create(conn, tenant_id, name)
-            await record(
-                conn, tenant_id, actor=_actor(), action="tenant.create", resource=tenant_id
-            )
+            await record(conn, tenant_id, actor=actor(), action="tenant.create", resource=tenant_id)
             return row
 
     with_runtime(config, data_dir, database_url, work)
@@ -79,7 +80,7 @@ def _set_status(tenant_id: str, status: str, data_dir: Any, database_url: Any, c
         async with rt.db.tenant(tenant_id) as conn:
             await tenants.set_status(conn, tenant_id, status)
             await record(
-                conn, tenant_id, actor=_actor(), action=f"tenant.{status}", resource=tenant_id
+                conn, tenant_id, actor=actor(), action=f"tenant.{status}", resource=tenant_id
             )
 
     with_runtime(config, data_dir, database_url, work)
@@ -135,7 +136,7 @@ def keys_create(
             raise ValidationError(
                 f"unknown role {role!r}", hint="use admin, writer, reader or auditor"
             )
-        t = tenant or rt.settings.default_tenant
+        t = tenant_or_default(rt, tenant)
         expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
         async with rt.db.tenant(t) as conn:
             if await tenants.status(conn, t) is None:
@@ -144,10 +145,10 @@ def keys_create(
                 )
             await apikeys.create(
                 conn, t, key_id=key.key_id, digest=key.digest, name=name, role=role,
-                read_protected=read_protected, created_by=_actor(), expires_at=expires,
+                read_protected=read_protected, created_by=actor(), expires_at=expires,
             )  # fmt: skip
             await record(
-                conn, t, actor=_actor(), action="apikey.create", resource=key.key_id,
+                conn, t, actor=actor(), action="apikey.create", resource=key.key_id,
                 details={"role": role, "read_protected": read_protected},
             )  # fmt: skip
 
@@ -167,7 +168,7 @@ def keys_list(
     from engram.store import apikeys
 
     async def work(rt: Any) -> Any:
-        async with rt.db.tenant(tenant or rt.settings.default_tenant) as conn:
+        async with rt.db.tenant(tenant_or_default(rt, tenant)) as conn:
             return await apikeys.list_for_tenant(conn)
 
     table = Table("key id", "name", "role", "read_protected", "created", "expires", "revoked")
@@ -194,10 +195,10 @@ def keys_revoke(
     from engram.store import apikeys
 
     async def work(rt: Any) -> Any:
-        t = tenant or rt.settings.default_tenant
+        t = tenant_or_default(rt, tenant)
         async with rt.db.tenant(t) as conn:
             await apikeys.revoke(conn, key_id)
-            await record(conn, t, actor=_actor(), action="apikey.revoke", resource=key_id)
+            await record(conn, t, actor=actor(), action="apikey.revoke", resource=key_id)
 
     with_runtime(config, data_dir, database_url, work)
     console.print(f"key {key_id} revoked")

@@ -47,20 +47,19 @@ class FieldCipher:
         """The plaintext of a text ciphertext; DecryptionError if it does not open."""
         return self._open(Envelope.from_text(ciphertext), ctx).decode()
 
-    def reencrypt(self, ciphertext: str, ctx: FieldContext) -> str | None:
-        """The value under its key's primary version, or None if it already is."""
-        env = Envelope.from_text(ciphertext)
+    def _reseal(self, env: Envelope, ctx: FieldContext) -> Envelope | None:
         if env.key_version == self.keyring.primary_version(env.key_id):
             return None
         plaintext = self._open(env, ctx)
         key = self.keyring.encryption_key(env.key_id)
-        return seal(key.aead, key.key_id, key.version, plaintext, ctx).to_text()
+        return seal(key.aead, key.key_id, key.version, plaintext, ctx)
+
+    def reencrypt(self, ciphertext: str, ctx: FieldContext) -> str | None:
+        """The value under its key's primary version, or None if it already is."""
+        env = self._reseal(Envelope.from_text(ciphertext), ctx)
+        return None if env is None else env.to_text()
 
     def reencrypt_bytes(self, ciphertext: bytes, ctx: FieldContext) -> bytes | None:
         """The binary value under its key's primary version, or None if it already is."""
-        env = Envelope.from_bytes(ciphertext)
-        if env.key_version == self.keyring.primary_version(env.key_id):
-            return None
-        plaintext = self._open(env, ctx)
-        key = self.keyring.encryption_key(env.key_id)
-        return seal(key.aead, key.key_id, key.version, plaintext, ctx).to_bytes()
+        env = self._reseal(Envelope.from_bytes(ciphertext), ctx)
+        return None if env is None else env.to_bytes()

@@ -38,7 +38,7 @@ async def rotate_due(runtime: Any, timestamp: int) -> list[str]:
         return []
     now = datetime.fromtimestamp(timestamp, UTC)
     rotated = []
-    for tenant in runtime.tenants():
+    for tenant in await runtime.tenants():
         age = await asyncio.to_thread(rotation.primary_age_days, runtime.keyrings, tenant, now)
         if age is None or age < every:
             continue

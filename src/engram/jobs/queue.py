@@ -78,11 +78,15 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
 
         assert runtime.key_pool is not None and runtime.keyrings is not None
         c = runtime.settings.crypto
-        moved = await asyncio.to_thread(
-            reencrypt, runtime.key_pool, runtime.keyrings, tenant_id, run_id,
-            batch=c.reencrypt_batch, pause_s=c.reencrypt_pause_s,
-            on_batch=runtime.metrics.reencrypted_rows.inc,
-        )  # fmt: skip
+        try:
+            moved = await asyncio.to_thread(
+                reencrypt, runtime.key_pool, runtime.keyrings, tenant_id, run_id,
+                batch=c.reencrypt_batch, pause_s=c.reencrypt_pause_s,
+                on_batch=runtime.metrics.reencrypted_rows.inc,
+            )  # fmt: skip
+        except Exception:
+            runtime.metrics.key_rotations.labels(operation="reencrypt", outcome="failed").inc()
+            raise
         runtime.metrics.key_rotations.labels(operation="reencrypt", outcome="ok").inc()
         logger.info("re-encryption run %s of tenant %s moved %d field(s)", run_id, tenant_id, moved)
 

@@ -89,6 +89,8 @@ async def add_messages(
     ts_config: str,
 ) -> list[uuidlib.UUID]:
     """Store an episode and enqueue its extraction; its messages are searchable at once."""
+    for m in episode:
+        from_metadata(m.metadata)  # a bad "sensitivity" is refused before anything is stored
     async with db.tenant(tenant) as conn:
         session = await sessions.get(conn, session_id)  # 404 before any work
     if protector.enabled:

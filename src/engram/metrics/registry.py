@@ -118,9 +118,13 @@ class Metrics:
         self.encryption_coverage.set(1.0)
         self.key_rotations = Counter(
             "engram_key_rotations",
-            "Key operations by kind (rotate, rotate_kek, reencrypt, retire, destroy, shred) "
+            "Key operations of this process's workers by kind (scheduled rotate, reencrypt) "
             "and outcome (ok, failed)",
             ["operation", "outcome"], registry=r,
+        )  # fmt: skip
+        self.reencrypt_runs = g(
+            "engram_reencrypt_runs",
+            "Re-encryption runs in the database by status (running, done, failed)", ["status"],
         )  # fmt: skip
         self.reencrypted_rows = Counter(
             "engram_reencrypted_fields", "Fields moved to a new key version", registry=r

@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 
 from engram.metrics.registry import Metrics
-from engram.store.stats import encryption_coverage, read_health_bounded
+from engram.store.stats import encryption_coverage, read_health_bounded, reencrypt_runs
 
 __all__ = ["Sampler"]
 
@@ -32,7 +32,7 @@ class Sampler:
         dsn: str,
         metrics: Metrics,
         interval: float,
-        tenants: Callable[[], list[str]] = list,
+        tenants: Callable[[], Awaitable[list[str]]] | None = None,
         protected_levels: list[int] | None = None,
         *,
         prepare_threshold: int | None = 5,
@@ -67,12 +67,19 @@ class Sampler:
             )  # fmt: skip
         health = await read_health_bounded(self._conn)
         self.metrics.observe_health(health, time.time())
-        if self.protected_levels:
+        if self.protected_levels and self.tenants is not None:
+            names = await self.tenants()
             protected = encrypted = 0
-            for tenant in self.tenants():
+            for tenant in names:
                 p, e = await encryption_coverage(self._conn, tenant, self.protected_levels)
                 protected, encrypted = protected + p, encrypted + e
             self.metrics.encryption_coverage.set(encrypted / protected if protected else 1.0)
+            runs = {"running": 0, "done": 0, "failed": 0}
+            for tenant in names:
+                for status, n in (await reencrypt_runs(self._conn, tenant)).items():
+                    runs[status] = runs.get(status, 0) + n
+            for status, n in runs.items():
+                self.metrics.reencrypt_runs.labels(status=status).set(n)
 
     async def _run(self) -> None:
         while True:

@@ -36,7 +36,6 @@ __all__ = [
     "save_checkpoint",
     "start_run",
     "swap_ciphertext",
-    "tenants_with_keys",
 ]
 
 logger = logging.getLogger(__name__)
@@ -164,44 +163,6 @@ class PgKeyStore:
         return [_record(r) for r in rows]
 
 
-def key_versions_in_use(conn: SyncConn) -> dict[tuple[uuidlib.UUID, int], int]:
-    """(key id, version) -> protected fields stored under it, in the current tenant."""
-    rows = conn.execute(
-        """SELECT key_id, version, sum(n)::bigint AS n FROM (
-               SELECT substring(content_enc FROM 2 FOR 16) AS key_id,
-                      get_byte(content_enc, 17) << 24 | get_byte(content_enc, 18) << 16
-                      | get_byte(content_enc, 19) << 8 | get_byte(content_enc, 20) AS version,
-                      count(*) AS n
-               FROM messages WHERE content_enc IS NOT NULL GROUP BY 1, 2
-               UNION ALL
-               SELECT substring(metadata_enc FROM 2 FOR 16),
-                      get_byte(metadata_enc, 17) << 24 | get_byte(metadata_enc, 18) << 16
-                      | get_byte(metadata_enc, 19) << 8 | get_byte(metadata_enc, 20),
-                      count(*)
-               FROM messages WHERE metadata_enc IS NOT NULL GROUP BY 1, 2
-               UNION ALL
-               SELECT substring(fact_enc FROM 2 FOR 16),
-                      get_byte(fact_enc, 17) << 24 | get_byte(fact_enc, 18) << 16
-                      | get_byte(fact_enc, 19) << 8 | get_byte(fact_enc, 20),
-                      count(*)
-               FROM facts WHERE fact_enc IS NOT NULL GROUP BY 1, 2
-               UNION ALL
-               SELECT substring(summary_enc FROM 2 FOR 16),
-                      get_byte(summary_enc, 17) << 24 | get_byte(summary_enc, 18) << 16
-                      | get_byte(summary_enc, 19) << 8 | get_byte(summary_enc, 20),
-                      count(*)
-               FROM entities WHERE summary_enc IS NOT NULL GROUP BY 1, 2) t
-           GROUP BY 1, 2"""
-    ).fetchall()
-    return {(uuidlib.UUID(bytes=bytes(r["key_id"])), int(r["version"])): int(r["n"]) for r in rows}
-
-
-def tenants_with_keys(conn: SyncConn) -> list[str]:
-    """Tenants that have data keys (needs a role that sees every tenant's rows)."""
-    rows = conn.execute("SELECT DISTINCT tenant_id FROM data_keys ORDER BY 1").fetchall()
-    return [r["tenant_id"] for r in rows]
-
-
 # Every column that holds a ciphertext: table -> ((ciphertext column, field name), ...).
 # The field name is the column named in the ciphertext's associated data.
 ENCRYPTED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -209,6 +170,31 @@ ENCRYPTED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "facts": (("fact_enc", "fact"),),
     "entities": (("summary_enc", "summary"),),
 }
+
+
+def key_versions_in_use(conn: SyncConn) -> dict[tuple[uuidlib.UUID, int], int]:
+    """(key id, version) -> protected fields stored under it, in the current tenant.
+
+    A ciphertext names its key in bytes 1..16 and the key version in bytes 17..20
+    (big-endian), so this needs no decryption."""
+    parts = []
+    for table, fields in ENCRYPTED_FIELDS.items():
+        for column, _ in fields:
+            c = sql.Identifier(column)
+            parts.append(
+                sql.SQL(
+                    """SELECT substring({c} FROM 2 FOR 16) AS key_id,
+                              get_byte({c}, 17) << 24 | get_byte({c}, 18) << 16
+                              | get_byte({c}, 19) << 8 | get_byte({c}, 20) AS version,
+                              count(*) AS n
+                       FROM {t} WHERE {c} IS NOT NULL GROUP BY 1, 2"""
+                ).format(c=c, t=sql.Identifier(table))
+            )
+    query = sql.SQL("SELECT key_id, version, sum(n)::bigint AS n FROM ({}) t GROUP BY 1, 2").format(
+        sql.SQL(" UNION ALL ").join(parts)
+    )
+    rows = conn.execute(query).fetchall()
+    return {(uuidlib.UUID(bytes=bytes(r["key_id"])), int(r["version"])): int(r["n"]) for r in rows}
 
 
 def encrypted_batch(

@@ -222,6 +222,14 @@ async def encryption_coverage(
     return int(row[0]), int(row[1])
 
 
+async def reencrypt_runs(conn: psycopg.AsyncConnection[Any], tenant: str) -> dict[str, int]:
+    """Re-encryption runs of one tenant by status (running, done, failed)."""
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+        cur = await conn.execute("SELECT status, count(*) FROM reencrypt_runs GROUP BY 1")
+        return {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+
+
 async def read_health_bounded(conn: psycopg.AsyncConnection[Any]) -> DbHealth:
     """read_health in its own transaction, cut off after 5 s (SET LOCAL: PgBouncer-safe)."""
     async with conn.transaction():

@@ -17,6 +17,7 @@ from engram.api.zep.schemas import (
     message_json,
 )
 from engram.crypto.envelope import FieldContext
+from engram.crypto.sensitivity import from_metadata
 from engram.errors import ValidationError
 from engram.memory import MessageIn, add_messages, reveal
 from engram.search.hybrid import HybridQuery, hybrid_search
@@ -162,6 +163,7 @@ async def update_message(
     session_id: str, message_uuid: UUID, body: UpdateMessageRequest, db: Db, tenant: Tenant,
     protector: Protect, plaintext: ReadProtected,
 ) -> Any:  # fmt: skip
+    from_metadata(body.metadata)  # a bad "sensitivity" is refused before anything changes
     async with db.tenant(tenant) as conn:
         await sessions.get(conn, session_id)
         row = await messages.lock(conn, session_id, message_uuid)
