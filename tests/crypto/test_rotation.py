@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import secrets
 import subprocess
 import threading
@@ -33,6 +34,7 @@ ENV = {
     "ENGRAM_CRYPTO__REENCRYPT_PAUSE_S": "0",
     "ENGRAM_WORKER__STALLED_AFTER_S": "5",
     "ENGRAM_METRICS__SAMPLE_INTERVAL_S": "0.5",
+    "ENGRAM_CRYPTO__ROTATE_EVERY_DAYS": "30",
 }
 
 
@@ -134,6 +136,12 @@ def test_rotate_reencrypt_retire_destroy_shred(srv: Server) -> None:
             m["content"] for m in http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"]
         ]
         assert got == [f"note {i}: write to [EMAIL]" for i in range(30)]
+        # Shredded fields stay where they are; rotation moves the rest and says so.
+        assert "re-encrypted" in _keys(srv, "rotate", "--now")
+        status = _keys(srv, "status")
+        assert "fields on a non-primary version: 0" in status
+        gone = re.search(r"unreadable for good: (\d+)", status)
+        assert gone is not None and int(gone.group(1)) >= 30  # the messages and their facts
     with srv.superuser() as conn:
         left = conn.execute(
             "SELECT count(*) FROM data_keys WHERE user_id = %s AND wrapped IS NOT NULL", (uid,)
@@ -174,6 +182,39 @@ def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
         with srv.superuser() as conn:
             conn.execute("UPDATE messages SET content_enc = %s WHERE session_id = %s", (saved, sid))
     assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v == 1.0) == 1.0
+
+
+def test_scheduled_rotation_rotates_keys_older_than_configured(srv: Server) -> None:
+    import procrastinate
+
+    with srv.client() as http:
+        _, sid = _user_session(http)
+        body = {"messages": [{"role_type": "user", "content": f"mail {EMAIL}"}]}
+        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    before = _versions(srv, sid)
+    (version,) = before
+    queue = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=_app_dsn(srv)))
+
+    def tick() -> None:
+        # What the daily schedule defers; the server's in-process worker runs it.
+        with queue.open():
+            queue.configure_task("engram.rotate_keys", queue="maintenance").defer(
+                timestamp=int(time.time())
+            )
+
+    tick()  # keys made today are not due: nothing changes
+    time.sleep(3)
+    assert _versions(srv, sid) == before
+    with srv.superuser() as conn:
+        conn.execute("UPDATE data_keys SET created_at = created_at - interval '31 days'")
+    tick()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _versions(srv, sid) != {version + 1: 1}:
+        time.sleep(0.5)
+    assert _versions(srv, sid) == {version + 1: 1}
+    with srv.client() as http:
+        got = http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"]
+    assert got[0]["content"] == f"mail {EMAIL}"
 
 
 def _seal_many(srv: Server, uid: str, n: int) -> tuple[list[tuple[Any, ...]], dict[str, str]]:

@@ -87,8 +87,11 @@ def status_cmd(
                      f"{r['finished_at']:%Y-%m-%d %H:%M:%S}" if r["finished_at"] else "-",
                      r["error"] or "")  # fmt: skip
     out.print(runs)
-    old = sum(v["fields"] for v in st.versions if v["state"] != "primary")
+    old = sum(v["fields"] for v in st.versions if v["state"] not in ("primary", "destroyed"))
+    gone = sum(v["fields"] for v in st.versions if v["state"] == "destroyed")
     out.print(f"fields on a non-primary version: {old}")
+    if gone:
+        out.print(f"fields under destroyed (shredded) keys, unreadable for good: {gone}")
 
 
 @keys_app.command("rotate")

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from engram.crypto.cipher import FieldCipher
-from engram.crypto.envelope import FieldContext
+from engram.crypto.envelope import Envelope, FieldContext
 from engram.crypto.keyring import Keyring, KeyState
 from engram.crypto.protect import Keyrings
 from engram.errors import NotFoundError, ValidationError
@@ -42,6 +42,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def _shredded(ring: Keyring) -> set[uuidlib.UUID]:
+    """Keys whose every version was destroyed: their fields can never move or open."""
+    store = ring.store
+    assert isinstance(store, PgKeyStore)
+    states: dict[uuidlib.UUID, set[KeyState]] = {}
+    for r in store.all_keys():
+        states.setdefault(r.key_id, set()).add(r.state)
+    return {k for k, v in states.items() if v == {KeyState.DESTROYED}}
 
 
 def _live_keys(ring: Keyring) -> list[uuidlib.UUID]:
@@ -89,8 +99,11 @@ def stale_fields(pool: KeyPool, keyrings: Keyrings, tenant: str) -> int:
     ring.forget_primaries()
     with pool.tenant(tenant) as conn:
         in_use = keys.key_versions_in_use(conn)
+    dead = _shredded(ring)
     stale = 0
     for (key_id, version), n in in_use.items():
+        if key_id in dead:
+            continue
         try:
             if ring.primary_version(key_id) != version:
                 stale += n
@@ -139,7 +152,8 @@ def retire(pool: KeyPool, keyrings: Keyrings, tenant: str, version: int) -> int:
     ring = keyrings.get(tenant)
     with pool.tenant(tenant) as conn:
         in_use = keys.key_versions_in_use(conn)
-    using = sum(n for (_, v), n in in_use.items() if v == version)
+    dead = _shredded(ring)
+    using = sum(n for (k, v), n in in_use.items() if v == version and k not in dead)
     if using:
         raise ValidationError(
             f"{using} field(s) of tenant {tenant!r} are still encrypted with version {version}",
@@ -189,6 +203,7 @@ def reencrypt(
     ring = keyrings.get(tenant)
     ring.forget_primaries()
     cipher = FieldCipher(ring)
+    dead = _shredded(ring)
     moved_total = 0
     with pool.tenant(tenant) as conn:
         row = keys.run(conn, run_id)
@@ -214,7 +229,7 @@ def reencrypt(
                     for r in rows:
                         for column, field in fields:
                             old = r[column]
-                            if old is None:
+                            if old is None or Envelope.from_bytes(bytes(old)).key_id in dead:
                                 continue
                             ctx = FieldContext(tenant, table, field, str(r["uuid"]))
                             new = cipher.reencrypt_bytes(bytes(old), ctx)
