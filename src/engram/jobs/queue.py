@@ -130,7 +130,8 @@ async def run_worker(
     ``listen_notify=False`` behind a transaction pooler: LISTEN is session state, so a
     listener there would never be told of a job; the worker polls instead.
     """
-    rescuer = asyncio.create_task(_rescue_stalled(app, stalled_after_s))
+    stop = asyncio.Event()
+    rescuer = asyncio.create_task(_rescue_stalled(app, stalled_after_s, stop))
     try:
         await app.run_worker_async(
             queues=[episodes.QUEUE, MAINTENANCE_QUEUE],
@@ -142,15 +143,24 @@ async def run_worker(
             fetch_job_polling_interval=poll_interval_s,
         )
     finally:
-        rescuer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await rescuer
+        # Told by an event, not only by cancel(): a cancel that lands while the rescuer
+        # waits on the database can be swallowed on the way, and shutdown would then
+        # wait for it for ever.
+        stop.set()
+        done, _ = await asyncio.wait({rescuer}, timeout=5)
+        if not done:
+            rescuer.cancel()
 
 
-async def _rescue_stalled(app: procrastinate.App, stalled_after_s: float) -> None:
+async def _rescue_stalled(
+    app: procrastinate.App, stalled_after_s: float, stop: asyncio.Event
+) -> None:
     """Requeue jobs of workers that died mid-job (their work was rolled back)."""
-    while True:
-        await asyncio.sleep(stalled_after_s / 2)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), stalled_after_s / 2)
+        if stop.is_set():
+            return
         try:
             stalled = [
                 job
