@@ -98,6 +98,44 @@ def test_without_a_database_the_chart_says_what_to_set(chart: helm.Chart) -> Non
         chart.render({}, name="engram", namespace="memory")
 
 
+@pytest.mark.parametrize(
+    ("drop", "named"),
+    [(("tls", "existingSecret"), r"tls\.existingSecret"),
+     (("pgbouncer", "tlsSecret"), r"pgbouncer\.tlsSecret")],
+)  # fmt: skip
+def test_production_without_tls_says_what_to_set(
+    chart: helm.Chart, drop: tuple[str, str], named: str
+) -> None:
+    # `engram serve` would refuse these at start; the chart refuses them at render time.
+    values = production()
+    values[drop[0]][drop[1]] = ""
+    with pytest.raises(helm.HelmError, match=named):
+        chart.render(values, name="engram", namespace="memory")
+
+
+def test_production_pods_serve_https_with_the_mounted_certificate(
+    chart: helm.Chart, tmp_path: Path
+) -> None:
+    docs = render(chart, production())
+    api = find(docs, "Deployment", "engram-api")
+    c = container(api)
+    assert {c[p]["httpGet"]["scheme"] for p in ("startupProbe", "livenessProbe",
+            "readinessProbe")} == {"HTTPS"}  # fmt: skip
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in api["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["api-tls"]["secret"]["secretName"] == "engram-api-tls"
+    assert volumes["db-ca"]["secret"]["secretName"] == "engram-database-ca"
+    config = tmp_path / "config.yaml"
+    config.write_text(find(docs, "ConfigMap", "engram")["data"]["config.yaml"])
+    settings = load_settings(config)
+    assert settings.tls.certfile is not None and settings.tls.keyfile is not None
+    assert str(settings.tls.certfile.parent) == mounts["api-tls"]
+    assert mounts["db-ca"] == "/etc/engram-db-ca"
+    ini = find(docs, "ConfigMap", "engram-pgbouncer")["data"]["pgbouncer.ini"]
+    assert "client_tls_sslmode = require" in ini
+    assert find(docs, "ServiceMonitor", "engram")["spec"]["endpoints"][0]["scheme"] == "https"
+
+
 def test_lint_finds_no_errors() -> None:
     report = helm.lint(str(CHART), MINIMAL, strict=True)
     errors = [m for m in report["messages"] if m["severity"] >= 2]
@@ -211,7 +249,8 @@ def test_rendered_settings_are_valid_engram_settings(
     config = tmp_path / "config.yaml"
     config.write_text(find(docs, "ConfigMap", "engram")["data"]["config.yaml"])
     settings = load_settings(config)
-    assert settings.host == "0.0.0.0" and settings.profile == "production"  # noqa: S104
+    assert settings.host == "0.0.0.0"  # noqa: S104
+    assert settings.profile == values.get("config", {}).get("profile", "development")
     assert str(settings.data_dir) == "/var/lib/engram"
     assert settings.pool.max_size == values.get("config", {}).get("pool", {}).get("max_size", 10)
 

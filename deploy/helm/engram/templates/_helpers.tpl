@@ -53,6 +53,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Engram's settings file: the `config` values plus what the pods need. */}}
 {{- define "engram.configYaml" -}}
 {{- $fixed := dict "host" "0.0.0.0" "port" (int .Values.api.port) "data_dir" "/var/lib/engram" -}}
+{{- if .Values.tls.existingSecret -}}
+{{- $_ := set $fixed "tls" (dict "certfile" "/etc/engram-tls/tls.crt" "keyfile" "/etc/engram-tls/tls.key") -}}
+{{- end -}}
 {{- toYaml (mustMergeOverwrite (dict) (deepCopy .Values.config) $fixed) -}}
 {{- end -}}
 
@@ -80,6 +83,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   mountPath: /var/lib/engram
 - name: tmp
   mountPath: /tmp
+{{- if .Values.tls.existingSecret }}
+- name: api-tls
+  mountPath: /etc/engram-tls
+  readOnly: true
+{{- end }}
+{{- if .Values.database.caSecret }}
+- name: db-ca
+  mountPath: /etc/engram-db-ca
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "engram.volumes" -}}
@@ -87,6 +100,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   emptyDir: {}
 - name: tmp
   emptyDir: {}
+{{- if .Values.tls.existingSecret }}
+- name: api-tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0440  # readable by the pod's fsGroup
+{{- end }}
+{{- if .Values.database.caSecret }}
+- name: db-ca
+  secret:
+    secretName: {{ .Values.database.caSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- if .Values.localKeys.existingSecret }}
 - name: local-keys
   secret:
@@ -122,4 +149,21 @@ initContainers:
       - name: data
         mountPath: /var/lib/engram
 {{- end }}
+{{- end -}}
+
+{{/* Refuse, at render time, values that `engram serve` would refuse at start. */}}
+{{- define "engram.checkProfile" -}}
+{{- if eq (toString .Values.config.profile) "production" -}}
+{{- if not .Values.tls.existingSecret -}}
+{{- fail "config.profile=production: set tls.existingSecret (a kubernetes.io/tls Secret); the production profile refuses to serve plain HTTP" -}}
+{{- end -}}
+{{- if and .Values.pgbouncer.enabled (not .Values.pgbouncer.tlsSecret) -}}
+{{- fail "config.profile=production with pgbouncer.enabled: set pgbouncer.tlsSecret; the app's DSN to PgBouncer must use sslmode=verify-full" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* http or https, as the API serves. */}}
+{{- define "engram.scheme" -}}
+{{- if .Values.tls.existingSecret }}HTTPS{{ else }}HTTP{{ end -}}
 {{- end -}}
