@@ -6,13 +6,15 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fix_server import Server, short_tmpdir, start_server, stop_server
+from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +27,8 @@ FAMILIES = [
     "engram_autovacuum_lag_seconds", "engram_table_dead_tuple_ratio",
     "engram_jobs_queue_depth", "engram_jobs_oldest_age_seconds",
     "engram_db_longest_query_seconds", "engram_database_size_bytes",
-    "engram_database_memory_bytes",
+    "engram_database_memory_bytes", "engram_encryption_coverage_ratio",
+    "engram_reencrypt_runs", "engram_backup_failures_total",
 ]  # fmt: skip
 
 
@@ -182,3 +185,35 @@ def test_queue_depth_and_oldest_job_age_without_a_worker() -> None:
     finally:
         assert stop_server(srv) == 0
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_backups_are_exported_for_the_backup_alerts(msrv: Server, tmp_path: Path) -> None:
+    """`engram backup` records each outcome; every API pod exports them for the alerts."""
+
+    def backup(out: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([ENGRAM, "backup", "--out", str(out), "--data-dir",
+                               str(msrv.data_dir)], capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+
+    def sampled(name: str, until: Callable[[float | None], bool]) -> float | None:
+        deadline = time.monotonic() + 20
+        while True:
+            got = value(scrape(msrv), name)
+            if until(got) or time.monotonic() > deadline:
+                return got
+            time.sleep(0.3)
+
+    before = sampled("engram_backup_failures_total", lambda v: v is not None) or 0.0
+    started = time.time()
+    assert backup(tmp_path / "ok.dump").returncode == 0
+    last = sampled("engram_backup_last_success_timestamp_seconds",
+                   lambda v: v is not None and v >= started - 1)  # fmt: skip
+    assert last is not None and started - 1 <= last <= time.time() + 1
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    failed = backup(blocker / "x.dump")  # cannot create a directory under a file
+    assert failed.returncode == 2 and "error" in failed.stderr
+    assert sampled("engram_backup_failures_total", lambda v: v == before + 1) == before + 1
+    # A failure does not move the time of the last good backup.
+    assert value(scrape(msrv), "engram_backup_last_success_timestamp_seconds") == last

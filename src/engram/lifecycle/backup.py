@@ -6,6 +6,7 @@ import logging
 import shutil
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,38 @@ def _run(cmd: list[str]) -> None:
 
 
 def backup_database(dsn: str, out: Path) -> dict[str, Any]:
-    """Dump the database at ``dsn`` to ``out`` (written to a temporary name, then renamed)."""
+    """Dump the database at ``dsn`` to ``out`` and record the outcome in the database."""
+    started_at = datetime.now(UTC)
+    try:
+        result = _dump(dsn, out)
+    except Exception as exc:
+        _record(dsn, started_at, "failed", error=str(exc)[:2000])
+        raise
+    _record(dsn, started_at, "done", size=result["bytes"], file=result["file"])
+    return result
+
+
+def _record(dsn: str, started_at: datetime, status: str, **fields: Any) -> None:
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            backups.record_run(conn, started_at, status, **fields)
+    except psycopg.Error as exc:  # the backup's own outcome matters more than this note
+        logger.warning("could not record the backup's outcome (%s): %s", status, exc)
+
+
+def _dump(dsn: str, out: Path) -> dict[str, Any]:
+    """pg_dump to a temporary name, then rename: a file named ``out`` is always whole."""
     out = out.expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_dir():
+            raise IsADirectoryError(f"{out} is a directory")
+    except OSError as exc:
+        raise ValidationError(
+            f"cannot write the backup to {out}: {exc.strerror or exc}",
+            field="out",
+            hint="pass --out a file path in a directory you can write to",
+        ) from None
     tmp = out.with_name(out.name + ".part")
     started = time.monotonic()
     _run(

@@ -104,6 +104,14 @@ class Metrics:
         self.jobs_oldest = g(
             "engram_jobs_oldest_age_seconds", "Age of the oldest job waiting to run (0: none)"
         )
+        self.backup_last_success = g(
+            "engram_backup_last_success_timestamp_seconds",
+            "When the latest `engram backup` that succeeded ended (absent: none yet)",
+        )
+        # A running count kept in the database (never reset), exported as sampled.
+        self.backup_failures = g(
+            "engram_backup_failures_total", "`engram backup` runs that failed, ever"
+        )
         self.sample_time = g(
             "engram_db_sample_timestamp_seconds", "When the database figures were last sampled"
         )
@@ -158,6 +166,9 @@ class Metrics:
         self.jobs_todo.set(h.jobs_todo)
         self.jobs_doing.set(h.jobs_doing)
         self.jobs_oldest.set(h.oldest_job_age_s)
+        if h.backup_last_success is not None:
+            self.backup_last_success.set(h.backup_last_success)
+        self.backup_failures.set(h.backup_failures)
         self.sample_time.set(now)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-__all__ = ["has_engram_schema", "row_counts"]
+__all__ = ["has_engram_schema", "record_run", "row_counts"]
 
 _TABLES = (
     "users",
@@ -37,3 +38,20 @@ def row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
             ).fetchone()
             out[table] = int(row[0]) if row else 0
     return out
+
+
+def record_run(
+    conn: psycopg.Connection[Any],
+    started_at: datetime,
+    status: str,
+    *,
+    size: int | None = None,
+    file: str | None = None,
+    error: str | None = None,
+) -> None:
+    """Remember how a backup ended (what the backup alerts see through /metrics)."""
+    conn.execute(
+        """INSERT INTO backup_runs (started_at, status, bytes, file, error)
+           VALUES (%s, %s, %s, %s, %s)""",
+        (started_at, status, size, file, error),
+    )

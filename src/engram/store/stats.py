@@ -154,6 +154,8 @@ class DbHealth:
     jobs_todo: int
     jobs_doing: int
     oldest_job_age_s: float
+    backup_last_success: float | None = None  # epoch seconds of the latest good backup
+    backup_failures: int = 0
 
 
 _HEALTH = """
@@ -259,7 +261,22 @@ async def read_health(conn: psycopg.AsyncConnection[Any]) -> DbHealth:
         jobs = await cur.fetchone()
         if jobs is not None:
             todo, doing, oldest = int(jobs[0]), int(jobs[1]), float(jobs[2])
+    last_backup, backup_failures = None, 0
+    cur = await conn.execute("SELECT to_regclass('backup_runs') IS NOT NULL")
+    exists = await cur.fetchone()
+    if exists and exists[0]:
+        cur = await conn.execute(
+            """SELECT extract(epoch FROM max(finished_at) FILTER (WHERE status = 'done')),
+                      count(*) FILTER (WHERE status = 'failed')
+               FROM backup_runs"""
+        )
+        backup = await cur.fetchone()
+        if backup is not None:
+            last_backup = None if backup[0] is None else float(backup[0])
+            backup_failures = int(backup[1])
     return DbHealth(
+        backup_last_success=last_backup,
+        backup_failures=backup_failures,
         connections=int(connections),
         max_connections=int(max_conn),
         longest_query_s=float(longest),
