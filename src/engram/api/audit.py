@@ -53,6 +53,15 @@ def _outcome(status: int) -> str:
     return "error" if status >= 500 else "failure"
 
 
+# Path parameters that name a person or their session: the record carries pseudonyms.
+_SUBJECT_PARAMS = {"user_id": "user", "session_id": "session"}
+
+
+def _subjects(scope: Scope) -> list[tuple[str, str]]:
+    params = scope.get("path_params") or {}
+    return [(kind, str(params[p])) for p, kind in _SUBJECT_PARAMS.items() if params.get(p)]
+
+
 class AuditMiddleware:
     """Must sit inside any middleware that copies the scope (as RequestMetrics)."""
 
@@ -104,6 +113,7 @@ class AuditMiddleware:
                 request_id=ctx.request_id,
                 client=client[0] if client else None,
                 details=ctx.details,
+                subjects=_subjects(scope),
             )
         except Exception:
             logger.exception("cannot write the audit record of %s", ctx.action)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from engram.audit.chain import Entry, record_hash
 from engram.store import audit as store
 from engram.store.db import Conn, Database
 
-__all__ = ["record", "record_now"]
+__all__ = ["pseudonymize", "record", "record_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +29,15 @@ async def record(
     request_id: str | None = None,
     client: str | None = None,
     details: dict[str, Any] | None = None,
+    subjects: Sequence[tuple[str, str]] = (),
 ) -> tuple[int, str]:
     """Append one record to ``tenant``'s chain in the caller's transaction (bound to that
     tenant by ``Database.tenant``); it commits or rolls back with the caller's work.
+    ``subjects`` are the (kind, id) users and sessions that ``resource`` names: each
+    segment of the ``resource`` path equal to one of their ids is written as its pseudonym.
     Returns (seq, hash)."""
+    if subjects:
+        resource = await pseudonymize(conn, resource, subjects)
     entry = Entry(
         actor=actor,
         action=action,
@@ -45,6 +52,19 @@ async def record(
     return await store.append(
         conn, tenant, entry.fields(), lambda seq, prev: record_hash(tenant, seq, entry, prev)
     )
+
+
+_SEGMENT = re.compile(r"[^/]+")
+
+
+async def pseudonymize(conn: Conn, resource: str, subjects: Sequence[tuple[str, str]]) -> str:
+    """``resource`` with each path segment that is a subject's id replaced by the
+    subject's pseudonym (users before sessions when one id is both)."""
+    names = await store.pseudonyms(conn, subjects)
+    by_id: dict[str, str] = {}
+    for (_kind, subject_id), name in sorted(names.items(), key=lambda kv: kv[0][0] != "user"):
+        by_id.setdefault(subject_id, name)
+    return _SEGMENT.sub(lambda m: by_id.get(m.group(0), m.group(0)), resource)
 
 
 async def record_now(db: Database, tenant: str, **fields: Any) -> tuple[int, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,8 @@ from engram.cli.common import ConfigOpt, DatabaseOpt, DataDirOpt, app, console, 
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 app.add_typer(audit_app, name="audit")
+
+_PSEUDONYM = re.compile(r"\b(?:user|session):[0-9a-f]{20}\b")
 
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="default: every tenant")]
 
@@ -71,22 +74,46 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="file to write; default: stdout")
     ] = None,
+    resolve: Annotated[
+        bool,
+        typer.Option(
+            "--resolve",
+            help="add to each record a 'subjects' object: its user and session pseudonyms "
+            "mapped to their ids (for those not erased)",
+        ),
+    ] = False,
     data_dir: DataDirOpt = None,
     database_url: DatabaseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write the records as JSON lines (one object per record, chain fields included)."""
+    """Write the records as JSON lines (one object per record, chain fields included).
+    Records name users and sessions by pseudonym; --resolve adds who they are."""
     from engram.store import audit as store
 
     out = output.open("wb") if output else sys.stdout.buffer
+
+    async def flush(conn: Any, rows: list[dict[str, Any]]) -> None:
+        if resolve:
+            names = {m.group(0) for r in rows for m in _PSEUDONYM.finditer(r["resource"])}
+            known = await store.resolve(conn, names) if names else {}
+            for r in rows:
+                found = {m.group(0) for m in _PSEUDONYM.finditer(r["resource"])}
+                r["subjects"] = {name: known[name] for name in sorted(found) if name in known}
+        for r in rows:
+            out.write(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE))
+        rows.clear()
 
     async def work(rt: Any) -> int:
         n = 0
         for t in await _tenants(rt, tenant):
             async with rt.db.tenant(t) as conn:
+                rows: list[dict[str, Any]] = []
                 async for row in store.iterate(conn, t, since=since):
-                    out.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+                    rows.append(row)
                     n += 1
+                    if len(rows) >= 1000:
+                        await flush(conn, rows)
+                await flush(conn, rows)
         return n
 
     try:

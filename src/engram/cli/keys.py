@@ -27,8 +27,10 @@ app.add_typer(keys_app, name="keys")
 
 
 def _run(config: Path | None, data_dir: Path | None, database_url: str | None, op: str,
-         work: Any, tenant: str | None = None, resource: str = "data_keys") -> Any:  # fmt: skip
-    """Run `work(runtime)` with keys open, and audit the outcome as a key operation."""
+         work: Any, tenant: str | None = None, resource: str = "data_keys",
+         user: str | None = None) -> Any:  # fmt: skip
+    """Run `work(runtime)` with keys open, and audit the outcome as a key operation (the
+    ``user`` it concerns appears in the record as a pseudonym)."""
     from engram.audit import record_now
 
     async def wrapped(rt: Any) -> Any:
@@ -41,6 +43,7 @@ def _run(config: Path | None, data_dir: Path | None, database_url: str | None, o
             )
         t = tenant_or_default(rt, tenant)
         who = actor()
+        subjects = [("user", user)] if user else []
         # The outcome goes to the audit log (this process has no /metrics to scrape; the
         # servers export the runs' states, sampled from the database).
         try:
@@ -48,11 +51,13 @@ def _run(config: Path | None, data_dir: Path | None, database_url: str | None, o
         except Exception as exc:
             if op != "status":
                 await record_now(rt.db, t, actor=who, action=f"keys.{op}", resource=resource,
-                                 outcome="failure", reason=str(exc)[:500])  # fmt: skip
+                                 outcome="failure", subjects=subjects,
+                                 # an error may quote the user id: the record must not
+                                 reason=type(exc).__name__ if user else str(exc)[:500])  # fmt: skip
             raise
         if op != "status":
             await record_now(rt.db, t, actor=who, action=f"keys.{op}", resource=resource,
-                             details={"result": str(result)[:500]})  # fmt: skip
+                             details={"result": str(result)[:500]}, subjects=subjects)  # fmt: skip
         return result
 
     return with_runtime(config, data_dir, database_url, wrapped)
@@ -235,6 +240,6 @@ def shred_cmd(
         n: int = await asyncio.to_thread(rotation.shred_user, rt.keyrings, t, user)
         return n
 
-    n = _run(config, data_dir, database_url, "shred", work, tenant, f"user {user}")
+    n = _run(config, data_dir, database_url, "shred", work, tenant, f"/users/{user}", user)
     console.print(f"user {user!r}: {n} key version(s) destroyed" if n else
                   f"user {user!r} has no data key; nothing to shred")  # fmt: skip

@@ -4,7 +4,8 @@ Steps, each committed with what it removed added to the receipt, so a re-run aft
 crash (or a second request) completes a receipt in state ``running`` and counts
 nothing twice: the user's jobs, archives in blob storage, each session with its
 messages, episodes and the graph they support, the rest of the graph and the user row,
-then the user's data keys (crypto-shredded).
+then the user's data keys (crypto-shredded) and the mapping of their audit pseudonyms
+(the append-only audit log keeps its records, which then name nobody).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from engram.crypto.protect import Keyrings
 from engram.errors import NotFoundError
 from engram.lifecycle.archive import user_prefix
 from engram.lifecycle.blobs import BlobStore, delete_prefix
-from engram.store import archives, erasure
+from engram.store import archives, audit, erasure
 from engram.store.db import Database
 
 __all__ = ["erase_user", "receipt_json", "shred_user_keys", "user_hash"]
@@ -124,7 +125,16 @@ async def erase_user(
         await erasure.add_counts(conn, rid, await erasure.delete_rest(conn, user_id))
     shredded = await shred_user_keys(db, keyrings, tenant, user_id)
     async with db.tenant(tenant) as conn:
-        await erasure.add_counts(conn, rid, {"data_key_versions": shredded})
+        await erasure.add_counts(
+            conn,
+            rid,
+            {
+                "data_key_versions": shredded,
+                # Last, once the user row is gone (an audit write in flight holds it
+                # until its own mapping is committed, so none is left behind).
+                "audit_pseudonyms": await audit.forget_user(conn, user_id),
+            },
+        )
         done = await erasure.complete(conn, rid)
     logger.info("erased user %s of tenant %s: %s", user_id, tenant, done["counts"])
     return receipt_json(done)

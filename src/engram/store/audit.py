@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from engram.store.db import Conn
 
-__all__ = ["GENESIS", "append", "head", "iterate"]
+__all__ = ["GENESIS", "append", "forget_user", "head", "iterate", "pseudonyms", "resolve"]
 
 GENESIS = "0" * 64  # prev_hash of each tenant's first record
 _FIELDS = (
@@ -75,3 +76,86 @@ async def iterate(
         if len(rows) < batch:
             return
         after = int(rows[-1]["seq"])
+
+
+# A subject is mapped only while it exists, and its owner's row is locked (KEY SHARE)
+# until the record commits, so an erasure deleting that user waits for the record and
+# then removes its mapping too. Subjects that do not exist get no row (the caller uses a
+# one-off pseudonym): a request naming an erased user must not write the id back.
+_PSEUDONYMS = """
+WITH wanted AS (
+    SELECT w.kind, w.subject_id, w.fresh,
+           CASE w.kind WHEN 'user' THEN w.subject_id
+               ELSE coalesce(
+                   (SELECT s.user_id FROM sessions s WHERE s.session_id = w.subject_id),
+                   (SELECT a.user_id FROM archives a
+                    WHERE a.session_id = w.subject_id AND a.state = 'archived' LIMIT 1))
+           END AS owner,
+           w.kind = 'session' AND (
+               EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = w.subject_id)
+               OR EXISTS (SELECT 1 FROM archives a
+                          WHERE a.session_id = w.subject_id AND a.state = 'archived'))
+               AS session_exists
+    FROM unnest(%(kinds)s::text[], %(ids)s::text[], %(fresh)s::text[])
+         AS w(kind, subject_id, fresh)
+), live AS (
+    SELECT u.user_id FROM users u
+    WHERE u.user_id IN (SELECT owner FROM wanted WHERE owner IS NOT NULL)
+    FOR KEY SHARE
+), ins AS (
+    INSERT INTO audit_subjects (tenant_id, kind, subject_id, user_id, pseudonym)
+    SELECT current_setting('app.tenant_id', true), w.kind, w.subject_id, w.owner, w.fresh
+    FROM wanted w
+    WHERE w.owner IN (SELECT user_id FROM live) OR (w.owner IS NULL AND w.session_exists)
+    ON CONFLICT (tenant_id, kind, subject_id) DO NOTHING
+    RETURNING kind, subject_id, pseudonym
+)
+SELECT kind, subject_id, pseudonym FROM ins
+UNION ALL
+SELECT a.kind, a.subject_id, a.pseudonym
+FROM audit_subjects a JOIN wanted w USING (kind, subject_id)
+"""
+
+
+def new_pseudonym(kind: str) -> str:
+    return f"{kind}:{secrets.token_hex(10)}"
+
+
+async def pseudonyms(conn: Conn, subjects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The pseudonym of each (kind, id) subject ("user" or "session") of the tenant the
+    transaction is bound to: its lasting one while it exists, else a one-off one that
+    nothing maps back. Call inside the transaction that writes the audit record."""
+    wanted = sorted(set(subjects))
+    if not wanted:
+        return {}
+    kinds, ids = [k for k, _ in wanted], [i for _, i in wanted]
+    found: dict[tuple[str, str], str] = {}
+    for _ in range(2):  # again if a concurrent request mapped one after our snapshot
+        fresh = [new_pseudonym(kind) for kind in kinds]
+        cur = await conn.execute(_PSEUDONYMS, {"kinds": kinds, "ids": ids, "fresh": fresh})
+        found.update(
+            {(r["kind"], r["subject_id"]): str(r["pseudonym"]) for r in await cur.fetchall()}
+        )
+        if len(found) == len(wanted):
+            break
+    return {w: found.get(w) or fresh[n] for n, w in enumerate(wanted)}
+
+
+async def resolve(conn: Conn, names: Iterable[str]) -> dict[str, str]:
+    """Pseudonym -> subject id, for those still mapped (their subject not erased)."""
+    cur = await conn.execute(
+        "SELECT pseudonym, subject_id FROM audit_subjects WHERE pseudonym = ANY(%s)",
+        (sorted(set(names)),),
+    )
+    return {str(r["pseudonym"]): str(r["subject_id"]) for r in await cur.fetchall()}
+
+
+async def forget_user(conn: Conn, user_id: str) -> int:
+    """Delete the user's pseudonyms (theirs and their sessions'): the audit records that
+    carry them can no longer be tied to anyone. Returns the mappings removed."""
+    cur = await conn.execute(
+        """DELETE FROM audit_subjects
+           WHERE user_id = %(u)s OR (kind = 'user' AND subject_id = %(u)s)""",
+        {"u": user_id},
+    )
+    return cur.rowcount
