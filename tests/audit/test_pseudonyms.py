@@ -76,6 +76,11 @@ def test_records_carry_pseudonyms_that_erasure_unlinks(
         ).fetchone()
     assert held == (0,)
 
+    # Auditors get the same through the API.
+    api = t.get("/v1/audit/events", params={"resolve": "true", "limit": 1000})
+    assert api.status_code == 200, api.text
+    assert {alias: user} in [e["subjects"] for e in api.json()["events"]]
+
     # Without --resolve the export holds no id at all.
     plain = orjson.dumps(_export(server, tenant)).decode()
     assert user not in plain and session not in plain

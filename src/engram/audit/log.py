@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from engram.audit.chain import Entry, record_hash
+from engram.audit.subjects import pseudonymize
 from engram.store import audit as store
 from engram.store.db import Conn, Database
 
-__all__ = ["pseudonymize", "record", "record_now"]
+__all__ = ["record", "record_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +52,6 @@ async def record(
     return await store.append(
         conn, tenant, entry.fields(), lambda seq, prev: record_hash(tenant, seq, entry, prev)
     )
-
-
-_SEGMENT = re.compile(r"[^/]+")
-
-
-async def pseudonymize(conn: Conn, resource: str, subjects: Sequence[tuple[str, str]]) -> str:
-    """``resource`` with each path segment that is a subject's id replaced by the
-    subject's pseudonym (users before sessions when one id is both)."""
-    names = await store.pseudonyms(conn, subjects)
-    by_id: dict[str, str] = {}
-    for (_kind, subject_id), name in sorted(names.items(), key=lambda kv: kv[0][0] != "user"):
-        by_id.setdefault(subject_id, name)
-    return _SEGMENT.sub(lambda m: by_id.get(m.group(0), m.group(0)), resource)
 
 
 async def record_now(db: Database, tenant: str, **fields: Any) -> tuple[int, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +14,6 @@ from engram.cli.common import ConfigOpt, DatabaseOpt, DataDirOpt, app, console, 
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 app.add_typer(audit_app, name="audit")
-
-_PSEUDONYM = re.compile(r"\b(?:user|session):[0-9a-f]{20}\b")
 
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="default: every tenant")]
 
@@ -88,17 +85,14 @@ def export(
 ) -> None:
     """Write the records as JSON lines (one object per record, chain fields included).
     Records name users and sessions by pseudonym; --resolve adds who they are."""
+    from engram.audit.subjects import attach_subjects
     from engram.store import audit as store
 
     out = output.open("wb") if output else sys.stdout.buffer
 
     async def flush(conn: Any, rows: list[dict[str, Any]]) -> None:
         if resolve:
-            names = {m.group(0) for r in rows for m in _PSEUDONYM.finditer(r["resource"])}
-            known = await store.resolve(conn, names) if names else {}
-            for r in rows:
-                found = {m.group(0) for m in _PSEUDONYM.finditer(r["resource"])}
-                r["subjects"] = {name: known[name] for name in sorted(found) if name in known}
+            await attach_subjects(conn, rows)
         for r in rows:
             out.write(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE))
         rows.clear()

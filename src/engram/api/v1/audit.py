@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from engram.api.deps import Db, RuntimeDep, Tenant
 from engram.api.responses import FastJSON
 from engram.audit.checkpoints import from_settings
+from engram.audit.subjects import attach_subjects
 from engram.audit.verify import verify_tenant
 from engram.store import audit as store
 
@@ -24,6 +25,9 @@ async def events(
     tenant: Tenant,
     since: datetime | None = None,
     limit: int = Query(default=100, ge=1, le=10_000),
+    resolve: bool = Query(
+        default=False, description="add 'subjects': pseudonyms mapped to user/session ids"
+    ),
 ) -> Any:
     out: list[dict[str, Any]] = []
     async with db.tenant(tenant) as conn:
@@ -31,6 +35,8 @@ async def events(
             out.append(row)
             if len(out) >= limit:
                 break
+        if resolve:
+            await attach_subjects(conn, out)
     return {"events": out}
 
 
