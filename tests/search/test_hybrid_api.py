@@ -125,3 +125,16 @@ def test_bad_search_requests_are_400(http: httpx.Client, body: dict[str, Any]) -
 def test_unknown_user_or_session_is_404(http: httpx.Client, uid: str) -> None:
     assert http.post("/v1/search", json={"text": "x", "user_id": f"no-{uid}"}).status_code == 404
     assert http.get(f"/v1/sessions/no-{uid}/context").status_code == 404
+
+
+def test_tenant_wide_search_with_filters_only(http: httpx.Client, ada: str) -> None:
+    """No user or session: the index path, with a metadata filter or a time range."""
+    r = http.post("/api/v2/sessions/search?limit=50",
+                  json={"text": "unpaid invoice", "record_filter": {"topic": "money"}})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert any("XJ-4471" in h["message"]["content"] for h in r.json()["results"])
+    assert all(h["message"]["metadata"] == {"topic": "money"} for h in r.json()["results"])
+    r = http.post("/v1/search", json={"text": "grey cat", "targets": ["messages"], "limit": 50,
+                                      "time_from": "2024-03-02T00:00:00Z"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert any("Pixel" in h["message"]["content"] for h in r.json()["results"])
