@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 logger = logging.getLogger(__name__)
 
-MAX_EXAMPLES = 15  # per operation and pass; ~3,000 requests in all
+MAX_EXAMPLES = 15  # per operation and pass: ~4,000 requests in all
 ERROR_KEYS = {"message", "hint", "field", "reason"}
 
 

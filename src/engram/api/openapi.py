@@ -17,6 +17,10 @@ __all__ = ["Error", "install_openapi", "returns"]
 
 _REF = {"$ref": "#/components/schemas/Error"}
 _SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
+_ERRORS = {
+    404: "Not found (or another tenant's)",
+    409: "Conflicts with what exists (a duplicate id, a state that does not allow it)",
+}
 
 
 class Error(BaseModel):
@@ -81,12 +85,6 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-_ERRORS = {
-    404: "Not found (or another tenant's)",
-    409: "Conflicts with what exists (a duplicate id, a state that does not allow it)",
-}
 
 
 def returns(

@@ -1,6 +1,6 @@
 """Request value types shared by the routers: what the OpenAPI document promises is what
-is accepted (no lax coercion of "5" to 5 or of 0 to a date), and nothing that PostgreSQL
-or other JSON readers cannot hold."""
+is accepted (no lax coercion of "5" to 5 or of 0 to a date), and no JSON that could be
+stored but not sent back (NaN, nesting past MAX_DEPTH)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,29 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, StrictFloat
 
-__all__ = ["IsoDateTime", "JsonObject", "Number", "whole"]
+__all__ = ["MAX_DEPTH", "IsoDateTime", "JsonObject", "Number", "whole"]
 
 _NUMERIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-def _portable(value: Any, where: str) -> None:
-    """Refuse NaN and Infinity: Python's JSON reader takes them, but they are not JSON
-    (and PostgreSQL's jsonb refuses them)."""
+# Deeper JSON could be stored but not sent back (the response writers stop at a few
+# hundred levels), so every later read of the row would fail.
+MAX_DEPTH = 64
+
+
+def _portable(value: Any, where: str, depth: int = 1) -> None:
+    """Refuse NaN and Infinity (Python's JSON reader takes them, but they are not JSON
+    and PostgreSQL's jsonb refuses them) and nesting past MAX_DEPTH."""
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{where or 'a value'}: NaN and Infinity are not JSON numbers")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _portable(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _portable(v, f"{where}[{i}]")
+    elif isinstance(value, (dict, list)):
+        if depth > MAX_DEPTH:
+            raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            key = f"[{k}]" if isinstance(value, list) else (f".{k}" if where else str(k))
+            _portable(v, f"{where}{key}", depth + 1)
 
 
 def _portable_object(value: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +59,7 @@ def whole(value: Any) -> Any:
     return value
 
 
-# A JSON object of any shape (metadata, filters), checked to be portable JSON.
+# A JSON object of any shape (metadata, filters), as _portable allows.
 JsonObject = Annotated[dict[str, Any], AfterValidator(_portable_object)]
 IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 # A JSON number (an int or a float; not true/false, not "0.5"), constraints kept.

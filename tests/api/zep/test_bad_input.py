@@ -183,6 +183,15 @@ def test_metadata_numbers_come_back_exactly_and_nan_is_refused(
     assert http.get(f"/api/v2/sessions/{session_id}").json()["metadata"]["n"] == 2**70
 
 
+def test_metadata_nested_too_deep_is_400(http: httpx.Client, session_id: str) -> None:
+    deep: object = "bottom"
+    for _ in range(200):
+        deep = [deep]
+    r = http.patch(f"/api/v2/sessions/{session_id}", json={"metadata": {"a": deep}})
+    assert r.status_code == 400 and "nested deeper than 64" in r.json()["message"], r.text
+    assert http.get(f"/api/v2/sessions/{session_id}").status_code == 200
+
+
 def test_nul_characters_are_400(server: Server, http: httpx.Client, session_id: str) -> None:
     before = _counts(server)
     for path, body in (
