@@ -74,7 +74,10 @@ class ValidationError(EngramError):
 
 
 class ConflictError(ValidationError):
-    pass
+    """The request is well formed but clashes with what exists (a duplicate id, a state
+    that does not allow it): 409."""
+
+    status = 409
 
 
 class AuthError(EngramError):

@@ -125,3 +125,28 @@ def test_bad_search_requests_are_400(http: httpx.Client, body: dict[str, Any]) -
 def test_unknown_user_or_session_is_404(http: httpx.Client, uid: str) -> None:
     assert http.post("/v1/search", json={"text": "x", "user_id": f"no-{uid}"}).status_code == 404
     assert http.get(f"/v1/sessions/no-{uid}/context").status_code == 404
+
+
+def test_tenant_wide_search_with_filters_only(server: Server, http: httpx.Client, uid: str) -> None:
+    """No user or session: the index path, with a metadata filter or a time range (in a
+    tenant of its own, so that only these messages are there)."""
+    tenant = f"tw-{uid}"
+    assert http.post("/v1/admin/tenants", json={"id": tenant}).status_code == 201
+    key = http.post("/v1/admin/apikeys", json={"name": "w", "role": "writer", "tenant": tenant})
+    with httpx.Client(base_url=server.base_url, timeout=30,
+                      headers={"Authorization": f"Api-Key {key.json()['key']}"}) as c:  # fmt: skip
+        assert c.post("/api/v2/users", json={"user_id": "ada"}).status_code == 201
+        assert c.post("/api/v2/sessions", json={"session_id": "s", "user_id": "ada"}).is_success
+        for at, role, role_type, text in TURNS:
+            meta = {"topic": "money"} if "Invoice" in text else {}
+            body = {"messages": [{"role": role, "role_type": role_type, "content": text,
+                                  "created_at": at, "metadata": meta}]}  # fmt: skip
+            assert c.post("/api/v2/sessions/s/memory", json=body).status_code == 200
+        money = {"text": "unpaid invoice", "record_filter": {"topic": "money"}}
+        r = c.post("/api/v2/sessions/search?limit=10", json=money)
+        assert r.status_code == 200, r.text
+        assert [h["message"]["content"] for h in r.json()["results"]] == [TURNS[2][3]]
+        r = c.post("/v1/search", json={"text": "grey cat", "targets": ["messages"],
+                                       "time_from": "2024-03-02T00:00:00Z"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert [h["message"]["content"] for h in r.json()["results"]] == [TURNS[4][3]]

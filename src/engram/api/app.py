@@ -12,6 +12,7 @@ from engram.api.audit import install_audit
 from engram.api.errors import install_error_handlers
 from engram.api.metrics import install_metrics
 from engram.api.middleware import DropEmptyQueryParams
+from engram.api.openapi import install_openapi
 from engram.api.responses import FastJSON
 from engram.runtime import Runtime
 
@@ -47,4 +48,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(health.router)
     app.include_router(zep.router)
     app.include_router(v1.router)
+    install_openapi(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -66,9 +67,26 @@ async def _validation_error(request: Request, exc: Exception) -> FastJSON:
     )
 
 
+def _methods(routes: list[Any], path: str) -> set[str]:
+    """Every method some route (into included routers) serves at ``path``."""
+    out: set[str] = set()
+    for route in routes:
+        if hasattr(route, "effective_candidates"):  # an included router
+            out |= _methods(route.effective_candidates(), path)
+        elif getattr(route, "path_regex", None) is not None and route.path_regex.match(path):
+            out |= set(getattr(route, "methods", None) or ())
+    return out
+
+
 async def _http_error(request: Request, exc: Exception) -> FastJSON:
     assert isinstance(exc, HTTPException)
-    return FastJSON(_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # The router names only the methods of the first route matching the path, but
+        # FastAPI makes one route per method: list all of the resource's (RFC 9110).
+        allowed = _methods(request.app.routes, request.url.path)
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+    return FastJSON(_body(str(exc.detail)), status_code=exc.status_code, headers=headers)
 
 
 async def _database_error(request: Request, exc: Exception) -> FastJSON:
@@ -77,6 +95,14 @@ async def _database_error(request: Request, exc: Exception) -> FastJSON:
         return FastJSON(
             _body("the database is not reachable", "retry shortly; Engram reconnects by itself"),
             status_code=503,
+        )
+    if isinstance(exc, psycopg.DataError):
+        # A value PostgreSQL cannot hold (a NUL character, a number out of range) that
+        # input validation let through: the request's fault, and nothing was written.
+        diag = exc.diag.message_primary or str(exc).splitlines()[0]
+        return FastJSON(
+            _body(f"the database refused a value: {diag}", "send values PostgreSQL can store"),
+            status_code=400,
         )
     return FastJSON(_body("internal database error"), status_code=500)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from engram.api.deps import RuntimeDep
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
 from engram.errors import EngramError
 from engram.store import migrate
@@ -16,12 +18,21 @@ __all__ = ["router"]
 router = APIRouter(tags=["health"], default_response_class=FastJSON)
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str  # ready | starting | unavailable
+    checks: dict[str, str]
+
+
+@router.get("/healthz", responses=returns(Health))
 async def healthz() -> Any:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={**returns(Readiness), 503: {"model": Readiness}})
 async def readyz(runtime: RuntimeDep) -> Any:
     checks: dict[str, str] = {}
     db, embedder = runtime.db, runtime.embedder

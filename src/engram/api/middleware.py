@@ -6,7 +6,9 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["DropEmptyQueryParams"]
+__all__ = ["ZEP_PREFIX", "DropEmptyQueryParams"]
+
+ZEP_PREFIX = "/api/v2/"
 
 
 class DropEmptyQueryParams:
@@ -14,13 +16,18 @@ class DropEmptyQueryParams:
 
     zep-python 2.x sends unset optional query parameters as empty strings (for example
     ``minRating=`` on every GET memory); they mean "not given", not "invalid number".
+    Only under the Zep API's prefix: the native API refuses them like any bad value.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("query_string"):
+        if (
+            scope["type"] == "http"
+            and scope.get("query_string")
+            and scope.get("path", "").startswith(ZEP_PREFIX)
+        ):
             raw: bytes = scope["query_string"]
             if b"=&" in raw + b"&":
                 pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 from psycopg import sql
+from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
-from engram.errors import NotFoundError
+from engram.errors import ConflictError, NotFoundError
 from engram.store.db import Conn
 
 __all__ = [
@@ -55,7 +56,34 @@ async def insert_many(
     ts_config: str,
     episode: uuidlib.UUID | None = None,
 ) -> None:
-    """Insert messages in order; created_at defaults to the transaction time."""
+    """Insert messages in order; created_at defaults to the transaction time. A uuid the
+    tenant already has (or one given twice) is a ConflictError."""
+    given = [m.uuid for m in messages]
+    if len(set(given)) < len(given):
+        raise ConflictError(
+            "two messages of the request have the same uuid",
+            field="messages.uuid",
+            hint="give each message its own uuid, or leave uuid out",
+        )
+    try:
+        await _insert_many(conn, tenant, session_id, user_id, messages, ts_config, episode)
+    except UniqueViolation as exc:
+        raise ConflictError(
+            "a message with one of these uuids already exists",
+            field="messages.uuid",
+            hint="leave uuid out to have one assigned, or use a new one",
+        ) from exc
+
+
+async def _insert_many(
+    conn: Conn,
+    tenant: str,
+    session_id: str,
+    user_id: str | None,
+    messages: list[NewMessage],
+    ts_config: str,
+    episode: uuidlib.UUID | None,
+) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(
             """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role, role_type,

@@ -158,6 +158,7 @@ async def message_vector(
                SELECT *, 1 - (embedding <=> %s) AS score FROM c
                ORDER BY embedding <=> %s LIMIT %s"""
         )
+        args = [*params, vector, vector, k]
     else:
         await conn.execute(
             sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef_search, k)))
@@ -166,9 +167,9 @@ async def message_vector(
             """SELECT {cols}, 1 - (m.embedding <=> %s) AS score FROM messages m
                WHERE {where} ORDER BY m.embedding <=> %s LIMIT %s"""
         )
-    return await _ordered(
-        conn, query.format(cols=MESSAGE_COLUMNS, where=where), [*params, vector, vector, k]
-    )
+        # Placeholders in text order: the score's vector comes before the filters.
+        args = [vector, *params, vector, k]
+    return await _ordered(conn, query.format(cols=MESSAGE_COLUMNS, where=where), args)
 
 
 async def message_text(

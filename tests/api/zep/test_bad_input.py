@@ -36,6 +36,8 @@ BAD_MEMORY_BODIES = [
     ({"messages": []}, "messages"),
     ({"messages": [_msg(content="")]}, "messages[0].content"),
     ({"messages": [_msg(content="   ")]}, "messages[0].content"),
+    ({"messages": [_msg(content="\ufeff\u3000\x1c")]}, "messages[0].content"),
+    ({"messages": [_msg(created_at=0)]}, "messages[0].created_at"),
     ({"messages": [_msg(content="x" * 70_000)]}, "messages[0].content"),
     ({"messages": [_msg(role_type="wizard")]}, "messages[0].role_type"),
     ({"messages": [{"content": "no role type"}]}, "messages[0].role_type"),
@@ -143,3 +145,59 @@ def test_probes_and_openapi(server: Server) -> None:
     assert ready["status"] == "ready" and ready["checks"]["dimensions"] == "ok"
     paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
     assert "/api/v2/sessions/{session_id}/memory" in paths
+
+
+def test_a_message_uuid_taken_is_400_and_writes_nothing(
+    server: Server, http: httpx.Client, session_id: str
+) -> None:
+    taken = "6a0c4a7e-57b1-4d54-9a6c-0d9e8c1d2f3a"
+    path = f"/api/v2/sessions/{session_id}/memory"
+    assert http.post(path, json={"messages": [_msg(uuid=taken)]}).status_code == 200
+    before = _counts(server)
+    for body in (
+        {"messages": [_msg(), _msg(uuid=taken)]},  # once used
+        {"messages": [_msg(uuid=str(u)) for u in ("1" * 32, "1" * 32)]},  # twice in one
+    ):
+        r = http.post(path, json=body)
+        assert r.status_code == 400 and r.json()["field"] == "messages.uuid", r.text
+    assert _counts(server) == before
+
+
+def test_metadata_numbers_come_back_exactly_and_nan_is_refused(
+    http: httpx.Client, session_id: str
+) -> None:
+    # jsonb keeps numbers as PostgreSQL numerics: 1.5e300 comes back as its digits.
+    big = {"n": 2**70, "m": -(2**90), "f": 1.5e300}
+    r = http.patch(f"/api/v2/sessions/{session_id}", json={"metadata": big})
+    assert r.status_code == 200, r.text
+    for got in (r.json(), http.get(f"/api/v2/sessions/{session_id}").json()):
+        assert got["metadata"] | {"f": 0} == big | {"f": 0}
+        assert float(got["metadata"]["f"]) == 1.5e300
+    assert http.get(f"/api/v2/sessions/{session_id}/memory").status_code == 200
+    r = http.patch(
+        f"/api/v2/sessions/{session_id}",
+        content=b'{"metadata": {"x": NaN}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 400 and "NaN" in r.json()["message"]
+    assert http.get(f"/api/v2/sessions/{session_id}").json()["metadata"]["n"] == 2**70
+
+
+def test_metadata_nested_too_deep_is_400(http: httpx.Client, session_id: str) -> None:
+    deep: object = "bottom"
+    for _ in range(200):
+        deep = [deep]
+    r = http.patch(f"/api/v2/sessions/{session_id}", json={"metadata": {"a": deep}})
+    assert r.status_code == 400 and "nested deeper than 64" in r.json()["message"], r.text
+    assert http.get(f"/api/v2/sessions/{session_id}").status_code == 200
+
+
+def test_nul_characters_are_400(server: Server, http: httpx.Client, session_id: str) -> None:
+    before = _counts(server)
+    for path, body in (
+        (f"/api/v2/sessions/{session_id}/memory", {"messages": [_msg(content="a\x00b")]}),
+        ("/api/v2/users", {"user_id": "nul", "metadata": {"k": "a\x00b"}}),
+    ):
+        r = http.post(path, json=body)
+        assert r.status_code == 400 and "database refused" in r.json()["message"], r.text
+    assert _counts(server) == before

@@ -6,14 +6,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictStr
 
 from engram.api.deps import AuthenticatorDep, CurrentPrincipal, Db
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.v1.models import ApiKey, ApiKeyCreated, ApiKeyList, Tenant, TenantList, WhoAmI
+from engram.api.validation import Number
 from engram.audit.log import record
 from engram.auth.apikeys import new_key
 from engram.auth.principal import Permission, Role
-from engram.errors import ForbiddenError, ValidationError
+from engram.errors import ConflictError, ForbiddenError, NotFoundError
 from engram.store import apikeys, tenants
 
 __all__ = ["router"]
@@ -22,24 +25,24 @@ router = APIRouter(tags=["admin"], default_response_class=FastJSON)
 
 
 class TenantBody(BaseModel):
-    id: str = Field(min_length=1, max_length=63)
-    name: str | None = Field(default=None, max_length=200)
+    id: StrictStr = Field(min_length=1, max_length=63, pattern=tenants.ID_PATTERN.pattern)
+    name: StrictStr | None = Field(default=None, max_length=200)
 
 
 class ApiKeyBody(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: StrictStr = Field(min_length=1, max_length=200)
     role: Role
-    read_protected: bool = False
-    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+    read_protected: StrictBool = False
+    expires_in_days: Number | None = Field(default=None, gt=0, le=3650)
     # Another tenant's key: only for a platform admin (tenants:manage).
-    tenant: str | None = None
+    tenant: StrictStr | None = None
 
 
 def _key_view(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "secret_sha256"}
 
 
-@router.get("/whoami")
+@router.get("/whoami", responses=returns(WhoAmI))
 async def whoami(principal: CurrentPrincipal) -> Any:
     return {
         "tenant": principal.tenant,
@@ -51,7 +54,7 @@ async def whoami(principal: CurrentPrincipal) -> Any:
     }
 
 
-@router.post("/admin/tenants", status_code=201)
+@router.post("/admin/tenants", status_code=201, responses=returns(Tenant, 201, (409,)))
 async def create_tenant(body: TenantBody, db: Db, principal: CurrentPrincipal) -> Any:
     async with db.tenant(body.id) as conn:
         row = await tenants.create(conn, body.id, body.name)
@@ -59,7 +62,7 @@ async def create_tenant(body: TenantBody, db: Db, principal: CurrentPrincipal) -
     return row
 
 
-@router.get("/admin/tenants")
+@router.get("/admin/tenants", responses=returns(TenantList))
 async def list_tenants(db: Db) -> Any:
     async with db.tenant("") as conn:
         return {"tenants": await tenants.list_all(conn)}
@@ -69,7 +72,7 @@ async def _set_status(
     tenant_id: str, status: str, db: Any, principal: Any, auth: Any
 ) -> dict[str, Any]:
     if tenant_id == principal.tenant and status == "disabled":
-        raise ValidationError(
+        raise ConflictError(
             "a tenant cannot disable itself (its admin would be locked out)",
             field="tenant_id",
             hint="disable it with the credentials of the platform (default) tenant",
@@ -83,21 +86,21 @@ async def _set_status(
     return dict(row)
 
 
-@router.post("/admin/tenants/{tenant_id}/disable")
+@router.post("/admin/tenants/{tenant_id}/disable", responses=returns(Tenant, errors=(409,)))
 async def disable_tenant(
     tenant_id: str, db: Db, principal: CurrentPrincipal, auth: AuthenticatorDep
 ) -> Any:
     return await _set_status(tenant_id, "disabled", db, principal, auth)
 
 
-@router.post("/admin/tenants/{tenant_id}/enable")
+@router.post("/admin/tenants/{tenant_id}/enable", responses=returns(Tenant))
 async def enable_tenant(
     tenant_id: str, db: Db, principal: CurrentPrincipal, auth: AuthenticatorDep
 ) -> Any:
     return await _set_status(tenant_id, "active", db, principal, auth)
 
 
-@router.post("/admin/apikeys", status_code=201)
+@router.post("/admin/apikeys", status_code=201, responses=returns(ApiKeyCreated, 201, (404,)))
 async def create_apikey(body: ApiKeyBody, db: Db, principal: CurrentPrincipal) -> Any:
     tenant = body.tenant or principal.tenant
     if tenant != principal.tenant and not principal.can(Permission.TENANTS_MANAGE):
@@ -118,9 +121,7 @@ async def create_apikey(body: ApiKeyBody, db: Db, principal: CurrentPrincipal) -
     )
     async with db.tenant(tenant) as conn:
         if await tenants.status(conn, tenant) is None:
-            raise ValidationError(
-                f"tenant {tenant!r} does not exist", field="tenant", hint="create it first"
-            )
+            raise NotFoundError("tenant", tenant)
         row = await apikeys.create(
             conn,
             tenant,
@@ -143,13 +144,13 @@ async def create_apikey(body: ApiKeyBody, db: Db, principal: CurrentPrincipal) -
     return {**_key_view(row), "key": key.token}
 
 
-@router.get("/admin/apikeys")
+@router.get("/admin/apikeys", responses=returns(ApiKeyList))
 async def list_apikeys(db: Db, principal: CurrentPrincipal) -> Any:
     async with db.tenant(principal.tenant) as conn:
         return {"keys": await apikeys.list_for_tenant(conn)}
 
 
-@router.delete("/admin/apikeys/{key_id}")
+@router.delete("/admin/apikeys/{key_id}", responses=returns(ApiKey))
 async def revoke_apikey(
     key_id: str, db: Db, principal: CurrentPrincipal, auth: AuthenticatorDep
 ) -> Any:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
 
 from engram.api.deps import Db, RuntimeDep, Tenant
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.v1.models import AuditEvents, AuditVerdict
+from engram.api.validation import IsoDateTime
 from engram.audit.checkpoints import from_settings
 from engram.audit.subjects import attach_subjects
 from engram.audit.verify import verify_tenant
@@ -19,11 +21,11 @@ __all__ = ["router"]
 router = APIRouter(tags=["audit"], default_response_class=FastJSON)
 
 
-@router.get("/audit/events")
+@router.get("/audit/events", responses=returns(AuditEvents))
 async def events(
     db: Db,
     tenant: Tenant,
-    since: datetime | None = None,
+    since: IsoDateTime | None = None,
     limit: int = Query(default=100, ge=1, le=10_000),
     resolve: bool = Query(
         default=False, description="add 'subjects': pseudonyms mapped to user/session ids"
@@ -40,7 +42,7 @@ async def events(
     return {"events": out}
 
 
-@router.get("/audit/verify")
+@router.get("/audit/verify", responses=returns(AuditVerdict))
 async def verify(db: Db, tenant: Tenant, runtime: RuntimeDep) -> Any:
     checkpoints, signer = from_settings(runtime.settings)
     async with db.tenant(tenant) as conn:

@@ -7,10 +7,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.v1.models import EntityWithFacts, FactEpisodes, FactSearchResults, UserGraph
+from engram.api.validation import IsoDateTime, Number, whole
 from engram.api.zep.schemas import message_json
 from engram.errors import ValidationError
 from engram.memory import reveal
@@ -52,15 +55,15 @@ def _aware(value: datetime | None, name: str) -> datetime:
     return value
 
 
-@router.get("/users/{user_id}/graph")
+@router.get("/users/{user_id}/graph", responses=returns(UserGraph))
 async def user_graph(
     user_id: str,
     db: Db,
     tenant: Tenant,
     protector: Protect,
     plaintext: ReadProtected,
-    as_of: Annotated[datetime | None, Query(description="what held at this time")] = None,
-    known_at: Annotated[datetime | None, Query(description="as recorded at this time")] = None,
+    as_of: Annotated[IsoDateTime | None, Query(description="what held at this time")] = None,
+    known_at: Annotated[IsoDateTime | None, Query(description="as recorded at this time")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Any:
     """Entities, facts and episodes of a user's graph, bi-temporally."""
@@ -83,7 +86,7 @@ async def user_graph(
     }
 
 
-@router.get("/users/{user_id}/entities/{entity_uuid}")
+@router.get("/users/{user_id}/entities/{entity_uuid}", responses=returns(EntityWithFacts))
 async def entity(
     user_id: str,
     entity_uuid: UUID,
@@ -106,11 +109,13 @@ class FactSearch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: StrictStr = Field(min_length=1, max_length=8192)
     user_id: StrictStr
-    limit: int = Field(default=10, ge=1, le=1000)
-    min_score: float | None = Field(default=None, ge=-1, le=1)
+    limit: StrictInt = Field(default=10, ge=1, le=1000)
+    min_score: Number | None = Field(default=None, ge=-1, le=1)
+
+    _whole = field_validator("limit", mode="before")(whole)
 
 
-@router.post("/facts/search")
+@router.post("/facts/search", responses=returns(FactSearchResults, errors=(404,)))
 async def fact_search(
     body: FactSearch, db: Db, embed: Embed, runtime: RuntimeDep, tenant: Tenant,
     protector: Protect, plaintext: ReadProtected,
@@ -135,7 +140,7 @@ async def fact_search(
     return {"results": [_fact({**h.item, "score": h.score}) for h in hits]}
 
 
-@router.get("/facts/{fact_uuid}/episodes")
+@router.get("/facts/{fact_uuid}/episodes", responses=returns(FactEpisodes))
 async def fact_episodes(
     fact_uuid: UUID, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
 ) -> Any:

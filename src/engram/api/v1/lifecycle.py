@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from engram.api.deps import CurrentPrincipal, Db, RuntimeDep, Tenant
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.v1.models import (
+    ArchiveList,
+    Deleted,
+    ErasureReceipt,
+    RestoredArchive,
+    RetentionPolicy,
+)
+from engram.api.validation import whole
 from engram.lifecycle.archive import restore_session
 from engram.lifecycle.blobs import BlobStore, build_blob_store
 from engram.lifecycle.erasure import erase_user
@@ -26,15 +36,34 @@ def _store(runtime: Runtime) -> BlobStore:
     return build_blob_store(runtime.settings.lifecycle.blob, runtime.settings.data_dir)
 
 
-@router.get("/admin/retention")
+@router.get("/admin/retention", responses=returns(RetentionPolicy))
 async def get_retention(db: Db, tenant: Tenant, runtime: RuntimeDep) -> Any:
     async with db.tenant(tenant) as conn:
         return (await effective_policy(conn, runtime.settings.lifecycle)).to_json()
 
 
-@router.put("/admin/retention")
+class RetentionChange(BaseModel):
+    """The fields to change; a field left out keeps its value."""
+
+    model_config = ConfigDict(extra="forbid")
+    retention_days: StrictInt | None = Field(
+        default=None, ge=1, le=36_500, description="null: keep sessions forever"
+    )
+    # Not nullable: left out means unchanged (the default is never used, so not shown).
+    action: Literal["archive", "delete"] = Field(
+        default=None,  # type: ignore[arg-type]
+        json_schema_extra=lambda s: s.pop("default", None),  # type: ignore[arg-type]
+    )
+    fact_cleanup_days: StrictInt | None = Field(
+        default=None, ge=1, le=36_500, description="null: keep invalidated facts"
+    )
+
+    _whole = field_validator("retention_days", "fact_cleanup_days", mode="before")(whole)
+
+
+@router.put("/admin/retention", responses=returns(RetentionPolicy))
 async def put_retention(
-    body: Annotated[dict[str, Any], Body()],
+    body: RetentionChange,
     db: Db,
     tenant: Tenant,
     runtime: RuntimeDep,
@@ -42,7 +71,13 @@ async def put_retention(
 ) -> Any:
     """Change the given fields: retention_days, action, fact_cleanup_days (null = keep)."""
     async with db.tenant(tenant) as conn:
-        policy = await set_policy(conn, tenant, runtime.settings.lifecycle, body, principal.actor)
+        policy = await set_policy(
+            conn,
+            tenant,
+            runtime.settings.lifecycle,
+            body.model_dump(exclude_unset=True),
+            principal.actor,
+        )
     return policy.to_json()
 
 
@@ -64,7 +99,7 @@ def _archive_json(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/archives")
+@router.get("/archives", responses=returns(ArchiveList))
 async def list_archives(
     db: Db,
     tenant: Tenant,
@@ -79,14 +114,14 @@ async def list_archives(
     return {"archives": [_archive_json(r) for r in rows]}
 
 
-@router.post("/archives/{session_id}/restore")
+@router.post("/archives/{session_id}/restore", responses=returns(RestoredArchive, errors=(409,)))
 async def restore_archive(
     session_id: str, db: Db, tenant: Tenant, runtime: RuntimeDep, archive_id: UUID | None = None
 ) -> Any:
     return await restore_session(db, _store(runtime), tenant, session_id, archive_id)
 
 
-@router.delete("/users/{user_id}")
+@router.delete("/users/{user_id}", responses=returns(Deleted | ErasureReceipt))
 async def delete_user(
     user_id: str,
     db: Db,

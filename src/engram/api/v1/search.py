@@ -6,11 +6,22 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
-from engram.errors import ValidationError
+from engram.api.v1.models import Context, SearchResults
+from engram.api.validation import IsoDateTime, JsonObject, Number, whole
+from engram.errors import ConflictError
 from engram.memory import estimate_tokens, reveal
 from engram.search.hybrid import Hit, HybridQuery, hybrid_search
 from engram.store import messages, sessions, users
@@ -22,7 +33,16 @@ router = APIRouter(tags=["search"], default_response_class=FastJSON)
 
 
 class SearchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # user_id and user_ids, both non-null, are refused (as _one_scope does).
+        json_schema_extra={
+            "not": {
+                "required": ["user_id", "user_ids"],
+                "properties": {"user_id": {"type": "string"}, "user_ids": {"type": "array"}},
+            }
+        },
+    )
 
     text: StrictStr = Field(min_length=1, max_length=8192)
     targets: list[Literal["messages", "facts", "entities"]] = Field(
@@ -31,16 +51,18 @@ class SearchBody(BaseModel):
     user_id: StrictStr | None = None
     user_ids: list[StrictStr] | None = None
     session_ids: list[StrictStr] | None = None
-    limit: int = Field(default=10, ge=1, le=200)
-    min_score: float | None = Field(default=None, ge=0, le=1)
-    time_from: datetime | None = None
-    time_to: datetime | None = None
-    as_of: datetime | None = None
-    metadata: dict[str, Any] | None = None
+    limit: StrictInt = Field(default=10, ge=1, le=200)
+    min_score: Number | None = Field(default=None, ge=0, le=1)
+    time_from: IsoDateTime | None = None
+    time_to: IsoDateTime | None = None
+    as_of: IsoDateTime | None = None
+    metadata: JsonObject | None = None
     roles: list[StrictStr] | None = None
-    mmr_lambda: float | None = Field(default=None, ge=0, le=1)
-    recency_half_life_days: float | None = Field(default=None, gt=0)
-    ef_search: int | None = Field(default=None, ge=1, le=1000)
+    mmr_lambda: Number | None = Field(default=None, ge=0, le=1)
+    recency_half_life_days: Number | None = Field(default=None, gt=0)
+    ef_search: StrictInt | None = Field(default=None, ge=1, le=1000)
+
+    _whole = field_validator("limit", "ef_search", mode="before")(whole)
 
     @model_validator(mode="after")
     def _one_scope(self) -> SearchBody:
@@ -64,7 +86,7 @@ def hit_json(hit: Hit) -> dict[str, Any]:
     }
 
 
-@router.post("/search")
+@router.post("/search", responses=returns(SearchResults, errors=(404,)))
 async def search(
     body: SearchBody, db: Db, embed: Embed, runtime: RuntimeDep, tenant: Tenant,
     protector: Protect, plaintext: ReadProtected,
@@ -108,7 +130,7 @@ def _day(value: datetime | None) -> str:
     return value.date().isoformat() if value else "?"
 
 
-@router.get("/sessions/{session_id}/context")
+@router.get("/sessions/{session_id}/context", responses=returns(Context, errors=(409,)))
 async def context(
     session_id: str,
     db: Db,
@@ -118,7 +140,9 @@ async def context(
     protector: Protect,
     plaintext: ReadProtected,
     max_tokens: Annotated[int, Query(ge=16, le=100_000)] = 1000,
-    query: Annotated[str | None, Query(max_length=8192)] = None,
+    # In the URL: 2,000 characters stay within what the HTTP server reads (even at 12
+    # bytes each, percent-encoded); longer texts go to POST /v1/search.
+    query: Annotated[str | None, Query(max_length=2000)] = None,
     recent: Annotated[int, Query(ge=0, le=100, description="latest messages left out")] = 4,
 ) -> Any:
     """Facts (with validity dates) and earlier messages relevant to the session now,
@@ -127,7 +151,7 @@ async def context(
         session = await sessions.get(conn, session_id)
         latest = await messages.last_n(conn, session_id, max(recent, 3))
     if session["user_id"] is None:
-        raise ValidationError(
+        raise ConflictError(
             f"session {session_id!r} has no user, so it has no memory beyond itself",
             hint="create sessions with a user_id",
         )

@@ -8,7 +8,9 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from engram.api.deps import Db, Protect, ReadProtected, Tenant
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.zep.models import FactResponse
 from engram.api.zep.schemas import fact_json
 from engram.memory import reveal
 from engram.store import facts
@@ -18,7 +20,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["facts"], default_response_class=FastJSON)
 
 
-@router.get("/facts/{fact_uuid}")
+@router.get("/facts/{fact_uuid}", responses=returns(FactResponse))
 async def get_fact(
     fact_uuid: UUID, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
 ) -> Any:
@@ -28,7 +30,7 @@ async def get_fact(
     return {"fact": fact_json(row)}
 
 
-@router.delete("/facts/{fact_uuid}")
+@router.delete("/facts/{fact_uuid}", responses=returns(str))
 async def delete_fact(fact_uuid: UUID, db: Db, tenant: Tenant) -> Any:
     async with db.tenant(tenant) as conn:
         await facts.delete(conn, fact_uuid)

@@ -9,8 +9,13 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.zep.errors import zep_duplicate
+from engram.api.zep.models import Memory, Message, MessageListResponse, SuccessResponse
 from engram.api.zep.schemas import (
+    MAX_PAGE,
+    NOT_BLANK,
     MemoryAddRequest,
     UpdateMessageRequest,
     fact_json,
@@ -29,7 +34,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["memory"], default_response_class=FastJSON)
 
 
-@router.post("/sessions/{session_id}/memory")
+@router.post("/sessions/{session_id}/memory", responses=returns(SuccessResponse))
 async def add_memory(
     session_id: str, body: MemoryAddRequest, db: Db, embed: Embed, runtime: RuntimeDep,
     tenant: Tenant,
@@ -51,7 +56,7 @@ async def add_memory(
                 field=f"messages[{i}].content",
                 hint="shorten the message or raise limits.max_content_chars",
             )
-        if not m.content.strip():
+        if not NOT_BLANK.search(m.content):
             raise ValidationError(f"messages[{i}].content is blank", field=f"messages[{i}].content")
         episode.append(
             MessageIn(
@@ -63,14 +68,15 @@ async def add_memory(
                 uuid=m.uuid,
             )
         )
-    await add_messages(
-        db, embed, runtime.protector, tenant, session_id, episode,
-        runtime.settings.text_search_config,
-    )  # fmt: skip
+    async with zep_duplicate():
+        await add_messages(
+            db, embed, runtime.protector, tenant, session_id, episode,
+            runtime.settings.text_search_config,
+        )  # fmt: skip
     return {"message": "OK"}
 
 
-@router.get("/sessions/{session_id}/memory")
+@router.get("/sessions/{session_id}/memory", responses=returns(Memory))
 async def get_memory(
     session_id: str,
     db: Db,
@@ -115,7 +121,7 @@ async def get_memory(
     }
 
 
-@router.delete("/sessions/{session_id}/memory")
+@router.delete("/sessions/{session_id}/memory", responses=returns(SuccessResponse))
 async def delete_memory(session_id: str, db: Db, tenant: Tenant) -> Any:
     async with db.tenant(tenant) as conn:
         await sessions.get(conn, session_id)
@@ -123,7 +129,7 @@ async def delete_memory(session_id: str, db: Db, tenant: Tenant) -> Any:
     return {"message": "OK"}
 
 
-@router.get("/sessions/{session_id}/messages")
+@router.get("/sessions/{session_id}/messages", responses=returns(MessageListResponse))
 async def list_messages(
     session_id: str,
     db: Db,
@@ -131,7 +137,7 @@ async def list_messages(
     protector: Protect,
     plaintext: ReadProtected,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int, Query(ge=0, description="1-based page number")] = 1,
+    cursor: Annotated[int, Query(ge=0, le=MAX_PAGE, description="1-based page number")] = 1,
 ) -> Any:
     offset = (max(cursor, 1) - 1) * limit
     async with db.tenant(tenant) as conn:
@@ -146,7 +152,7 @@ async def list_messages(
     }
 
 
-@router.get("/sessions/{session_id}/messages/{message_uuid}")
+@router.get("/sessions/{session_id}/messages/{message_uuid}", responses=returns(Message))
 async def get_message(
     session_id: str, message_uuid: UUID, db: Db, tenant: Tenant, protector: Protect,
     plaintext: ReadProtected,
@@ -158,7 +164,7 @@ async def get_message(
     return message_json(row)
 
 
-@router.patch("/sessions/{session_id}/messages/{message_uuid}")
+@router.patch("/sessions/{session_id}/messages/{message_uuid}", responses=returns(Message))
 async def update_message(
     session_id: str, message_uuid: UUID, body: UpdateMessageRequest, db: Db, tenant: Tenant,
     protector: Protect, plaintext: ReadProtected,

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from engram.api.validation import IsoDateTime, JsonObject, Number
+
 __all__ = [
+    "MAX_PAGE",
+    "NOT_BLANK",
     "CreateSessionRequest",
     "CreateUserRequest",
+    "IsoDateTime",
+    "JsonObject",
     "MemoryAddRequest",
     "MessageRequest",
+    "Number",
     "SearchRequest",
     "UpdateMessageRequest",
     "UpdateSessionRequest",
@@ -22,6 +29,16 @@ __all__ = [
     "session_json",
     "user_json",
 ]
+
+# A character that is white space to no one: not to Python (str.isspace), nor to
+# JSON Schema's ECMA regular expressions (which add U+FEFF).
+NOT_BLANK = re.compile(
+    r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a"
+    r"\u2028\u2029\u202f\u205f\u3000\ufeff]"
+)
+
+# Page numbers past this would overflow the offset (page x size) PostgreSQL takes.
+MAX_PAGE = 1_000_000_000
 
 Id = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f/]+$")
 
@@ -36,37 +53,38 @@ class CreateUserRequest(_Body):
     email: StrictStr | None = None
     first_name: StrictStr | None = None
     last_name: StrictStr | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
 
 
 class UpdateUserRequest(_Body):
     email: StrictStr | None = None
     first_name: StrictStr | None = None
     last_name: StrictStr | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
 
 
 class CreateSessionRequest(_Body):
     session_id: StrictStr = Id
     user_id: StrictStr | None = None
-    metadata: dict[str, Any] | None = None
-    fact_rating_instruction: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
+    fact_rating_instruction: JsonObject | None = None
 
 
 class UpdateSessionRequest(_Body):
-    metadata: dict[str, Any] | None = None
-    fact_rating_instruction: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
+    fact_rating_instruction: JsonObject | None = None
 
 
 RoleType = Literal["norole", "system", "assistant", "user", "function", "tool"]
 
 
 class MessageRequest(_Body):
-    content: StrictStr = Field(min_length=1)
+    # Not blank: some character that is not white space (as api/zep/memory.py checks).
+    content: StrictStr = Field(min_length=1, json_schema_extra={"pattern": NOT_BLANK.pattern})
     role_type: RoleType
     role: StrictStr | None = Field(default=None, max_length=256)
-    metadata: dict[str, Any] | None = None
-    created_at: datetime | None = None
+    metadata: JsonObject | None = None
+    created_at: IsoDateTime | None = None
     uuid: UUID | None = None
 
 
@@ -77,7 +95,7 @@ class MemoryAddRequest(_Body):
 
 
 class UpdateMessageRequest(_Body):
-    metadata: dict[str, Any]
+    metadata: JsonObject
 
 
 class SearchRequest(_Body):
@@ -86,10 +104,10 @@ class SearchRequest(_Body):
     session_ids: list[StrictStr] | None = None
     search_scope: Literal["messages", "facts", "summary"] = "messages"
     search_type: Literal["similarity", "mmr"] = "similarity"
-    mmr_lambda: float | None = Field(default=None, ge=0.0, le=1.0)
-    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
-    min_fact_rating: float | None = None
-    record_filter: dict[str, Any] | None = None
+    mmr_lambda: Number | None = Field(default=None, ge=0.0, le=1.0)
+    min_score: Number | None = Field(default=None, ge=-1.0, le=1.0)
+    min_fact_rating: Number | None = None
+    record_filter: JsonObject | None = None
 
 
 def user_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -7,8 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.zep.errors import zep_duplicate
+from engram.api.zep.models import Session, SessionListResponse, SessionSearchResponse
 from engram.api.zep.schemas import (
+    MAX_PAGE,
     CreateSessionRequest,
     SearchRequest,
     UpdateSessionRequest,
@@ -28,10 +32,10 @@ __all__ = ["router"]
 router = APIRouter(tags=["sessions"], default_response_class=FastJSON)
 
 
-@router.post("/sessions", status_code=201)
+@router.post("/sessions", status_code=201, responses=returns(Session, 201, (404,)))
 async def add_session(body: CreateSessionRequest, db: Db, tenant: Tenant) -> Any:
     from_metadata(body.metadata)  # a bad "sensitivity" is refused before anything is stored
-    async with db.tenant(tenant) as conn:
+    async with zep_duplicate(), db.tenant(tenant) as conn:
         if body.user_id is not None and not await users.exists(conn, body.user_id):
             raise NotFoundError("user", body.user_id)
         row = await sessions.add(
@@ -40,11 +44,11 @@ async def add_session(body: CreateSessionRequest, db: Db, tenant: Tenant) -> Any
     return FastJSON(session_json(row), status_code=201)
 
 
-@router.get("/sessions-ordered")
+@router.get("/sessions-ordered", responses=returns(SessionListResponse))
 async def list_sessions(
     db: Db,
     tenant: Tenant,
-    page_number: Annotated[int, Query(ge=0)] = 1,
+    page_number: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 10,
     order_by: sessions.OrderBy = "created_at",
     asc: bool = False,
@@ -66,7 +70,7 @@ async def list_sessions(
     }
 
 
-@router.post("/sessions/search")
+@router.post("/sessions/search", responses=returns(SessionSearchResponse, errors=(404,)))
 async def search(
     body: SearchRequest,
     db: Db,
@@ -133,13 +137,13 @@ async def search(
     }
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", responses=returns(Session))
 async def get_session(session_id: str, db: Db, tenant: Tenant) -> Any:
     async with db.tenant(tenant) as conn:
         return session_json(await sessions.get(conn, session_id))
 
 
-@router.patch("/sessions/{session_id}")
+@router.patch("/sessions/{session_id}", responses=returns(Session))
 async def update_session(
     session_id: str, body: UpdateSessionRequest, db: Db, tenant: Tenant
 ) -> Any:

@@ -7,8 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from engram.api.deps import Db, Tenant
+from engram.api.openapi import returns
 from engram.api.responses import FastJSON
-from engram.api.zep.schemas import CreateUserRequest, UpdateUserRequest, session_json, user_json
+from engram.api.zep.errors import zep_duplicate
+from engram.api.zep.models import Session, SuccessResponse, User, UserListResponse
+from engram.api.zep.schemas import (
+    MAX_PAGE,
+    CreateUserRequest,
+    UpdateUserRequest,
+    session_json,
+    user_json,
+)
 from engram.store import sessions, users
 
 __all__ = ["router"]
@@ -16,18 +25,18 @@ __all__ = ["router"]
 router = APIRouter(tags=["users"], default_response_class=FastJSON)
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, responses=returns(User, 201))
 async def add_user(body: CreateUserRequest, db: Db, tenant: Tenant) -> Any:
-    async with db.tenant(tenant) as conn:
+    async with zep_duplicate(), db.tenant(tenant) as conn:
         row = await users.add(conn, tenant, body.user_id, body.model_dump())
     return FastJSON(user_json(row), status_code=201)
 
 
-@router.get("/users-ordered")
+@router.get("/users-ordered", responses=returns(UserListResponse))
 async def list_users(
     db: Db,
     tenant: Tenant,
-    page_number: Annotated[int, Query(alias="pageNumber", ge=0)] = 1,
+    page_number: Annotated[int, Query(alias="pageNumber", ge=0, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 10,
 ) -> Any:
     offset = (max(page_number, 1) - 1) * page_size
@@ -37,26 +46,26 @@ async def list_users(
     return {"users": [user_json(r) for r in rows], "row_count": len(rows), "total_count": total}
 
 
-@router.get("/users/{user_id}")
+@router.get("/users/{user_id}", responses=returns(User))
 async def get_user(user_id: str, db: Db, tenant: Tenant) -> Any:
     async with db.tenant(tenant) as conn:
         return user_json(await users.get(conn, user_id))
 
 
-@router.patch("/users/{user_id}")
+@router.patch("/users/{user_id}", responses=returns(User))
 async def update_user(user_id: str, body: UpdateUserRequest, db: Db, tenant: Tenant) -> Any:
     async with db.tenant(tenant) as conn:
         return user_json(await users.update(conn, user_id, body.model_dump()))
 
 
-@router.delete("/users/{user_id}")
+@router.delete("/users/{user_id}", responses=returns(SuccessResponse))
 async def delete_user(user_id: str, db: Db, tenant: Tenant) -> Any:
     async with db.tenant(tenant) as conn:
         await users.delete(conn, user_id)
     return {"message": "OK"}
 
 
-@router.get("/users/{user_id}/sessions")
+@router.get("/users/{user_id}/sessions", responses=returns(list[list[Session]]))
 async def user_sessions(user_id: str, db: Db, tenant: Tenant) -> Any:
     async with db.tenant(tenant) as conn:
         await users.get(conn, user_id)  # 404 for an unknown user
