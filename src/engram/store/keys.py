@@ -169,6 +169,13 @@ ENCRYPTED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "messages": (("content_enc", "content"), ("metadata_enc", "metadata")),
     "facts": (("fact_enc", "fact"),),
     "entities": (("summary_enc", "summary"),),
+    "users": (
+        ("email_enc", "email"),
+        ("first_name_enc", "first_name"),
+        ("last_name_enc", "last_name"),
+        ("metadata_enc", "metadata"),
+    ),
+    "sessions": (("metadata_enc", "metadata"),),
 }
 
 
