@@ -13,27 +13,39 @@ from typing import Any
 
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import Protector, SealedMetadata
-from engram.crypto.sensitivity import from_metadata
+from engram.crypto.sensitivity import Sensitivity, from_metadata
 from engram.errors import NotFoundError
 from engram.memory import reveal
 from engram.memory.guard import refuse_unreadable
 from engram.store import sessions, users
 from engram.store.db import Database
 
-__all__ = ["add_session", "update_session"]
+__all__ = ["add_session", "seal_session", "update_session"]
 
 Row = dict[str, Any]
+
+
+def seal_session(
+    protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str | None,
+    metadata: dict[str, Any], declared: Sensitivity,
+) -> tuple[SealedMetadata, int]:  # fmt: skip
+    """How to store a session's metadata, and its class (-1, not classified, with
+    encryption off; blocking: may create or unwrap a key)."""
+    ctx = FieldContext(tenant, "sessions", "metadata", str(uuid))
+    sealed = protector.seal_metadata(ctx, user_id, metadata, declared)
+    return sealed, int(sealed.sensitivity) if protector.enabled else -1
 
 
 async def _seal(
     protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str | None,
     metadata: dict[str, Any],
-) -> SealedMetadata:  # fmt: skip
-    ctx = FieldContext(tenant, "sessions", "metadata", str(uuid))
+) -> tuple[SealedMetadata, int]:  # fmt: skip
     declared = from_metadata(metadata)
     if protector.enabled and metadata:
-        return await asyncio.to_thread(protector.seal_metadata, ctx, user_id, metadata, declared)
-    return protector.seal_metadata(ctx, user_id, metadata, declared)
+        return await asyncio.to_thread(
+            seal_session, protector, tenant, uuid, user_id, metadata, declared
+        )
+    return seal_session(protector, tenant, uuid, user_id, metadata, declared)
 
 
 async def add_session(
@@ -53,11 +65,11 @@ async def add_session(
         if await sessions.exists(conn, session_id):  # 409 before any key work
             raise sessions.conflict(session_id)
     uuid = uuidlib.uuid4()
-    sealed = await _seal(protector, tenant, uuid, user_id, metadata or {})
+    sealed, level = await _seal(protector, tenant, uuid, user_id, metadata or {})
     async with db.tenant(tenant) as conn:
         return await sessions.add(
             conn, tenant, session_id, uuid, user_id, sealed.value, fact_rating_instruction,
-            metadata_sensitivity=int(sealed.sensitivity), metadata_enc=sealed.ciphertext,
+            metadata_sensitivity=level, metadata_enc=sealed.ciphertext,
         )  # fmt: skip
 
 
@@ -77,8 +89,8 @@ async def update_session(
         current = dict(row)
         await reveal.sessions(protector, tenant, [current], True)
         merged = {**current["metadata"], **(metadata or {})}
-        sealed = await _seal(protector, tenant, row["uuid"], row["user_id"], merged)
+        sealed, level = await _seal(protector, tenant, row["uuid"], row["user_id"], merged)
         return await sessions.update(
             conn, session_id, sealed.value, fact_rating_instruction,
-            metadata_sensitivity=int(sealed.sensitivity), metadata_enc=sealed.ciphertext,
+            metadata_sensitivity=level, metadata_enc=sealed.ciphertext,
         )  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
+from collections.abc import Mapping
 from typing import Any
 
 from engram.crypto.envelope import FieldContext
@@ -19,20 +20,29 @@ from engram.memory.guard import refuse_unreadable
 from engram.store import users
 from engram.store.db import Database
 
-__all__ = ["add_user", "update_user"]
+__all__ = ["add_user", "seal_user", "update_user"]
 
 Row = dict[str, Any]
 
 
-def _seal(
+def seal_user(
     protector: Protector,
     tenant: str,
     uuid: uuidlib.UUID,
     user_id: str,
-    identity: dict[str, str | None],
+    identity: Mapping[str, str | None],
     metadata: dict[str, Any],
 ) -> users.UserFields:
-    """How to store the user's fields (blocking: may create or unwrap a key)."""
+    """How to store the user's fields (blocking: may create or unwrap a key).
+
+    With encryption off nothing is classified (class -1), so that the first re-encryption
+    run after it is turned on classifies and seals the row."""
+    if not protector.enabled:
+        return users.UserFields(
+            email=identity.get("email"), first_name=identity.get("first_name"),
+            last_name=identity.get("last_name"), metadata=dict(metadata),
+            identity_sensitivity=-1, metadata_sensitivity=-1,
+        )  # fmt: skip
     row = str(uuid)
     ident = protector.seal_identity(tenant, "users", row, user_id, identity)
     meta = protector.seal_metadata(FieldContext(tenant, "users", "metadata", row), user_id,
@@ -56,9 +66,9 @@ async def _sealed(
     identity: dict[str, str | None], metadata: dict[str, Any],
 ) -> users.UserFields:  # fmt: skip
     if protector.enabled:
-        return await asyncio.to_thread(_seal, protector, tenant, uuid, user_id, identity,
+        return await asyncio.to_thread(seal_user, protector, tenant, uuid, user_id, identity,
                                        metadata)  # fmt: skip
-    return _seal(protector, tenant, uuid, user_id, identity, metadata)
+    return seal_user(protector, tenant, uuid, user_id, identity, metadata)
 
 
 async def add_user(
