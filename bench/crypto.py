@@ -4,10 +4,14 @@ latency during a rotation.
 Two servers (crypto on, crypto off) get the same LoCoMo turns, each with an e-mail
 address so that every message is protected when encryption is on. Writes are one
 message per `POST memory`, reads are `GET memory?lastn=10`, one request at a time.
-Then, on the encrypting server, `engram keys rotate --now` re-encrypts every message
-while reads keep going; reports fields/s and the read p95 during the run.
+Then users and sessions: `--people` users created with e-mail, first and last name and
+metadata (each with a session whose metadata holds the e-mail; every one of those fields
+is protected when encryption is on), then reads of single users (`GET users/{id}`) and of
+pages of 100 users (`GET users-ordered`: 100 users, so 100 data keys to open). Then, on
+the encrypting server, `engram keys rotate --now` re-encrypts every protected field while
+reads keep going; reports fields/s and the read p95 during the run.
 
-    .venv/bin/python bench/crypto.py [--writes 400] [--rows 5000] [--json OUT]
+    .venv/bin/python bench/crypto.py [--writes 400] [--rows 5000] [--people 200] [--json OUT]
 
 Goals: encryption on within 10% of off (p95), API p95 during rotation <= 2x quiet.
 """
@@ -80,6 +84,38 @@ async def _reads(server: BenchServer, n: int, stop: asyncio.Event | None = None)
         return lat
 
 
+async def _people(server: BenchServer, n: int) -> dict[str, Any]:
+    """Create `n` users each with a session, then read them back; latencies per kind."""
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Api-Key {server.api_key}"},
+        timeout=60,
+    ) as c:  # fmt: skip
+        users, sessions, gets, pages = [], [], [], []
+        for i in range(n):
+            user = {
+                "user_id": f"p{i}",
+                "email": f"person{i}@example.org",
+                "first_name": "Ada",
+                "last_name": f"Lovelace{i}",
+                "metadata": {"phone": f"+1 415 555 {i:04d}"},
+            }
+            users.append(await timed(c, "POST", "/api/v2/users", json=user))
+            session = {
+                "session_id": f"ps{i}",
+                "user_id": f"p{i}",
+                "metadata": {"contact": f"person{i}@example.org"},
+            }
+            sessions.append(await timed(c, "POST", "/api/v2/sessions", json=session))
+        for i in range(n):
+            gets.append(await timed(c, "GET", f"/api/v2/users/p{i}"))
+        for i in range(max(20, n // 10)):
+            page = 1 + i % max(1, n // 100)
+            url = f"/api/v2/users-ordered?pageNumber={page}&pageSize=100"
+            pages.append(await timed(c, "GET", url))
+        return {"user_add": percentiles(users), "session_add": percentiles(sessions),
+                "user_get": percentiles(gets), "users_page_100": percentiles(pages)}  # fmt: skip
+
+
 async def _bulk(server: BenchServer, texts: list[str]) -> None:
     async with httpx.AsyncClient(
         base_url=server.base_url, headers={"Authorization": f"Api-Key {server.api_key}"},
@@ -122,6 +158,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--writes", type=int, default=400)
     ap.add_argument("--rows", type=int, default=5000, help="messages re-encrypted")
+    ap.add_argument("--people", type=int, default=200, help="users (each with a session)")
     ap.add_argument("--json", type=Path, default=default_json("crypto"))
     ap.add_argument("--max-wait-quiet", type=float, default=120)
     args = ap.parse_args()
@@ -140,8 +177,9 @@ async def main() -> None:
             waited = wait_quiet(max_wait_s=args.max_wait_quiet)
             w = await _writes(server, texts[: args.writes])
             r = await _reads(server, args.writes)
+            people = await _people(server, args.people)
             results[mode] = {"write": percentiles(w), "read": percentiles(r),
-                             "quiet_wait_s": waited}  # fmt: skip
+                             "quiet_wait_s": waited, **people}  # fmt: skip
             if mode == "on":
                 await _bulk(server, texts[args.writes :])
                 quiet = await _reads(server, 300)
@@ -159,6 +197,10 @@ async def main() -> None:
          f"{on['read']['p50']:.1f} / {on['read']['p95']:.1f}",
          f"{on['read']['p95'] / off['read']['p95'] - 1:+.0%}"],
     ]  # fmt: skip
+    for kind in ("user_add", "session_add", "user_get", "users_page_100"):
+        rows.append([f"{kind} p50 / p95 ms", f"{off[kind]['p50']:.1f} / {off[kind]['p95']:.1f}",
+                     f"{on[kind]['p50']:.1f} / {on[kind]['p95']:.1f}",
+                     f"{on[kind]['p95'] / off[kind]['p95'] - 1:+.0%}"])  # fmt: skip
     print(table(rows, ["", "crypto off", "crypto on", "on vs off (p95)"]))
     print(f"re-encryption: {rot['fields']} fields in {rot['wall_s']} s = {rot['fields_per_s']}/s; "
           f"read p95 quiet {rot['reads_quiet']['p95']:.1f} ms, during rotation "

@@ -21,8 +21,11 @@ CARD = "4111 1111 1111 1111"
 DIAGNOSIS = "Ada was diagnosed with type 2 diabetes in March"
 
 
-def _setup(http: httpx.Client, uid: str, session_meta: dict[str, Any] | None = None) -> str:
-    assert http.post("/api/v2/users", json={"user_id": uid, "first_name": "Ada"}).status_code == 201
+def _setup(
+    http: httpx.Client, uid: str, session_meta: dict[str, Any] | None = None, **user: Any
+) -> str:
+    body = {"user_id": uid, "first_name": "Ada", **user}
+    assert http.post("/api/v2/users", json=body).status_code == 201
     sid = f"s-{uid}"
     r = http.post(
         "/api/v2/sessions", json={"session_id": sid, "user_id": uid, "metadata": session_meta or {}}
@@ -38,19 +41,20 @@ def _add(http: httpx.Client, sid: str, *messages: dict[str, Any]) -> None:
 
 def _rows(server: Server, sql: str, *params: object) -> list[tuple[Any, ...]]:
     with server.superuser() as conn:
-        return conn.execute(sql, params).fetchall()
+        args = params[0] if len(params) == 1 and isinstance(params[0], dict) else params
+        return conn.execute(sql, args).fetchall()
 
 
 def _everything_stored(server: Server, uid: str) -> str:
-    """Every column of the user's messages and facts, as the database has them."""
+    """Every column of the user, their sessions, messages, facts and entities, as stored."""
     rows = _rows(
         server,
-        """SELECT m::text FROM messages m WHERE user_id = %s
-           UNION ALL SELECT f::text FROM facts f WHERE user_id = %s
-           UNION ALL SELECT e::text FROM entities e WHERE user_id = %s""",
-        uid,
-        uid,
-        uid,
+        """SELECT u::text FROM users u WHERE user_id = %(u)s
+           UNION ALL SELECT s::text FROM sessions s WHERE user_id = %(u)s
+           UNION ALL SELECT m::text FROM messages m WHERE user_id = %(u)s
+           UNION ALL SELECT f::text FROM facts f WHERE user_id = %(u)s
+           UNION ALL SELECT e::text FROM entities e WHERE user_id = %(u)s""",
+        {"u": uid},
     )
     return "\n".join(r[0] for r in rows)
 
@@ -236,7 +240,14 @@ def dead_kms() -> Iterator[Server]:
 def test_unreachable_provider_refuses_protected_writes_with_503(dead_kms: Server) -> None:
     uid = secrets.token_hex(6)
     with dead_kms.client() as http:
-        sid = _setup(http, uid)
+        r = http.post("/api/v2/users", json={"user_id": uid, "email": EMAIL})
+        assert r.status_code == 503 and "vault-transit" in r.json()["message"]
+        r = http.post("/api/v2/users", json={"user_id": uid, "metadata": {"contact": EMAIL}})
+        assert r.status_code == 503
+        sid = _setup(http, uid, first_name=None)  # nothing protected: no key needed
+        r = http.patch(f"/api/v2/sessions/{sid}", json={"metadata": {"contact": EMAIL}})
+        assert r.status_code == 503
+        assert http.get(f"/api/v2/sessions/{sid}").json()["metadata"] == {}
         r = http.post(
             f"/api/v2/sessions/{sid}/memory",
             json={"messages": [{"role_type": "user", "content": f"mail me at {EMAIL}"}]},
@@ -246,14 +257,175 @@ def test_unreachable_provider_refuses_protected_writes_with_503(dead_kms: Server
         _add(http, sid, {"role_type": "user", "content": "nothing sensitive here"})
     with dead_kms.superuser() as conn:
         stored = [r[0] for r in conn.execute("SELECT content FROM messages").fetchall()]
+        people = conn.execute("SELECT user_id, email, metadata::text FROM users").fetchall()
     assert stored == ["nothing sensitive here"]
+    assert people == [(uid, None, "{}")]
 
 
 def test_no_protected_plaintext_anywhere(server: Server) -> None:
-    """Every protected row in the database has its ciphertext (coverage 1.0)."""
+    """Every protected field in the database has its ciphertext (coverage 1.0)."""
     with psycopg.connect(server.pg.dsn("postgres", "engram"), autocommit=True) as conn:
         bad = conn.execute(
             """SELECT count(*) FROM messages WHERE sensitivity > 0 AND content_enc IS NULL
-               UNION ALL SELECT count(*) FROM facts WHERE sensitivity > 0 AND fact_enc IS NULL"""
+               UNION ALL SELECT count(*) FROM facts WHERE sensitivity > 0 AND fact_enc IS NULL
+               UNION ALL SELECT count(*) FROM users WHERE identity_sensitivity > 0
+                   AND ((email IS NOT NULL AND email_enc IS NULL)
+                        OR (first_name IS NOT NULL AND first_name_enc IS NULL)
+                        OR (last_name IS NOT NULL AND last_name_enc IS NULL))
+               UNION ALL SELECT count(*) FROM users
+                   WHERE metadata_sensitivity > 0 AND metadata_enc IS NULL
+               UNION ALL SELECT count(*) FROM sessions
+                   WHERE metadata_sensitivity > 0 AND metadata_enc IS NULL"""
         ).fetchall()
-    assert [b[0] for b in bad] == [0, 0]
+        # A user's name is personal data whatever it holds: never stored in clear.
+        names = conn.execute(
+            """SELECT count(*) FROM users
+               WHERE (first_name IS NOT NULL AND first_name NOT LIKE '[%%]')
+                  OR (last_name IS NOT NULL AND last_name NOT LIKE '[%%]')"""
+        ).fetchone()
+    assert [b[0] for b in bad] == [0, 0, 0, 0, 0]
+    assert names == (0,)
+
+
+def test_user_and_session_fields_are_stored_only_as_ciphertext(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    sid = _setup(
+        http, uid, {"contact": EMAIL, "channel": "web"},
+        email=EMAIL, last_name="Lovelace", metadata={"card": CARD, "plan": "pro"},
+    )  # fmt: skip
+    # The graph does not learn the protected name either (entity names are in clear).
+    _add(http, sid, {"role_type": "user", "content": "I moved to Lisbon last year."})
+    _wait_extracted(server, sid)
+    assert "Lisbon" in _everything_stored(server, uid)
+    stored = _everything_stored(server, uid)
+    for secret in (EMAIL, "Ada", "Lovelace", "lovelace", CARD):
+        assert secret not in stored, secret
+    user = _rows(
+        server,
+        """SELECT email, first_name, last_name, metadata, identity_sensitivity,
+                  metadata_sensitivity, email_enc, first_name_enc, last_name_enc, metadata_enc
+           FROM users WHERE user_id = %s""",
+        uid,
+    )[0]
+    assert user[:6] == (
+        "[EMAIL]", "[PII]", "[PII]", {"card": "[PAYMENT_CARD]", "plan": "pro"}, 1, 3,
+    )  # fmt: skip
+    assert all(enc is not None and bytes(enc)[0] == 1 for enc in user[6:])
+    session = _rows(
+        server,
+        "SELECT metadata, metadata_sensitivity, metadata_enc FROM sessions WHERE session_id = %s",
+        sid,
+    )[0]
+    assert session[:2] == ({"contact": "[EMAIL]", "channel": "web"}, 1)
+    assert session[2] is not None
+
+    # Authorised reads get the plaintext back, on every route that returns them.
+    plain_user = {"email": EMAIL, "first_name": "Ada", "last_name": "Lovelace",
+                  "metadata": {"card": CARD, "plan": "pro"}}  # fmt: skip
+    got = http.get(f"/api/v2/users/{uid}").json()
+    assert {k: got[k] for k in plain_user} == plain_user
+    listed = http.get("/api/v2/users-ordered", params={"pageSize": 1000}).json()["users"]
+    mine = next(u for u in listed if u["user_id"] == uid)
+    assert {k: mine[k] for k in plain_user} == plain_user
+    plain_meta = {"contact": EMAIL, "channel": "web"}
+    assert http.get(f"/api/v2/sessions/{sid}").json()["metadata"] == plain_meta
+    assert http.get(f"/api/v2/users/{uid}/sessions").json()[0][0]["metadata"] == plain_meta
+    ordered = http.get("/api/v2/sessions-ordered", params={"page_size": 1000}).json()
+    assert next(x for x in ordered["sessions"] if x["session_id"] == sid)["metadata"] == plain_meta
+    assert http.get(f"/api/v2/sessions/{sid}/memory").json()["metadata"] == plain_meta
+
+    # Updates merge into the real values and keep them sealed.
+    r = http.patch(
+        f"/api/v2/users/{uid}",
+        json={"first_name": "Augusta", "metadata": {"phone": "+1 415 555 0100"}},
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["first_name"], r.json()["last_name"], r.json()["email"]) == (
+        "Augusta", "Lovelace", EMAIL)  # fmt: skip
+    assert r.json()["metadata"] == {"card": CARD, "plan": "pro", "phone": "+1 415 555 0100"}
+    r = http.patch(f"/api/v2/sessions/{sid}", json={"metadata": {"topic": "billing"}})
+    assert r.json()["metadata"] == {**plain_meta, "topic": "billing"}
+    stored = _everything_stored(server, uid)
+    for secret in (EMAIL, "Augusta", "Lovelace", CARD, "555 0100"):
+        assert secret not in stored, secret
+
+
+def test_session_declared_class_covers_its_metadata(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    sid = _setup(http, uid, {"sensitivity": "phi", "topic": "diabetes follow-up"})
+    meta, level = _rows(
+        server, "SELECT metadata, metadata_sensitivity FROM sessions WHERE session_id = %s", sid
+    )[0]
+    assert (meta, level) == ({"sensitivity": "phi", "topic": "[PHI]"}, 2)
+    got = http.get(f"/api/v2/sessions/{sid}").json()["metadata"]
+    assert got == {"sensitivity": "phi", "topic": "diabetes follow-up"}
+    # The declared class still reaches the session's messages.
+    _add(http, sid, {"role_type": "user", "content": "my sugar was high today"})
+    assert _rows(server, "SELECT content FROM messages WHERE session_id = %s", sid) == [("[PHI]",)]
+
+
+def test_callers_without_read_protected_get_the_redacted_form(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    tenant = f"t-{uid}"
+    assert http.post("/v1/admin/tenants", json={"id": tenant}).status_code == 201
+
+    def client(**extra: Any) -> httpx.Client:
+        body = {"name": "k", "role": "writer", "tenant": tenant, **extra}
+        r = http.post("/v1/admin/apikeys", json=body)
+        assert r.status_code == 201, r.text
+        return httpx.Client(base_url=server.base_url, timeout=30,
+                            headers={"Authorization": f"Api-Key {r.json()['key']}"})  # fmt: skip
+
+    with client() as writer, client(read_protected=True) as reader:
+        r = writer.post(
+            "/api/v2/users",
+            json={"user_id": "ada", "email": EMAIL, "first_name": "Ada", "metadata": {"ssn": SSN}},
+        )
+        assert r.status_code == 201, r.text
+        redacted = {"email": "[EMAIL]", "first_name": "[PII]", "metadata": {"ssn": "[SSN]"}}
+        assert {k: r.json()[k] for k in redacted} == redacted
+        r = writer.post(
+            "/api/v2/sessions",
+            json={"session_id": "s", "user_id": "ada", "metadata": {"contact": EMAIL}},
+        )
+        assert r.status_code == 201 and r.json()["metadata"] == {"contact": "[EMAIL]"}
+        _add(writer, "s", {"role_type": "user", "content": f"write to {EMAIL}"})
+        # A writer's update merges into the real values, though it sees only markers.
+        r = writer.patch("/api/v2/users/ada", json={"last_name": "Lovelace"})
+        assert {k: r.json()[k] for k in ("email", "first_name", "last_name")} == (
+            {"email": "[EMAIL]", "first_name": "[PII]", "last_name": "[PII]"})  # fmt: skip
+        for c, email, first, ssn in ((writer, "[EMAIL]", "[PII]", "[SSN]"),
+                                     (reader, EMAIL, "Ada", SSN)):  # fmt: skip
+            got = c.get("/api/v2/users/ada").json()
+            assert (got["email"], got["first_name"], got["metadata"]) == (
+                email,
+                first,
+                {"ssn": ssn},
+            )
+            listed = c.get("/api/v2/users-ordered").json()["users"]
+            assert [u["email"] for u in listed] == [email]
+            assert c.get("/api/v2/sessions/s").json()["metadata"] == {"contact": email}
+            memory = c.get("/api/v2/sessions/s/memory").json()
+            assert memory["metadata"] == {"contact": email}
+            assert memory["messages"][0]["content"] == f"write to {email}"
+        assert reader.get("/api/v2/users/ada").json()["last_name"] == "Lovelace"
+
+
+def test_user_ciphertext_copied_to_another_user_does_not_open(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    for u in (uid, uid + "b"):
+        r = http.post("/api/v2/users", json={"user_id": u, "email": f"{u}@example.org"})
+        assert r.status_code == 201
+    with server.superuser() as conn:
+        conn.execute(
+            """UPDATE users SET email_enc = (SELECT email_enc FROM users WHERE user_id = %s)
+               WHERE user_id = %s""",
+            (uid, uid + "b"),
+        )
+    r = http.get(f"/api/v2/users/{uid}b")
+    assert r.status_code == 500 and "failed authentication" in r.json()["message"]
+    assert http.get(f"/api/v2/users/{uid}").json()["email"] == f"{uid}@example.org"

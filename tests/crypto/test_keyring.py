@@ -1,4 +1,9 @@
-"""Data keys: the 4x4 rotation matrix, version states, KEK rotation, destruction, shredding."""
+"""Data keys: version states, KEK rotation, destruction, shredding.
+
+`test_rotation_matrix` here is the 4x4 matrix on the keyring alone (in-memory key store);
+the same matrix through Postgres, the API and the reveal path is
+`tests/crypto/test_rotation_matrix.py`.
+"""
 
 from __future__ import annotations
 

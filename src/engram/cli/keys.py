@@ -97,6 +97,11 @@ def status_cmd(
     out.print(f"fields on a non-primary version: {old}")
     if gone:
         out.print(f"fields under destroyed (shredded) keys, unreadable for good: {gone}")
+    if st.unclassified:
+        out.print(
+            f"users and sessions stored before their fields were encrypted: "
+            f"{st.unclassified} (`engram keys reencrypt` classifies and seals them)"
+        )
 
 
 @keys_app.command("rotate")
@@ -143,11 +148,13 @@ def _new_run(rt: Any, tenant: str) -> int:
 
 def _reencrypt(rt: Any, tenant: str, run_id: int) -> int:
     from engram.crypto.rotation import reencrypt
+    from engram.memory.unclassified import seal_unclassified
 
     c = rt.settings.crypto
+    sealed = seal_unclassified(rt.key_pool, rt.protector, tenant, c.reencrypt_batch)
     moved: int = reencrypt(rt.key_pool, rt.keyrings, tenant, run_id,
                            batch=c.reencrypt_batch, pause_s=c.reencrypt_pause_s)  # fmt: skip
-    return moved
+    return moved + sealed
 
 
 @keys_app.command("reencrypt")

@@ -11,6 +11,10 @@ is set, the embedding.
 
 A metadata object is protected as a whole: each string value is classified, protected
 values are redacted in the stored object, and the original object is encrypted.
+
+A user's identity (e-mail, first and last name) is personal data by nature: each value
+is at least `pii`, whatever the detectors find, and the three are classified as one
+group (the highest class of the three), so the stored class says which are encrypted.
 """
 
 from __future__ import annotations
@@ -35,12 +39,15 @@ from engram.crypto.providers import build_provider
 from engram.crypto.providers.base import KeyProvider
 from engram.crypto.sensitivity import Sensitivity
 
-__all__ = ["Keyrings", "Protector", "Sealed", "SealedMetadata"]
+__all__ = ["IDENTITY_FIELDS", "Keyrings", "Protector", "Sealed", "SealedIdentity", "SealedMetadata"]
 
 logger = logging.getLogger(__name__)
 
 # Metadata keys that say how to treat the field and are never themselves protected.
 _CONTROL_KEYS = frozenset({"sensitivity"})
+
+# A user's fields that are personal data whatever they hold.
+IDENTITY_FIELDS = ("email", "first_name", "last_name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,15 @@ class SealedMetadata:
 
     value: dict[str, Any]
     ciphertext: bytes | None
+    sensitivity: Sensitivity
+
+
+@dataclass(frozen=True, slots=True)
+class SealedIdentity:
+    """A user's identity fields as stored: plain (or redacted) values, ciphertexts, class."""
+
+    values: dict[str, str | None]
+    ciphertexts: dict[str, bytes | None]
     sensitivity: Sensitivity
 
 
@@ -144,14 +160,47 @@ class Protector:
         embed = text if self.embed_plaintext else redacted
         return Sealed(redacted, ciphertext, found.sensitivity, embed)
 
+    def seal_identity(
+        self, tenant: str, table: str, row_id: str, user: str | None,
+        values: Mapping[str, str | None],
+    ) -> SealedIdentity:  # fmt: skip
+        """How to store a user's identity fields (each is the column of that name).
+
+        Each value is at least `pii`; when the group's class is protected, every value
+        that is set is stored as ciphertext and its plain column keeps the redacted form."""
+        if not self.enabled:
+            return SealedIdentity(dict(values), dict.fromkeys(values), Sensitivity.NONE)
+        found = {k: self.classify(v, Sensitivity.PII) for k, v in values.items() if v is not None}
+        level = max((f.sensitivity for f in found.values()), default=Sensitivity.NONE)
+        if not self.classifier.protects(level):
+            return SealedIdentity(dict(values), dict.fromkeys(values), level)
+        key_id = self.key_for(tenant, user)
+        cipher = self._cipher(tenant)
+        plain: dict[str, str | None] = dict(values)
+        sealed: dict[str, bytes | None] = dict.fromkeys(values)
+        for name, f in found.items():
+            value = values[name]
+            assert value is not None
+            ctx = FieldContext(tenant, table, name, row_id)
+            sealed[name] = cipher.encrypt_bytes(value.encode(), ctx, key_id=key_id)
+            plain[name] = self._redacted(f)
+        return SealedIdentity(plain, sealed, level)
+
     def seal_metadata(
-        self, ctx: FieldContext, user: str | None, metadata: Mapping[str, Any]
+        self,
+        ctx: FieldContext,
+        user: str | None,
+        metadata: Mapping[str, Any],
+        declared: Sensitivity = Sensitivity.NONE,
     ) -> SealedMetadata:
-        """How to store a metadata object: redacted values and, if any, the whole encrypted."""
+        """How to store a metadata object: redacted values and, if any, the whole encrypted.
+
+        `declared` is the least class of every value (what the caller said of the record
+        the metadata belongs to, e.g. a session's own ``sensitivity``)."""
         if not self.enabled or not metadata:
             return SealedMetadata(dict(metadata), None, Sensitivity.NONE)
         levels: list[Sensitivity] = []
-        redacted = self._redact_values(dict(metadata), levels, top=True)
+        redacted = self._redact_values(dict(metadata), levels, declared, top=True)
         level = max(levels, default=Sensitivity.NONE)
         if not any(self.classifier.protects(x) for x in levels):
             return SealedMetadata(dict(metadata), None, level)
@@ -160,18 +209,20 @@ class Protector:
         ciphertext = self._cipher(ctx.tenant).encrypt_bytes(plaintext, ctx, key_id=key_id)
         return SealedMetadata(redacted, ciphertext, level)
 
-    def _redact_values(self, value: Any, levels: list[Sensitivity], top: bool = False) -> Any:
+    def _redact_values(
+        self, value: Any, levels: list[Sensitivity], declared: Sensitivity, top: bool = False
+    ) -> Any:
         if isinstance(value, str):
-            found = self.classify(value)
+            found = self.classify(value, declared)
             levels.append(found.sensitivity)
             return self._redacted(found) if self.classifier.protects(found.sensitivity) else value
         if isinstance(value, dict):
             return {
-                k: v if top and k in _CONTROL_KEYS else self._redact_values(v, levels)
+                k: v if top and k in _CONTROL_KEYS else self._redact_values(v, levels, declared)
                 for k, v in value.items()
             }
         if isinstance(value, list):
-            return [self._redact_values(v, levels) for v in value]
+            return [self._redact_values(v, levels, declared) for v in value]
         return value
 
     # --- read --------------------------------------------------------------------------

@@ -118,6 +118,7 @@ class KeyStatus:
 
     versions: list[dict[str, Any]]
     runs: list[dict[str, Any]]
+    unclassified: int = 0  # users and sessions not yet classified (the next run seals them)
 
 
 def status(pool: KeyPool, keyrings: Keyrings, tenant: str) -> KeyStatus:
@@ -127,6 +128,7 @@ def status(pool: KeyPool, keyrings: Keyrings, tenant: str) -> KeyStatus:
     with pool.tenant(tenant) as conn:
         in_use = keys.key_versions_in_use(conn)
         runs = keys.latest_runs(conn)
+        unclassified = keys.unclassified(conn)
     versions = [
         {
             "key_id": str(r.key_id),
@@ -138,7 +140,7 @@ def status(pool: KeyPool, keyrings: Keyrings, tenant: str) -> KeyStatus:
         }
         for r in store.all_keys()
     ]
-    return KeyStatus(versions, runs)
+    return KeyStatus(versions, runs, unclassified)
 
 
 def _versions_numbered(ring: Keyring, version: int) -> list[uuidlib.UUID]:

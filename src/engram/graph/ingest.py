@@ -89,7 +89,7 @@ async def process_episode(
         levels = {str(m["uuid"]): Sensitivity(m["sensitivity"]) for m in msgs}
         if protector is not None:
             await reveal.messages(protector, tenant, [*msgs, *context], True)
-        name = " ".join(p for p in (user["first_name"], user["last_name"]) if p) or None
+        name = _user_name(user)
         episode = Episode(
             user_id=row["user_id"],
             session_id=row["session_id"],
@@ -114,6 +114,17 @@ async def process_episode(
         await _close_contradicted(conn, extraction, msgs[-1]["created_at"])
         await episodes.mark_done(conn, episode_uuid, extractor.id, extraction.usage)
     return "done"
+
+
+def _user_name(user: dict[str, Any]) -> str | None:
+    """The name the extractor gives the user's "I", when their name is stored in clear.
+
+    A protected name is not revealed to the extractor: it would come back in clear as an
+    entity name (entity names are not encrypted). The speaker is then the message's role
+    when that is a name, else "user"."""
+    if user["first_name_enc"] is not None or user["last_name_enc"] is not None:
+        return None
+    return " ".join(p for p in (user["first_name"], user["last_name"]) if p) or None
 
 
 @dataclass

@@ -75,10 +75,16 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
     @app.task(name=REENCRYPT_TASK, queue=MAINTENANCE_QUEUE, retry=retry)
     async def reencrypt_task(tenant_id: str, run_id: int) -> None:
         from engram.crypto.rotation import reencrypt
+        from engram.memory.unclassified import seal_unclassified
 
         assert runtime.key_pool is not None and runtime.keyrings is not None
         c = runtime.settings.crypto
         try:
+            # Rows stored before their fields were encrypted, then every ciphertext.
+            await asyncio.to_thread(
+                seal_unclassified, runtime.key_pool, runtime.protector, tenant_id,
+                c.reencrypt_batch,
+            )  # fmt: skip
             moved = await asyncio.to_thread(
                 reencrypt, runtime.key_pool, runtime.keyrings, tenant_id, run_id,
                 batch=c.reencrypt_batch, pause_s=c.reencrypt_pause_s,

@@ -1,10 +1,11 @@
 """Reading protected fields: the plaintext for callers allowed to read it, else the redacted form.
 
 Rows come from the store with their ciphertext columns (`content_enc`, `metadata_enc`,
-`fact_enc`, `summary_enc`); these functions put the plaintext in the plain columns when
-the caller may read it, and always drop the ciphertext columns. Decryption runs off the
-event loop (an uncached key means a call to the key provider). A value whose key was
-shredded stays redacted: that data is gone by design.
+`fact_enc`, `summary_enc`, `email_enc`, `first_name_enc`, `last_name_enc`); these
+functions put the plaintext in the plain columns when the caller may read it, and always
+drop the ciphertext columns. Decryption runs off the event loop (an uncached key means
+a call to the key provider). A value whose key was shredded stays redacted: that data is
+gone by design.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import Protector
 from engram.errors import DecryptionError
 
-__all__ = ["entities", "facts", "hits", "messages"]
+__all__ = ["entities", "facts", "hits", "messages", "sessions", "users"]
 
 Row = dict[str, Any]
 # (ciphertext column, plain column, table, AD column name, how to open)
@@ -29,6 +30,13 @@ _MESSAGE_FIELDS: tuple[_Field, ...] = (
 )
 _FACT_FIELDS: tuple[_Field, ...] = (("fact_enc", "fact", "facts", "fact"),)
 _ENTITY_FIELDS: tuple[_Field, ...] = (("summary_enc", "summary", "entities", "summary"),)
+_USER_FIELDS: tuple[_Field, ...] = (
+    ("email_enc", "email", "users", "email"),
+    ("first_name_enc", "first_name", "users", "first_name"),
+    ("last_name_enc", "last_name", "users", "last_name"),
+    ("metadata_enc", "metadata", "users", "metadata"),
+)
+_SESSION_FIELDS: tuple[_Field, ...] = (("metadata_enc", "metadata", "sessions", "metadata"),)
 
 
 def _open_all(
@@ -78,6 +86,16 @@ async def facts(protector: Protector, tenant: str, rows: Sequence[Row], allowed:
 async def entities(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
     """Reveal entity summaries in place."""
     await _reveal(protector, tenant, rows, allowed, _ENTITY_FIELDS)
+
+
+async def users(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
+    """Reveal users' e-mail, first and last name and metadata in place."""
+    await _reveal(protector, tenant, rows, allowed, _USER_FIELDS)
+
+
+async def sessions(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
+    """Reveal session metadata in place."""
+    await _reveal(protector, tenant, rows, allowed, _SESSION_FIELDS)
 
 
 async def hits(protector: Protector, tenant: str, found: Sequence[Any], allowed: bool) -> None:

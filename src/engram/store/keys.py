@@ -23,11 +23,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from engram.crypto.keyring import DataKeyRecord, KeyState
 from engram.crypto.providers.base import WrappedDek
 from engram.errors import UnavailableError
+from engram.store.users import UserFields
 
 __all__ = [
     "ENCRYPTED_FIELDS",
     "KeyPool",
     "PgKeyStore",
+    "classify_session",
+    "classify_user",
     "encrypted_batch",
     "finish_run",
     "key_versions_in_use",
@@ -36,6 +39,9 @@ __all__ = [
     "save_checkpoint",
     "start_run",
     "swap_ciphertext",
+    "unclassified",
+    "unclassified_sessions",
+    "unclassified_users",
 ]
 
 logger = logging.getLogger(__name__)
@@ -169,6 +175,13 @@ ENCRYPTED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "messages": (("content_enc", "content"), ("metadata_enc", "metadata")),
     "facts": (("fact_enc", "fact"),),
     "entities": (("summary_enc", "summary"),),
+    "users": (
+        ("email_enc", "email"),
+        ("first_name_enc", "first_name"),
+        ("last_name_enc", "last_name"),
+        ("metadata_enc", "metadata"),
+    ),
+    "sessions": (("metadata_enc", "metadata"),),
 }
 
 
@@ -269,3 +282,62 @@ def latest_runs(conn: SyncConn, limit: int = 5) -> list[dict[str, Any]]:
         "SELECT * FROM reencrypt_runs ORDER BY id DESC LIMIT %s", (limit,)
     ).fetchall()
     return rows
+
+
+# --- users and sessions not classified yet (see migration 0010) -------------------------
+
+
+def unclassified_users(conn: SyncConn, limit: int) -> list[dict[str, Any]]:
+    """Users of the current tenant whose fields were never classified, locked (rows
+    another transaction holds are skipped: that one classifies them)."""
+    rows: list[dict[str, Any]] = conn.execute(
+        """SELECT uuid, user_id, email, first_name, last_name, metadata, identity_sensitivity,
+                  email_enc, first_name_enc, last_name_enc, metadata_sensitivity, metadata_enc
+           FROM users WHERE identity_sensitivity < 0 OR metadata_sensitivity < 0
+           ORDER BY uuid LIMIT %s FOR UPDATE SKIP LOCKED""",
+        (limit,),
+    ).fetchall()
+    return rows
+
+
+def classify_user(conn: SyncConn, uuid: uuidlib.UUID, fields: UserFields) -> None:
+    """Store a locked user's fields as classified and sealed (updated_at unchanged)."""
+    conn.execute(
+        """UPDATE users SET email = %(email)s, first_name = %(first_name)s,
+               last_name = %(last_name)s, metadata = %(metadata)s,
+               identity_sensitivity = %(identity_sensitivity)s, email_enc = %(email_enc)s,
+               first_name_enc = %(first_name_enc)s, last_name_enc = %(last_name_enc)s,
+               metadata_sensitivity = %(metadata_sensitivity)s, metadata_enc = %(metadata_enc)s
+           WHERE uuid = %(uuid)s""",
+        {"uuid": uuid, **fields.params()},
+    )
+
+
+def unclassified_sessions(conn: SyncConn, limit: int) -> list[dict[str, Any]]:
+    """Sessions of the current tenant whose metadata was never classified, locked."""
+    rows: list[dict[str, Any]] = conn.execute(
+        """SELECT uuid, user_id, metadata FROM sessions WHERE metadata_sensitivity < 0
+           ORDER BY uuid LIMIT %s FOR UPDATE SKIP LOCKED""",
+        (limit,),
+    ).fetchall()
+    return rows
+
+
+def classify_session(
+    conn: SyncConn, uuid: uuidlib.UUID, metadata: dict[str, Any], level: int, enc: bytes | None
+) -> None:
+    conn.execute(
+        """UPDATE sessions SET metadata = %s, metadata_sensitivity = %s, metadata_enc = %s
+           WHERE uuid = %s""",
+        (Jsonb(metadata), level, enc, uuid),
+    )
+
+
+def unclassified(conn: SyncConn) -> int:
+    """Users and sessions of the current tenant not classified yet."""
+    row = conn.execute(
+        """SELECT (SELECT count(*) FROM users
+                   WHERE identity_sensitivity < 0 OR metadata_sensitivity < 0)
+                + (SELECT count(*) FROM sessions WHERE metadata_sensitivity < 0) AS n"""
+    ).fetchone()
+    return int(row["n"]) if row else 0

@@ -202,23 +202,40 @@ SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'),
 """
 
 
+# Protected fields and those stored as ciphertext, per kind of field (`sensitivity > 0`
+# lets the planner use the partial indexes on it). A message or fact
+# is protected when its class is; a user's e-mail, first and last name (each when set)
+# when their group's class is; a metadata object of a user or session when its class is.
+_COVERAGE = """
+SELECT (SELECT count(*) FROM messages WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s))
+     + (SELECT count(*) FROM facts WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s))
+     + (SELECT coalesce(sum((email IS NOT NULL)::int + (first_name IS NOT NULL)::int
+                            + (last_name IS NOT NULL)::int), 0)
+        FROM users WHERE identity_sensitivity = ANY(%(l)s))
+     + (SELECT count(*) FROM users WHERE metadata_sensitivity = ANY(%(l)s))
+     + (SELECT count(*) FROM sessions WHERE metadata_sensitivity = ANY(%(l)s)),
+       (SELECT count(*) FROM messages
+        WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s) AND content_enc IS NOT NULL)
+     + (SELECT count(*) FROM facts
+        WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s) AND fact_enc IS NOT NULL)
+     + (SELECT coalesce(sum((email IS NOT NULL AND email_enc IS NOT NULL)::int
+                            + (first_name IS NOT NULL AND first_name_enc IS NOT NULL)::int
+                            + (last_name IS NOT NULL AND last_name_enc IS NOT NULL)::int), 0)
+        FROM users WHERE identity_sensitivity = ANY(%(l)s))
+     + (SELECT count(*) FROM users
+        WHERE metadata_sensitivity = ANY(%(l)s) AND metadata_enc IS NOT NULL)
+     + (SELECT count(*) FROM sessions
+        WHERE metadata_sensitivity = ANY(%(l)s) AND metadata_enc IS NOT NULL)
+"""
+
+
 async def encryption_coverage(
     conn: psycopg.AsyncConnection[Any], tenant: str, levels: list[int]
 ) -> tuple[int, int]:
-    """(protected fields, of which stored as ciphertext) of one tenant's messages and facts."""
+    """(protected fields, of which stored as ciphertext) of one tenant."""
     async with conn.transaction():
         await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
-        cur = await conn.execute(
-            """SELECT (SELECT count(*) FROM messages
-                       WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s))
-                    + (SELECT count(*) FROM facts
-                       WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s)),
-                      (SELECT count(*) FROM messages WHERE sensitivity > 0
-                       AND sensitivity = ANY(%(l)s) AND content_enc IS NOT NULL)
-                    + (SELECT count(*) FROM facts WHERE sensitivity > 0
-                       AND sensitivity = ANY(%(l)s) AND fact_enc IS NOT NULL)""",
-            {"l": levels},
-        )
+        cur = await conn.execute(_COVERAGE, {"l": levels})
         row = await cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1])

@@ -1,7 +1,14 @@
-"""Users: the people (or agents' principals) whose memory Engram keeps."""
+"""Users: the people (or agents' principals) whose memory Engram keeps.
+
+With field-level encryption, `email`, `first_name`, `last_name` and `metadata` hold the
+redacted forms of protected values and the `*_enc` columns their ciphertexts (see
+`engram.crypto.protect`); this module stores and returns both as given.
+"""
 
 from __future__ import annotations
 
+import uuid as uuidlib
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import sql
@@ -11,34 +18,72 @@ from psycopg.types.json import Jsonb
 from engram.errors import ConflictError, NotFoundError
 from engram.store.db import Conn
 
-__all__ = ["add", "count", "delete", "get", "list_ordered", "update"]
+__all__ = ["UserFields", "add", "conflict", "count", "delete", "exists", "get", "list_ordered",
+           "lock", "replace"]  # fmt: skip
 
 _COLUMNS = sql.SQL("""user_id, id, uuid, email, first_name, last_name, metadata,
-    created_at, updated_at,
+    created_at, updated_at, identity_sensitivity, email_enc, first_name_enc, last_name_enc,
+    metadata_sensitivity, metadata_enc,
     (SELECT count(*) FROM sessions s
       WHERE s.tenant_id = u.tenant_id AND s.user_id = u.user_id) AS session_count""")
 
 
-async def add(conn: Conn, tenant: str, user_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class UserFields:
+    """A user's stored fields: plain (or redacted) values, their classes and ciphertexts."""
+
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    metadata: dict[str, Any] | None = None
+    identity_sensitivity: int = 0
+    email_enc: bytes | None = None
+    first_name_enc: bytes | None = None
+    last_name_enc: bytes | None = None
+    metadata_sensitivity: int = 0
+    metadata_enc: bytes | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "email": self.email,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "metadata": Jsonb(self.metadata or {}),
+            "identity_sensitivity": self.identity_sensitivity,
+            "email_enc": self.email_enc,
+            "first_name_enc": self.first_name_enc,
+            "last_name_enc": self.last_name_enc,
+            "metadata_sensitivity": self.metadata_sensitivity,
+            "metadata_enc": self.metadata_enc,
+        }
+
+
+async def add(
+    conn: Conn, tenant: str, user_id: str, uuid: uuidlib.UUID, fields: UserFields
+) -> dict[str, Any]:
+    """Insert a user whose ciphertexts were bound to `uuid`."""
     try:
         async with conn.transaction():
             await conn.execute(
-                """INSERT INTO users (tenant_id, user_id, email, first_name, last_name, metadata)
-                   VALUES (%s, %s, %s, %s, %s, %s)""",
-                (
-                    tenant,
-                    user_id,
-                    fields.get("email"),
-                    fields.get("first_name"),
-                    fields.get("last_name"),
-                    Jsonb(fields.get("metadata") or {}),
-                ),
+                """INSERT INTO users (tenant_id, user_id, uuid, email, first_name, last_name,
+                       metadata, identity_sensitivity, email_enc, first_name_enc,
+                       last_name_enc, metadata_sensitivity, metadata_enc)
+                   VALUES (%(tenant)s, %(user_id)s, %(uuid)s, %(email)s, %(first_name)s,
+                       %(last_name)s, %(metadata)s, %(identity_sensitivity)s, %(email_enc)s,
+                       %(first_name_enc)s, %(last_name_enc)s, %(metadata_sensitivity)s,
+                       %(metadata_enc)s)""",
+                {"tenant": tenant, "user_id": user_id, "uuid": uuid, **fields.params()},
             )
     except UniqueViolation as exc:
-        raise ConflictError(
-            f"user {user_id!r} already exists", field="user_id", hint="use another user_id"
-        ) from exc
+        raise conflict(user_id) from exc
     return await get(conn, user_id)
+
+
+def conflict(user_id: str) -> ConflictError:
+    """The error for a user id that is taken."""
+    return ConflictError(
+        f"user {user_id!r} already exists", field="user_id", hint="use another user_id"
+    )
 
 
 async def get(conn: Conn, user_id: str) -> dict[str, Any]:
@@ -51,28 +96,34 @@ async def get(conn: Conn, user_id: str) -> dict[str, Any]:
     return row
 
 
+async def lock(conn: Conn, user_id: str) -> dict[str, Any]:
+    """The user, locked until the transaction ends (for a read-modify-write)."""
+    cur = await conn.execute(
+        sql.SQL("SELECT {} FROM users u WHERE user_id = %s FOR UPDATE").format(_COLUMNS),
+        (user_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError("user", user_id)
+    return row
+
+
 async def exists(conn: Conn, user_id: str) -> bool:
     cur = await conn.execute("SELECT 1 FROM users WHERE user_id = %s", (user_id,))
     return await cur.fetchone() is not None
 
 
-async def update(conn: Conn, user_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Set the given fields; metadata is merged key by key (as Zep does)."""
+async def replace(conn: Conn, user_id: str, fields: UserFields) -> dict[str, Any]:
+    """Store every field anew (the caller merged them into the locked row)."""
     cur = await conn.execute(
-        """UPDATE users SET
-               email = coalesce(%(email)s, email),
-               first_name = coalesce(%(first_name)s, first_name),
-               last_name = coalesce(%(last_name)s, last_name),
-               metadata = metadata || coalesce(%(metadata)s, jsonb_build_object()),
+        """UPDATE users SET email = %(email)s, first_name = %(first_name)s,
+               last_name = %(last_name)s, metadata = %(metadata)s,
+               identity_sensitivity = %(identity_sensitivity)s, email_enc = %(email_enc)s,
+               first_name_enc = %(first_name_enc)s, last_name_enc = %(last_name_enc)s,
+               metadata_sensitivity = %(metadata_sensitivity)s, metadata_enc = %(metadata_enc)s,
                updated_at = now()
            WHERE user_id = %(user_id)s RETURNING user_id""",
-        {
-            "user_id": user_id,
-            "email": fields.get("email"),
-            "first_name": fields.get("first_name"),
-            "last_name": fields.get("last_name"),
-            "metadata": Jsonb(fields["metadata"]) if fields.get("metadata") is not None else None,
-        },
+        {"user_id": user_id, **fields.params()},
     )
     if await cur.fetchone() is None:
         raise NotFoundError("user", user_id)

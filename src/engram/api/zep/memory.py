@@ -25,6 +25,7 @@ from engram.crypto.envelope import FieldContext
 from engram.crypto.sensitivity import from_metadata
 from engram.errors import ValidationError
 from engram.memory import MessageIn, add_messages, reveal
+from engram.memory.guard import refuse_unreadable
 from engram.search.hybrid import HybridQuery, hybrid_search
 from engram.store import messages, sessions
 from engram.store.retrieval import Scope
@@ -112,6 +113,7 @@ async def get_memory(
         ]
     await reveal.messages(protector, tenant, rows, plaintext)
     await reveal.facts(protector, tenant, relevant, plaintext)
+    await reveal.sessions(protector, tenant, [session], plaintext)
     return {
         "messages": [message_json(r) for r in rows],
         "relevant_facts": [fact_json(f) for f in relevant],
@@ -173,6 +175,7 @@ async def update_message(
     async with db.tenant(tenant) as conn:
         await sessions.get(conn, session_id)
         row = await messages.lock(conn, session_id, message_uuid)
+        refuse_unreadable(protector, row, f"message {message_uuid}")
         current = dict(row)
         # Merge into the real metadata, not its redacted form (decrypting needs the key,
         # whoever the caller is: they only see the result as their role allows).

@@ -20,9 +20,10 @@ from engram.api.zep.schemas import (
     message_json,
     session_json,
 )
-from engram.crypto.sensitivity import from_metadata
 from engram.errors import NotFoundError
 from engram.memory import reveal
+from engram.memory.sessions import add_session as store_session
+from engram.memory.sessions import update_session as change_session
 from engram.search.hybrid import HybridQuery, hybrid_search
 from engram.store import sessions, users
 from engram.store.retrieval import Scope
@@ -33,14 +34,16 @@ router = APIRouter(tags=["sessions"], default_response_class=FastJSON)
 
 
 @router.post("/sessions", status_code=201, responses=returns(Session, 201, (404,)))
-async def add_session(body: CreateSessionRequest, db: Db, tenant: Tenant) -> Any:
-    from_metadata(body.metadata)  # a bad "sensitivity" is refused before anything is stored
-    async with zep_duplicate(), db.tenant(tenant) as conn:
-        if body.user_id is not None and not await users.exists(conn, body.user_id):
-            raise NotFoundError("user", body.user_id)
-        row = await sessions.add(
-            conn, tenant, body.session_id, body.user_id, body.metadata, body.fact_rating_instruction
-        )
+async def add_session(
+    body: CreateSessionRequest, db: Db, tenant: Tenant, protector: Protect,
+    plaintext: ReadProtected,
+) -> Any:  # fmt: skip
+    async with zep_duplicate():
+        row = await store_session(
+            db, protector, tenant, body.session_id, body.user_id, body.metadata,
+            body.fact_rating_instruction,
+        )  # fmt: skip
+    await reveal.sessions(protector, tenant, [row], plaintext)
     return FastJSON(session_json(row), status_code=201)
 
 
@@ -48,6 +51,8 @@ async def add_session(body: CreateSessionRequest, db: Db, tenant: Tenant) -> Any
 async def list_sessions(
     db: Db,
     tenant: Tenant,
+    protector: Protect,
+    plaintext: ReadProtected,
     page_number: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 10,
     order_by: sessions.OrderBy = "created_at",
@@ -63,6 +68,7 @@ async def list_sessions(
             ascending=asc,
         )
         total = await sessions.count(conn)
+    await reveal.sessions(protector, tenant, rows, plaintext)
     return {
         "sessions": [session_json(r) for r in rows],
         "response_count": len(rows),
@@ -138,16 +144,22 @@ async def search(
 
 
 @router.get("/sessions/{session_id}", responses=returns(Session))
-async def get_session(session_id: str, db: Db, tenant: Tenant) -> Any:
+async def get_session(
+    session_id: str, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
+) -> Any:
     async with db.tenant(tenant) as conn:
-        return session_json(await sessions.get(conn, session_id))
+        row = await sessions.get(conn, session_id)
+    await reveal.sessions(protector, tenant, [row], plaintext)
+    return session_json(row)
 
 
 @router.patch("/sessions/{session_id}", responses=returns(Session))
 async def update_session(
-    session_id: str, body: UpdateSessionRequest, db: Db, tenant: Tenant
-) -> Any:
-    from_metadata(body.metadata)
-    async with db.tenant(tenant) as conn:
-        row = await sessions.update(conn, session_id, body.metadata, body.fact_rating_instruction)
+    session_id: str, body: UpdateSessionRequest, db: Db, tenant: Tenant, protector: Protect,
+    plaintext: ReadProtected,
+) -> Any:  # fmt: skip
+    row = await change_session(
+        db, protector, tenant, session_id, body.metadata, body.fact_rating_instruction
+    )
+    await reveal.sessions(protector, tenant, [row], plaintext)
     return session_json(row)

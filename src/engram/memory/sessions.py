@@ -1,0 +1,96 @@
+"""Sessions as stored: metadata classified, redacted and sealed on write.
+
+A session's own ``{"sensitivity": ...}`` is the least class of its metadata values (and
+of its messages, see the writer). Ciphertexts use the data key of the session's user (the
+tenant's key for a session without one) and bind the row's uuid, chosen here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+from typing import Any
+
+from engram.crypto.envelope import FieldContext
+from engram.crypto.protect import Protector, SealedMetadata
+from engram.crypto.sensitivity import Sensitivity, from_metadata
+from engram.errors import NotFoundError
+from engram.memory import reveal
+from engram.memory.guard import refuse_unreadable
+from engram.store import sessions, users
+from engram.store.db import Database
+
+__all__ = ["add_session", "seal_session", "update_session"]
+
+Row = dict[str, Any]
+
+
+def seal_session(
+    protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str | None,
+    metadata: dict[str, Any], declared: Sensitivity,
+) -> tuple[SealedMetadata, int]:  # fmt: skip
+    """How to store a session's metadata, and its class (-1, not classified, with
+    encryption off; blocking: may create or unwrap a key)."""
+    ctx = FieldContext(tenant, "sessions", "metadata", str(uuid))
+    sealed = protector.seal_metadata(ctx, user_id, metadata, declared)
+    return sealed, int(sealed.sensitivity) if protector.enabled else -1
+
+
+async def _seal(
+    protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str | None,
+    metadata: dict[str, Any],
+) -> tuple[SealedMetadata, int]:  # fmt: skip
+    declared = from_metadata(metadata)
+    if protector.enabled and metadata:
+        return await asyncio.to_thread(
+            seal_session, protector, tenant, uuid, user_id, metadata, declared
+        )
+    return seal_session(protector, tenant, uuid, user_id, metadata, declared)
+
+
+async def add_session(
+    db: Database,
+    protector: Protector,
+    tenant: str,
+    session_id: str,
+    user_id: str | None,
+    metadata: dict[str, Any] | None,
+    fact_rating_instruction: dict[str, Any] | None,
+) -> Row:
+    """Store a new session of `user_id` (404 for an unknown user); the row as stored."""
+    from_metadata(metadata)  # a bad "sensitivity" is refused before anything is stored
+    async with db.tenant(tenant) as conn:
+        if user_id is not None and not await users.exists(conn, user_id):
+            raise NotFoundError("user", user_id)
+        if await sessions.exists(conn, session_id):  # 409 before any key work
+            raise sessions.conflict(session_id)
+    uuid = uuidlib.uuid4()
+    sealed, level = await _seal(protector, tenant, uuid, user_id, metadata or {})
+    async with db.tenant(tenant) as conn:
+        return await sessions.add(
+            conn, tenant, session_id, uuid, user_id, sealed.value, fact_rating_instruction,
+            metadata_sensitivity=level, metadata_enc=sealed.ciphertext,
+        )  # fmt: skip
+
+
+async def update_session(
+    db: Database,
+    protector: Protector,
+    tenant: str,
+    session_id: str,
+    metadata: dict[str, Any] | None,
+    fact_rating_instruction: dict[str, Any] | None,
+) -> Row:
+    """Merge metadata key by key and replace the fact rating instruction when given."""
+    from_metadata(metadata)
+    async with db.tenant(tenant) as conn:
+        row = await sessions.lock(conn, session_id)
+        refuse_unreadable(protector, row, f"session {session_id!r}")
+        current = dict(row)
+        await reveal.sessions(protector, tenant, [current], True)
+        merged = {**current["metadata"], **(metadata or {})}
+        sealed, level = await _seal(protector, tenant, row["uuid"], row["user_id"], merged)
+        return await sessions.update(
+            conn, session_id, sealed.value, fact_rating_instruction,
+            metadata_sensitivity=level, metadata_enc=sealed.ciphertext,
+        )  # fmt: skip

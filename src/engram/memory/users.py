@@ -1,0 +1,104 @@
+"""Users as stored: identity and metadata classified, redacted and sealed on write.
+
+E-mail, first and last name are personal data by nature (at least `pii`); metadata
+values are classified like message metadata. Ciphertexts use the user's own data key,
+so crypto-shredding the user makes them unreadable with the rest of their data, and
+bind the row's uuid, which is chosen here before the row exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+from collections.abc import Mapping
+from typing import Any
+
+from engram.crypto.envelope import FieldContext
+from engram.crypto.protect import IDENTITY_FIELDS, Protector
+from engram.memory import reveal
+from engram.memory.guard import refuse_unreadable
+from engram.store import users
+from engram.store.db import Database
+
+__all__ = ["add_user", "seal_user", "update_user"]
+
+Row = dict[str, Any]
+
+
+def seal_user(
+    protector: Protector,
+    tenant: str,
+    uuid: uuidlib.UUID,
+    user_id: str,
+    identity: Mapping[str, str | None],
+    metadata: dict[str, Any],
+) -> users.UserFields:
+    """How to store the user's fields (blocking: may create or unwrap a key).
+
+    With encryption off nothing is classified (class -1), so that the first re-encryption
+    run after it is turned on classifies and seals the row."""
+    if not protector.enabled:
+        return users.UserFields(
+            email=identity.get("email"), first_name=identity.get("first_name"),
+            last_name=identity.get("last_name"), metadata=dict(metadata),
+            identity_sensitivity=-1, metadata_sensitivity=-1,
+        )  # fmt: skip
+    row = str(uuid)
+    ident = protector.seal_identity(tenant, "users", row, user_id, identity)
+    meta = protector.seal_metadata(FieldContext(tenant, "users", "metadata", row), user_id,
+                                   metadata)  # fmt: skip
+    return users.UserFields(
+        email=ident.values["email"],
+        first_name=ident.values["first_name"],
+        last_name=ident.values["last_name"],
+        metadata=meta.value,
+        identity_sensitivity=int(ident.sensitivity),
+        email_enc=ident.ciphertexts["email"],
+        first_name_enc=ident.ciphertexts["first_name"],
+        last_name_enc=ident.ciphertexts["last_name"],
+        metadata_sensitivity=int(meta.sensitivity),
+        metadata_enc=meta.ciphertext,
+    )
+
+
+async def _sealed(
+    protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str,
+    identity: dict[str, str | None], metadata: dict[str, Any],
+) -> users.UserFields:  # fmt: skip
+    if protector.enabled:
+        return await asyncio.to_thread(seal_user, protector, tenant, uuid, user_id, identity,
+                                       metadata)  # fmt: skip
+    return seal_user(protector, tenant, uuid, user_id, identity, metadata)
+
+
+async def add_user(
+    db: Database, protector: Protector, tenant: str, user_id: str, fields: dict[str, Any]
+) -> Row:
+    """Store a new user (`fields`: email, first_name, last_name, metadata); the row as stored."""
+    uuid = uuidlib.uuid4()
+    identity = {k: fields.get(k) for k in IDENTITY_FIELDS}
+    async with db.tenant(tenant) as conn:
+        if await users.exists(conn, user_id):  # 409 before any key work
+            raise users.conflict(user_id)
+    sealed = await _sealed(protector, tenant, uuid, user_id, identity, fields.get("metadata") or {})
+    async with db.tenant(tenant) as conn:
+        return await users.add(conn, tenant, user_id, uuid, sealed)
+
+
+async def update_user(
+    db: Database, protector: Protector, tenant: str, user_id: str, fields: dict[str, Any]
+) -> Row:
+    """Set the given identity fields and merge metadata key by key (as Zep does)."""
+    async with db.tenant(tenant) as conn:
+        row = await users.lock(conn, user_id)
+        refuse_unreadable(protector, row, f"user {user_id!r}")
+        # Merge into the real values, not their redacted forms (decrypting needs the key,
+        # whoever the caller is: they only see the result as their role allows).
+        current = dict(row)
+        await reveal.users(protector, tenant, [current], True)
+        identity = {
+            k: fields[k] if fields.get(k) is not None else current[k] for k in IDENTITY_FIELDS
+        }
+        metadata = {**current["metadata"], **(fields.get("metadata") or {})}
+        sealed = await _sealed(protector, tenant, row["uuid"], user_id, identity, metadata)
+        return await users.replace(conn, user_id, sealed)

@@ -1,0 +1,228 @@
+"""The 4x4 rotation matrix through the real storage path.
+
+Four keysets, as a staged rotation passes through them (and as a process holding a key
+table from another moment sees them): {old primary, old+new with old primary, new
+primary, old retired}. For each, a user with their own data key (version 1 "old" and 2
+"new", made by the real keyring in `data_keys`) gets a user record, a session and a
+message written through the API while their key is in that keyset. Then each of the 16
+cells puts the key in a keyset and reads those rows back through the API (the reveal
+path): every value is the plaintext, or the request fails with the documented error; it
+never answers with other data. The server's key cache is off (TTL 0), so each request
+sees the keyset the test just set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from engram.crypto import DataKeyCache, KeyState
+from engram.crypto.keyring import DataKeyRecord
+from engram.crypto.protect import Keyrings
+from engram.crypto.providers import LocalKeyProvider
+from engram.store.keys import KeyPool, PgKeyStore
+from tests.fix_server import Server, short_tmpdir, start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+TENANT = "default"
+P, A, D = KeyState.PRIMARY, KeyState.ACTIVE, KeyState.DISABLED
+# (state of version 1 "old", state of version 2 "new"); None: that version is absent.
+KEYSETS: dict[str, tuple[KeyState, KeyState | None]] = {
+    "old_primary": (P, None),
+    "old+new_old_primary": (P, A),
+    "new_primary": (A, P),
+    "old_retired": (D, P),
+}
+WRITES_WITH = {"old_primary": 1, "old+new_old_primary": 1, "new_primary": 2, "old_retired": 2}
+# Reading a ciphertext of version v under a keyset: "ok", or the error it must fail with.
+EXPECT = {
+    ("old_primary", 1): "ok",
+    ("old_primary", 2): "does not exist",
+    ("old+new_old_primary", 1): "ok",
+    ("old+new_old_primary", 2): "ok",
+    ("new_primary", 1): "ok",
+    ("new_primary", 2): "ok",
+    ("old_retired", 1): "is disabled",
+    ("old_retired", 2): "ok",
+}
+EMAIL = "katherine.johnson@example.org"
+SSN = "123-45-6789"
+CARD = "4111 1111 1111 1111"
+
+
+@dataclass
+class Written:
+    """What one user wrote while their key was in one keyset."""
+
+    keyset: str
+    user_id: str
+    session_id: str
+    key_id: uuidlib.UUID
+    records: dict[int, DataKeyRecord]  # the two versions as the keyring made them
+
+    @property
+    def user(self) -> dict[str, Any]:
+        return {"email": EMAIL, "first_name": "Katherine", "last_name": self.keyset,
+                "metadata": {"ssn": SSN, "keyset": self.keyset}}  # fmt: skip
+
+    @property
+    def session_metadata(self) -> dict[str, Any]:
+        return {"contact": EMAIL, "keyset": self.keyset}
+
+    @property
+    def message(self) -> dict[str, Any]:
+        return {"content": f"written under {self.keyset}: mail {EMAIL}",
+                "metadata": {"card": CARD}}  # fmt: skip
+
+
+@dataclass
+class Matrix:
+    server: Server
+    store: PgKeyStore
+    written: dict[str, Written]
+
+    def set_keyset(self, w: Written, keyset: str) -> None:
+        """Put `w`'s data key in `keyset`, in `data_keys` (through the real key store)."""
+        old, new = KEYSETS[keyset]
+        self.store.put(dataclasses.replace(w.records[1], state=old))
+        if new is None:
+            with self.server.superuser() as conn:
+                conn.execute("DELETE FROM data_keys WHERE key_id = %s AND version = 2", (w.key_id,))
+        else:
+            self.store.put(dataclasses.replace(w.records[2], state=new))
+        states = {r.version: r.state for r in self.store.versions(w.key_id)}
+        assert states == {1: old, **({2: new} if new else {})}
+
+
+def _versions(server: Server, user_id: str) -> dict[int, int]:
+    """Key versions named by every ciphertext of the user, their session and message."""
+    with server.superuser() as conn:
+        rows = conn.execute(
+            """SELECT get_byte(c, 20), count(*) FROM (
+                   SELECT unnest(ARRAY[email_enc, first_name_enc, last_name_enc, metadata_enc])
+                   FROM users WHERE user_id = %(u)s
+                   UNION ALL SELECT metadata_enc FROM sessions WHERE user_id = %(u)s
+                   UNION ALL SELECT unnest(ARRAY[content_enc, metadata_enc]) FROM messages
+                   WHERE user_id = %(u)s) t(c)
+               WHERE c IS NOT NULL GROUP BY 1""",
+            {"u": user_id},
+        ).fetchall()
+    return {int(v): int(n) for v, n in rows}
+
+
+@pytest.fixture(scope="module")
+def matrix() -> Iterator[Matrix]:
+    root = short_tmpdir("eg-mx-")
+    env = {"ENGRAM_CRYPTO__DEK_CACHE_TTL_S": "0"}
+    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24), env=env,
+                       extra=["--no-worker"])  # fmt: skip
+    pool = KeyPool(srv.pg.dsn("engram_app", "engram"))
+    rings = Keyrings(
+        LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
+        lambda t: PgKeyStore(pool, t),
+        DataKeyCache(ttl_s=0),
+    )
+    ring = rings.get(TENANT)
+    store = ring.store
+    assert isinstance(store, PgKeyStore)
+    m = Matrix(srv, store, {})
+    try:
+        with srv.client() as http:
+            for keyset in KEYSETS:
+                user_id = f"mx-{keyset}-{secrets.token_hex(3)}"
+                # The user's data key with both versions, as a staged rotation makes them.
+                key_id = ring.key_for(TENANT, user_id)
+                assert ring.add_version(key_id, primary=False) == 2
+                records = {r.version: r for r in store.versions(key_id)}
+                w = Written(keyset, user_id, f"s-{user_id}", key_id, records)
+                m.set_keyset(w, keyset)
+                r = http.post("/api/v2/users", json={"user_id": user_id, **w.user})
+                assert r.status_code == 201, r.text
+                body = {"session_id": w.session_id, "user_id": user_id,
+                        "metadata": w.session_metadata}  # fmt: skip
+                assert http.post("/api/v2/sessions", json=body).status_code == 201
+                msg = {"role_type": "user", **w.message}
+                r = http.post(f"/api/v2/sessions/{w.session_id}/memory", json={"messages": [msg]})
+                assert r.status_code == 200, r.text
+                # 4 fields of the user, 1 of the session, 2 of the message, all on the
+                # version this keyset writes with.
+                assert _versions(srv, user_id) == {WRITES_WITH[keyset]: 7}
+                m.written[keyset] = w
+        yield m
+    finally:
+        pool.close()
+        stop_server(srv)
+
+
+def _reads(http: httpx.Client, w: Written) -> list[httpx.Response]:
+    return [
+        http.get(f"/api/v2/users/{w.user_id}"),
+        http.get(f"/api/v2/sessions/{w.session_id}"),
+        http.get(f"/api/v2/sessions/{w.session_id}/memory"),
+    ]
+
+
+CELLS = [
+    pytest.param(writer, reader, id=f"written_{writer}-read_{reader}")
+    for writer in KEYSETS
+    for reader in KEYSETS
+]
+
+
+@pytest.mark.parametrize(("writer", "reader"), CELLS)
+def test_rotation_matrix(matrix: Matrix, writer: str, reader: str) -> None:
+    w = matrix.written[writer]
+    matrix.set_keyset(w, reader)
+    version = WRITES_WITH[writer]
+    expected = EXPECT[(reader, version)]
+    with matrix.server.client() as http:
+        user, session, memory = _reads(http, w)
+    if expected == "ok":
+        assert [r.status_code for r in (user, session, memory)] == [200, 200, 200]
+        assert {k: user.json()[k] for k in w.user} == w.user
+        assert session.json()["metadata"] == w.session_metadata
+        got = memory.json()
+        assert got["metadata"] == w.session_metadata
+        assert [(m["content"], m["metadata"]) for m in got["messages"]] == [
+            (w.message["content"], w.message["metadata"])
+        ]
+        return
+    # Refused, naming the key version, on every route: never redacted or other data.
+    message = f"data key {w.key_id} v{version} {expected}"
+    for r in (user, session, memory):
+        assert r.status_code == 500, r.text
+        assert r.json()["message"] == message
+        assert EMAIL not in r.text and "[EMAIL]" not in r.text
+
+
+@pytest.mark.parametrize("writer", list(KEYSETS))
+def test_old_version_destroyed(matrix: Matrix, writer: str) -> None:
+    """Beside the matrix: once the retired version is destroyed, what it encrypted stays
+    redacted (crypto-shredded by design); what the new version encrypted still opens."""
+    w = matrix.written[writer]
+    matrix.set_keyset(w, "old_retired")
+    matrix.store.put(dataclasses.replace(w.records[1], state=KeyState.DESTROYED, wrapped=None))
+    try:
+        with matrix.server.client() as http:
+            user, session, memory = _reads(http, w)
+    finally:
+        matrix.store.put(w.records[1])  # back to the snapshot, for the other tests
+    assert [r.status_code for r in (user, session, memory)] == [200, 200, 200]
+    got = memory.json()["messages"][0]
+    if WRITES_WITH[writer] == 2:
+        assert {k: user.json()[k] for k in w.user} == w.user
+        assert got["content"] == w.message["content"]
+        return
+    assert (user.json()["email"], user.json()["first_name"]) == ("[EMAIL]", "[PII]")
+    assert user.json()["metadata"] == {"ssn": "[SSN]", "keyset": writer}
+    assert session.json()["metadata"] == {"contact": "[EMAIL]", "keyset": writer}
+    assert got["content"] == f"written under {writer}: mail [EMAIL]"
+    assert got["metadata"] == {"card": "[PAYMENT_CARD]"}
