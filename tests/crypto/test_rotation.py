@@ -240,6 +240,32 @@ def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
                     (saved, uid),
                 )
         assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v == 1.0) == 1.0
+    # A message protected only by its metadata is covered by that metadata's ciphertext.
+    with srv.client() as http:
+        _, sid = _user_session(http)
+        body = {"messages": [{"role_type": "user", "content": "see you at noon",
+                              "metadata": {"contact": EMAIL}}]}  # fmt: skip
+        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    with srv.superuser() as conn:
+        stored = conn.execute(
+            "SELECT sensitivity > 0, content_enc IS NULL, metadata_enc IS NOT NULL"
+            " FROM messages WHERE session_id = %s", (sid,)
+        ).fetchone()  # fmt: skip
+    assert stored == (True, True, True)
+    # Take its metadata's ciphertext away and the ratio drops; put it back and it is 1.0.
+    with srv.superuser() as conn:
+        (saved,) = conn.execute(
+            "UPDATE messages m SET metadata_enc = NULL FROM messages o"
+            " WHERE m.session_id = %s AND o.tenant_id = m.tenant_id AND o.uuid = m.uuid"
+            " RETURNING o.metadata_enc", (sid,)
+        ).fetchone()  # fmt: skip
+    try:
+        assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v < 1.0) < 1.0
+    finally:
+        with srv.superuser() as conn:
+            conn.execute("UPDATE messages SET metadata_enc = %s WHERE session_id = %s",
+                         (saved, sid))  # fmt: skip
+    assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v == 1.0) == 1.0
 
 
 def test_rows_stored_before_encryption_are_sealed_by_the_next_run(srv: Server) -> None:

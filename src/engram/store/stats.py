@@ -214,8 +214,11 @@ SELECT (SELECT count(*) FROM messages WHERE sensitivity > 0 AND sensitivity = AN
         FROM users WHERE identity_sensitivity = ANY(%(l)s))
      + (SELECT count(*) FROM users WHERE metadata_sensitivity = ANY(%(l)s))
      + (SELECT count(*) FROM sessions WHERE metadata_sensitivity = ANY(%(l)s)),
+       -- A message's class is the higher of its content's and its metadata's: it is
+       -- covered when what made it protected is sealed (either may be the only one).
        (SELECT count(*) FROM messages
-        WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s) AND content_enc IS NOT NULL)
+        WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s)
+          AND (content_enc IS NOT NULL OR metadata_enc IS NOT NULL))
      + (SELECT count(*) FROM facts
         WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s) AND fact_enc IS NOT NULL)
      + (SELECT coalesce(sum((email IS NOT NULL AND email_enc IS NOT NULL)::int
