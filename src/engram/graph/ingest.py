@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import unicodedata
 import uuid as uuidlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,8 +20,11 @@ from engram.crypto.protect import Protector, Sealed
 from engram.crypto.sensitivity import Sensitivity
 from engram.embed.batcher import BatchingEmbedder
 from engram.extract.types import CandidateFact, Episode, EpisodeMessage, Extraction, Extractor
+from engram.graph import entities, facts
+from engram.graph.entities import normalize_name
 from engram.memory import reveal
-from engram.store import entities, episodes, facts, users
+from engram.store import episodes, users
+from engram.store import facts as stored_facts
 from engram.store.db import Conn, Database
 
 __all__ = ["GraphSettings", "normalize_name", "process_episode"]
@@ -38,15 +39,6 @@ class GraphSettings:
     context_messages: int = 4
     candidates: int = 20  # valid facts shown to an extractor that judges contradictions
     ts_config: str = "english"
-
-
-def normalize_name(name: str) -> str:
-    """Case-, accent- and punctuation-insensitive key of an entity name."""
-    text = unicodedata.normalize("NFKD", name)
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    text = re.sub(r"[^\w\s]", " ", text.casefold())
-    text = re.sub(r"^(the|a|an)\s+", "", text.strip())
-    return " ".join(text.split())
 
 
 def _to_message(row: dict[str, Any]) -> EpisodeMessage:
@@ -78,7 +70,7 @@ async def process_episode(
             return "gone"  # its session was deleted before the job ran
         if row["status"] == "done" or row["user_id"] is None:
             return "skipped"
-        msgs = await episodes.messages_of(conn, episode_uuid)
+        msgs = await episodes.messages_of(conn, episode_uuid, row["message_uuids"])
         if not msgs:
             await episodes.mark_done(conn, episode_uuid, extractor.id, {})
             return "empty"
@@ -98,7 +90,7 @@ async def process_episode(
             context=[_to_message(m) for m in context],
         )
         known: list[dict[str, Any]] = (
-            await facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
+            await stored_facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
             if extractor.uses_candidates
             else []
         )
@@ -154,93 +146,50 @@ async def _apply(
     if not names and not extraction.facts:
         return
     fact_ids = [uuidlib.uuid4() for _ in extraction.facts]
-
-    def seal_facts() -> list[Sealed]:
-        return [
-            sealer.seal("facts", "fact", fact_ids[i], f.fact, f.source_message)
-            for i, f in enumerate(extraction.facts)
-        ]
-
-    sealed = await asyncio.to_thread(seal_facts) if sealer.protector else seal_facts()
-    texts = names + [s.embed_text for s in sealed]
-    vectors = await embedder.embed(texts)
-    name_vec = {n: vectors[i] for i, n in enumerate(names)}
     first_message: dict[str, uuidlib.UUID] = {}
     for f in extraction.facts:
         for n in (f.subject, f.object):
             first_message.setdefault(n, uuidlib.UUID(f.source_message))
-    ids: dict[str, uuidlib.UUID] = {}
-    for n in names:
-        if n not in first_message:
-            continue  # an entity no fact uses is not worth a node
-        entity = known.get(n)
-        label = entity.label if entity else "other"
-        summary = None
-        if entity is not None and entity.summary:
-            summary = await asyncio.to_thread(
-                sealer.seal, "entities", "summary", (node := uuidlib.uuid4()), entity.summary,
-                str(first_message[n]),
-            )  # fmt: skip
-        ids[n] = await _resolve(
-            conn, tenant, user_id, n, label, summary, node if summary else None,
-            name_vec[n], first_message[n], settings,
-        )  # fmt: skip
-    for i, f in enumerate(extraction.facts):
-        vec = vectors[len(names) + i]
-        message = uuidlib.UUID(f.source_message)
-        source, target = ids[f.subject], ids[f.object]
-        same = await facts.find_same(conn, source, f.relation, target, vec, settings.fact_threshold)
-        if same is not None:
-            await facts.add_provenance(conn, same["uuid"], message)
-            continue
-        invalid_at = f.invalid_at
-        if f.exclusive:
-            for old in await facts.valid_for_relation(conn, source, f.relation):
-                if old["target_uuid"] == target:
-                    continue
-                if (
-                    f.valid_at is not None
-                    and old["valid_at"] is not None
-                    and (old["valid_at"] > f.valid_at)
-                ):
-                    # The new statement is about an earlier time: it held until the old one.
-                    invalid_at = min(invalid_at or old["valid_at"], old["valid_at"])
-                else:
-                    await facts.close(conn, old["uuid"], f.valid_at)
-        await facts.insert(
-            conn, tenant, user_id, source, target, f.relation, sealed[i].text, f.exclusive, vec,
-            f.valid_at, invalid_at, message, settings.ts_config, uuid=fact_ids[i],
-            sensitivity=int(sealed[i].sensitivity), fact_enc=sealed[i].ciphertext,
-        )  # fmt: skip
+    used = [n for n in names if n in first_message]  # an entity no fact uses is no node
 
+    def seal() -> tuple[list[Sealed], list[entities.Mention]]:
+        sealed = [
+            sealer.seal("facts", "fact", fact_ids[i], f.fact, f.source_message)
+            for i, f in enumerate(extraction.facts)
+        ]
+        mentions = []
+        for n in used:
+            entity = known.get(n)
+            node, summary = uuidlib.uuid4(), None
+            if entity is not None and entity.summary:
+                s = sealer.seal("entities", "summary", node, entity.summary, str(first_message[n]))
+                summary = (s.text, s.ciphertext)
+            label = entity.label if entity else "other"
+            mentions.append(entities.Mention(n, label, first_message[n], node, summary))
+        return sealed, mentions
 
-async def _resolve(
-    conn: Conn,
-    tenant: str,
-    user_id: str,
-    name: str,
-    label: str,
-    summary: Sealed | None,
-    node: uuidlib.UUID | None,
-    vector: np.ndarray[Any, np.dtype[np.float32]],
-    message: uuidlib.UUID,
-    settings: GraphSettings,
-) -> uuidlib.UUID:
-    """The user's entity for ``name``: by normalised name or alias, then by embedding."""
-    key = normalize_name(name) or name.casefold()
-    found = await entities.find_by_name(conn, user_id, key)
-    if found is None:
-        near = await entities.nearest(conn, user_id, vector)
-        if near is not None and near["score"] >= settings.entity_threshold:
-            found = near
-    if found is not None:
-        entity = uuidlib.UUID(str(found["uuid"]))
-        await entities.add_episode(conn, tenant, entity, message, key, label)
-        return entity
-    return await entities.insert(
-        conn, tenant, user_id, name, key, label, summary.text if summary else None, vector,
-        message, uuid=node, summary_enc=summary.ciphertext if summary else None,
-    )  # fmt: skip
+    sealed, mentions = await asyncio.to_thread(seal) if sealer.protector else seal()
+    fact_texts = [s.embed_text for s in sealed]
+    fact_vectors: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+
+    async def embed(unmatched: list[str]) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
+        # One embedder call for the names no stored name matches and all the fact texts.
+        vectors = list(await embedder.embed(unmatched + fact_texts))
+        fact_vectors.extend(vectors[len(unmatched) :])
+        return vectors[: len(unmatched)]
+
+    ids = await entities.resolve(conn, tenant, user_id, mentions, embed, settings.entity_threshold)
+    if not fact_vectors and fact_texts:  # resolve() had nothing to embed
+        fact_vectors.extend(await embedder.embed(fact_texts))
+    planned = [
+        facts.Planned(
+            fact_ids[i], ids[f.subject], ids[f.object], f.relation, sealed[i].text, f.exclusive,
+            fact_vectors[i], f.valid_at, f.invalid_at, uuidlib.UUID(f.source_message),
+            int(sealed[i].sensitivity), sealed[i].ciphertext,
+        )
+        for i, f in enumerate(extraction.facts)
+    ]  # fmt: skip
+    await facts.upsert(conn, tenant, user_id, planned, settings.fact_threshold, settings.ts_config)
 
 
 async def _close_contradicted(conn: Conn, extraction: Extraction, episode_time: datetime) -> None:
@@ -249,5 +198,6 @@ async def _close_contradicted(conn: Conn, extraction: Extraction, episode_time: 
         return
     starts = [f.valid_at for f in extraction.facts if f.valid_at is not None]
     invalid_at = min(starts) if starts else episode_time
-    for uuid in extraction.contradicted:
-        await facts.close(conn, uuidlib.UUID(uuid), invalid_at)
+    await stored_facts.close_many(
+        conn, [(uuidlib.UUID(uuid), invalid_at) for uuid in dict.fromkeys(extraction.contradicted)]
+    )

@@ -63,11 +63,14 @@ async def lock(conn: Conn, episode: uuidlib.UUID) -> dict[str, Any] | None:
     return await cur.fetchone()
 
 
-async def messages_of(conn: Conn, episode: uuidlib.UUID) -> list[dict[str, Any]]:
+async def messages_of(
+    conn: Conn, episode: uuidlib.UUID, message_uuids: list[uuidlib.UUID]
+) -> list[dict[str, Any]]:
+    """The episode's messages still stored, in order (found by primary key, not a scan)."""
     cur = await conn.execute(
         """SELECT uuid, role, role_type, content, content_enc, sensitivity, created_at, seq
-           FROM messages WHERE episode_uuid = %s ORDER BY seq""",
-        (episode,),
+           FROM messages WHERE uuid = ANY(%s) AND episode_uuid = %s ORDER BY seq""",
+        (message_uuids, episode),
     )
     return await cur.fetchall()
 
