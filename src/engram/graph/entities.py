@@ -20,7 +20,7 @@ import numpy as np
 from engram.store import entities
 from engram.store.db import Conn
 
-__all__ = ["Mention", "normalize_name", "resolve"]
+__all__ = ["Mention", "Resolution", "normalize_name", "resolve"]
 
 _VEC = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -94,13 +94,12 @@ class _Plan:
 
 async def resolve(
     conn: Conn,
-    tenant: str,
     user_id: str,
     mentions: list[Mention],
     embed: Callable[[list[str]], Awaitable[list[_VEC]]],
     threshold: float,
-) -> dict[str, uuidlib.UUID]:
-    """The user's entity for each mentioned name, creating the missing ones.
+) -> Resolution:
+    """The user's entity for each mentioned name, the missing ones to be created.
 
     ``embed`` computes the vectors of the names that no stored name or alias matches
     (the only ones whose embedding is needed)."""
@@ -135,14 +134,22 @@ async def resolve(
         plan.by_key[key] = node
         plan.mentions[(node, m.message)] = None
         ids[m.name] = node
-    stored_ids = await entities.insert_many(conn, tenant, user_id, plan.created)
-    if any(k != v for k, v in stored_ids.items()):  # lost a race for a name: use theirs
-        ids = {n: stored_ids.get(u, u) for n, u in ids.items()}
-        plan.changes = [(stored_ids.get(u, u), a, lb) for u, a, lb in plan.changes]
-        plan.mentions = {(stored_ids.get(e, e), msg): None for e, msg in plan.mentions}
-    await entities.mention_many(conn, tenant, list(plan.mentions))
-    await entities.add_episodes(conn, plan.changes)
-    return ids
+    return Resolution(ids, plan)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The entity of each name, and the writes that make it so."""
+
+    ids: dict[str, uuidlib.UUID]
+    _plan: _Plan
+
+    async def write(self, conn: Conn, tenant: str, user_id: str) -> None:
+        """Insert the new entities, their mentions, new aliases and labels (pipelined: no
+        statement waits for the previous one's result)."""
+        await entities.insert_many(conn, tenant, user_id, self._plan.created)
+        await entities.mention_many(conn, tenant, list(self._plan.mentions))
+        await entities.add_episodes(conn, self._plan.changes)
 
 
 def _by_name(plan: _Plan, row: dict[str, Any] | None, key: str) -> _Known | None:

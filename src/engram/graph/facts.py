@@ -20,7 +20,7 @@ import numpy as np
 from engram.store import facts
 from engram.store.db import Conn
 
-__all__ = ["Planned", "upsert"]
+__all__ = ["FactWrites", "Planned", "upsert"]
 
 _VEC = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -56,13 +56,24 @@ class _Valid:
     index: int = -1  # position among the episode's facts, for new ones
 
 
-async def upsert(
-    conn: Conn, tenant: str, user_id: str, planned: list[Planned], threshold: float,
-    ts_config: str,
-) -> None:  # fmt: skip
-    """Deduplicate, close and insert the episode's facts."""
+@dataclass(frozen=True)
+class FactWrites:
+    provenance: list[tuple[uuidlib.UUID, uuidlib.UUID]]
+    closed: list[tuple[uuidlib.UUID, datetime | None]]
+    inserted: list[facts.NewFact]
+
+    async def write(self, conn: Conn, tenant: str, user_id: str, ts_config: str) -> None:
+        """Add provenance, close replaced facts, insert the new ones (pipelined)."""
+        await facts.add_provenance_many(conn, self.provenance)
+        await facts.close_many(conn, self.closed)
+        await facts.insert_many(conn, tenant, user_id, self.inserted, ts_config)
+
+
+async def upsert(conn: Conn, planned: list[Planned], threshold: float) -> FactWrites:
+    """Decide which of the episode's facts are known (provenance), which stored facts
+    they close, and which are new."""
     if not planned:
-        return
+        return FactWrites([], [], [])
     related = await facts.same_or_related(
         conn, [(p.source, p.relation, p.vector) for p in planned], threshold
     )
@@ -125,22 +136,16 @@ async def upsert(
         invalid_ats[p.uuid] = invalid_at
         if invalid_at is None:  # only a fact still valid can be matched or closed later
             new.append(_Valid(p.uuid, p.source, p.relation, p.target, p.valid_at, True, i))
-    await facts.add_provenance_many(conn, list(provenance))
-    await facts.close_many(conn, list(closed.items()))
-    await facts.insert_many(
-        conn, tenant, user_id,
-        [
-            facts.NewFact(
-                p.uuid, p.source, p.target, p.relation, p.text, p.exclusive, p.vector,
-                p.valid_at,
-                expired[p.uuid] if p.uuid in expired else invalid_ats[p.uuid],
-                p.uuid in expired, episodes[p.uuid], p.sensitivity, p.ciphertext,
-            )
-            for p in planned
-            if p.uuid in episodes
-        ],
-        ts_config,
-    )  # fmt: skip
+    inserted = [
+        facts.NewFact(
+            p.uuid, p.source, p.target, p.relation, p.text, p.exclusive, p.vector, p.valid_at,
+            expired[p.uuid] if p.uuid in expired else invalid_ats[p.uuid], p.uuid in expired,
+            episodes[p.uuid], p.sensitivity, p.ciphertext,
+        )
+        for p in planned
+        if p.uuid in episodes
+    ]  # fmt: skip
+    return FactWrites(list(provenance), list(closed.items()), inserted)
 
 
 def _same(i: int, p: Planned, pool: list[_Valid], dist: Any, threshold: float) -> _Valid | None:

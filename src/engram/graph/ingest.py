@@ -19,11 +19,12 @@ from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import Protector, Sealed
 from engram.crypto.sensitivity import Sensitivity
 from engram.embed.batcher import BatchingEmbedder
+from engram.errors import NotFoundError
 from engram.extract.types import CandidateFact, Episode, EpisodeMessage, Extraction, Extractor
 from engram.graph import entities, facts
 from engram.graph.entities import normalize_name
 from engram.memory import reveal
-from engram.store import episodes, users
+from engram.store import episodes
 from engram.store import facts as stored_facts
 from engram.store.db import Conn, Database
 
@@ -65,19 +66,18 @@ async def process_episode(
     The extractor reads the plaintext of protected messages; the facts it makes are
     classified at least as high as the message they came from, and sealed likewise."""
     async with db.tenant(tenant) as conn:
-        row = await episodes.lock(conn, episode_uuid)
+        row, msgs, user, context = await episodes.load(
+            conn, episode_uuid, settings.context_messages
+        )
         if row is None:
             return "gone"  # its session was deleted before the job ran
         if row["status"] == "done" or row["user_id"] is None:
             return "skipped"
-        msgs = await episodes.messages_of(conn, episode_uuid, row["message_uuids"])
         if not msgs:
             await episodes.mark_done(conn, episode_uuid, extractor.id, {})
             return "empty"
-        user = await users.get(conn, row["user_id"])
-        context = await episodes.recent_context(
-            conn, row["session_id"], msgs[0]["seq"], settings.context_messages
-        )
+        if user is None:
+            raise NotFoundError("user", row["user_id"])
         levels = {str(m["uuid"]): Sensitivity(m["sensitivity"]) for m in msgs}
         if protector is not None:
             await reveal.messages(protector, tenant, [*msgs, *context], True)
@@ -102,9 +102,14 @@ async def process_episode(
         ]
         extraction = await asyncio.to_thread(extractor.extract, episode, candidates)
         sealer = _Sealer(protector, tenant, row["user_id"], levels)
-        await _apply(conn, embedder, tenant, row["user_id"], extraction, settings, sealer)
-        await _close_contradicted(conn, extraction, msgs[-1]["created_at"])
-        await episodes.mark_done(conn, episode_uuid, extractor.id, extraction.usage)
+        writes = await _apply(conn, embedder, row["user_id"], extraction, settings, sealer)
+        # Every write of the episode in one round trip: none needs another's result.
+        async with conn.pipeline():
+            if writes is not None:
+                await writes[0].write(conn, tenant, row["user_id"])
+                await writes[1].write(conn, tenant, row["user_id"], settings.ts_config)
+            await _close_contradicted(conn, extraction, msgs[-1]["created_at"])
+            await episodes.mark_done(conn, episode_uuid, extractor.id, extraction.usage)
     return "done"
 
 
@@ -131,12 +136,12 @@ class _Sealer:
 async def _apply(
     conn: Conn,
     embedder: BatchingEmbedder,
-    tenant: str,
     user_id: str,
     extraction: Extraction,
     settings: GraphSettings,
     sealer: _Sealer,
-) -> None:
+) -> tuple[entities.Resolution, facts.FactWrites] | None:
+    """Resolve the entities and decide the facts of an extraction; returns the writes."""
     known = {e.name: e for e in extraction.entities}
     names = list(known)
     for f in extraction.facts:
@@ -144,7 +149,7 @@ async def _apply(
             if n not in known and n not in names:
                 names.append(n)
     if not names and not extraction.facts:
-        return
+        return None
     fact_ids = [uuidlib.uuid4() for _ in extraction.facts]
     first_message: dict[str, uuidlib.UUID] = {}
     for f in extraction.facts:
@@ -174,13 +179,14 @@ async def _apply(
 
     async def embed(unmatched: list[str]) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
         # One embedder call for the names no stored name matches and all the fact texts.
-        vectors = list(await embedder.embed(unmatched + fact_texts))
+        vectors = list(await embedder.embed(unmatched + fact_texts, wait=False))
         fact_vectors.extend(vectors[len(unmatched) :])
         return vectors[: len(unmatched)]
 
-    ids = await entities.resolve(conn, tenant, user_id, mentions, embed, settings.entity_threshold)
+    resolution = await entities.resolve(conn, user_id, mentions, embed, settings.entity_threshold)
+    ids = resolution.ids
     if not fact_vectors and fact_texts:  # resolve() had nothing to embed
-        fact_vectors.extend(await embedder.embed(fact_texts))
+        fact_vectors.extend(await embedder.embed(fact_texts, wait=False))
     planned = [
         facts.Planned(
             fact_ids[i], ids[f.subject], ids[f.object], f.relation, sealed[i].text, f.exclusive,
@@ -189,7 +195,7 @@ async def _apply(
         )
         for i, f in enumerate(extraction.facts)
     ]  # fmt: skip
-    await facts.upsert(conn, tenant, user_id, planned, settings.fact_threshold, settings.ts_config)
+    return resolution, await facts.upsert(conn, planned, settings.fact_threshold)
 
 
 async def _close_contradicted(conn: Conn, extraction: Extraction, episode_time: datetime) -> None:

@@ -140,23 +140,19 @@ class NewEntity:
     vector: _VEC
 
 
-async def insert_many(
-    conn: Conn, tenant: str, user_id: str, rows: list[NewEntity]
-) -> dict[uuidlib.UUID, uuidlib.UUID]:
-    """Insert entities in one statement; maps each given uuid to the stored one (another
-    row of the same normalised name may already be there: it is used, nothing rewritten)."""
+async def insert_many(conn: Conn, tenant: str, user_id: str, rows: list[NewEntity]) -> None:
+    """Insert entities in one statement. A name stored meanwhile by someone else is a
+    unique violation: the job fails and its retry finds that entity."""
     if not rows:
-        return {}
-    cur = await conn.execute(
+        return
+    await conn.execute(
         """INSERT INTO entities (uuid, tenant_id, user_id, name, normalized_name, labels,
                                  summary, summary_enc, name_embedding)
            SELECT r.uuid, %s, %s, r.name, r.normalized, ARRAY[r.label], r.summary,
                   r.summary_enc, r.v
            FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[],
                        %s::bytea[], %s::vector[])
-                AS r(uuid, name, normalized, label, summary, summary_enc, v)
-           ON CONFLICT (tenant_id, user_id, normalized_name) DO NOTHING
-           RETURNING uuid""",
+                AS r(uuid, name, normalized, label, summary, summary_enc, v)""",
         (
             tenant,
             user_id,
@@ -169,18 +165,6 @@ async def insert_many(
             [r.vector for r in rows],
         ),
     )
-    stored = {uuidlib.UUID(str(r["uuid"])) for r in await cur.fetchall()}
-    ids = {r.uuid: r.uuid for r in rows if r.uuid in stored}
-    missing = [r for r in rows if r.uuid not in stored]
-    if missing:
-        cur = await conn.execute(
-            """SELECT uuid, normalized_name FROM entities
-               WHERE user_id = %s AND normalized_name = ANY(%s)""",
-            (user_id, [r.normalized for r in missing]),
-        )
-        by_key = {r["normalized_name"]: uuidlib.UUID(str(r["uuid"])) for r in await cur.fetchall()}
-        ids.update({r.uuid: by_key[r.normalized] for r in missing})
-    return ids
 
 
 async def mention_many(
