@@ -62,11 +62,12 @@ async def nearest_many(
     """For each vector, the entity nearest() would return (one scan of the user's rows)."""
     if not vectors:
         return []
+    # %b: an array of vectors as text is formatted float by float in Python (~1 ms each).
     cur = await conn.execute(
         """WITH scope AS MATERIALIZED (
                SELECT uuid, normalized_name, labels, aliases, name_embedding FROM entities
                WHERE user_id = %s)
-           SELECT q.i, n.* FROM unnest(%s::vector[]) WITH ORDINALITY AS q(v, i)
+           SELECT q.i, n.* FROM unnest(%b::vector[]) WITH ORDINALITY AS q(v, i)
            CROSS JOIN LATERAL (
                SELECT uuid, normalized_name, labels, aliases,
                       1 - (name_embedding <=> q.v) AS score
@@ -151,7 +152,7 @@ async def insert_many(conn: Conn, tenant: str, user_id: str, rows: list[NewEntit
            SELECT r.uuid, %s, %s, r.name, r.normalized, ARRAY[r.label], r.summary,
                   r.summary_enc, r.v
            FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[],
-                       %s::bytea[], %s::vector[])
+                       %s::bytea[], %b::vector[])
                 AS r(uuid, name, normalized, label, summary, summary_enc, v)""",
         (
             tenant,

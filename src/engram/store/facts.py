@@ -72,7 +72,7 @@ async def same_or_related(
     cur = await conn.execute(
         """SELECT q.i, f.uuid, f.relation, f.target_uuid, f.valid_at,
                   f.fact_embedding <=> q.v AS distance
-           FROM unnest(%s::uuid[], %s::text[], %s::vector[]) WITH ORDINALITY
+           FROM unnest(%s::uuid[], %s::text[], %b::vector[]) WITH ORDINALITY
                 AS q(source, relation, v, i)
            JOIN facts f ON f.source_uuid = q.source
                        AND f.expired_at IS NULL AND f.invalid_at IS NULL
@@ -176,7 +176,7 @@ async def insert_many(
                   CASE WHEN r.expired THEN now() END,
                   string_to_array(r.episodes, ',')::uuid[], r.sensitivity, r.fact_enc
            FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[],
-                       %s::boolean[], %s::vector[], %s::timestamptz[], %s::timestamptz[],
+                       %s::boolean[], %b::vector[], %s::timestamptz[], %s::timestamptz[],
                        %s::boolean[], %s::text[], %s::smallint[], %s::bytea[])
                 AS r(uuid, source, target, relation, fact, exclusive, v, valid_at,
                      invalid_at, expired, episodes, sensitivity, fact_enc)""",
