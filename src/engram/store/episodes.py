@@ -60,12 +60,17 @@ async def load(
 ) -> tuple[
     dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]
 ]:
-    """lock(), messages_of(), the user's name and recent_context() in one round trip.
+    """Lock the episode; read it, its messages, the user's name and the messages before
+    it (``context`` of them), in one round trip.
 
-    The statements run in order, so the later ones read the episode as locked."""
+    The statements run in order, so the later ones read the episode as locked. The
+    transaction commits without waiting for the disk: the job queue records the job's end
+    after it, durably, and that flush of the write-ahead log covers this commit too; a
+    server crash in between loses both, and the job runs again."""
     ep = "(SELECT {} FROM episodes WHERE uuid = %(e)s)"
     uuids = "(SELECT message_uuids FROM episodes WHERE uuid = %(e)s)::uuid[]"
     async with conn.pipeline():
+        await conn.execute("SET LOCAL synchronous_commit = off")
         lock = await conn.execute(
             "SELECT * FROM episodes WHERE uuid = %(e)s FOR UPDATE", {"e": episode}
         )
