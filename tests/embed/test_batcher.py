@@ -205,3 +205,23 @@ def test_the_batcher_follows_a_new_event_loop() -> None:
     asyncio.run(batcher.aclose())
     np.testing.assert_array_equal(first[0], vector("a"))
     np.testing.assert_array_equal(second[0], vector("b"))
+
+
+def test_a_caller_with_its_own_batch_does_not_wait_for_company() -> None:
+    """An extraction job embeds its episode's texts at once, not max_wait_s later."""
+
+    async def main() -> tuple[float, float, NDArray[np.float32]]:
+        batcher = BatchingEmbedder(FakeEmbedder(), max_batch=64, max_wait_s=0.5)
+        try:
+            start = time.perf_counter()
+            out = await batcher.embed(["a name", "a fact"], wait=False)
+            own = time.perf_counter() - start
+            start = time.perf_counter()
+            await batcher.embed(["a query"])  # a lone API request still waits for company
+            return own, time.perf_counter() - start, out
+        finally:
+            await batcher.aclose()
+
+    own, lone, out = asyncio.run(main())
+    assert own < 0.25 and lone >= 0.45
+    assert np.allclose(out[1], vector("a fact"))

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 class _Request:
     texts: list[str]
     future: asyncio.Future[NDArray[np.float32]]
+    wait: bool = True
 
 
 class BatchingEmbedder:
@@ -50,8 +51,11 @@ class BatchingEmbedder:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="engram-embed-batch")
         self._closed = False
 
-    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Return one row per text, computed in a batch shared with concurrent callers."""
+    async def embed(self, texts: Sequence[str], *, wait: bool = True) -> NDArray[np.float32]:
+        """Return one row per text, computed in a batch shared with concurrent callers.
+
+        ``wait=False``: a caller with a batch of its own (an extraction job) does not wait
+        for company after an idle spell; it still joins a batch that is forming."""
         if self._closed:
             raise EmbeddingError("the embedder is closed", hint="the server is shutting down")
         if not texts:
@@ -62,7 +66,7 @@ class BatchingEmbedder:
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run(), name="engram-embed-batcher")
         assert self._wakeup is not None
-        request = _Request(list(texts), loop.create_future())
+        request = _Request(list(texts), loop.create_future(), wait)
         self._pending.append(request)
         self._wakeup.set()
         return await request.future
@@ -89,7 +93,7 @@ class BatchingEmbedder:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-                if self._queued() < self._max_batch:
+                if self._queued() < self._max_batch and all(r.wait for r in self._pending):
                     await asyncio.sleep(self._max_wait_s)  # let concurrent callers join
             await self._process(self._take())
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import unicodedata
 import uuid as uuidlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,9 +19,13 @@ from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import Protector, Sealed
 from engram.crypto.sensitivity import Sensitivity
 from engram.embed.batcher import BatchingEmbedder
+from engram.errors import NotFoundError
 from engram.extract.types import CandidateFact, Episode, EpisodeMessage, Extraction, Extractor
+from engram.graph import entities, facts
+from engram.graph.entities import normalize_name
 from engram.memory import reveal
-from engram.store import entities, episodes, facts, users
+from engram.store import episodes
+from engram.store import facts as stored_facts
 from engram.store.db import Conn, Database
 
 __all__ = ["GraphSettings", "normalize_name", "process_episode"]
@@ -38,15 +40,6 @@ class GraphSettings:
     context_messages: int = 4
     candidates: int = 20  # valid facts shown to an extractor that judges contradictions
     ts_config: str = "english"
-
-
-def normalize_name(name: str) -> str:
-    """Case-, accent- and punctuation-insensitive key of an entity name."""
-    text = unicodedata.normalize("NFKD", name)
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    text = re.sub(r"[^\w\s]", " ", text.casefold())
-    text = re.sub(r"^(the|a|an)\s+", "", text.strip())
-    return " ".join(text.split())
 
 
 def _to_message(row: dict[str, Any]) -> EpisodeMessage:
@@ -73,19 +66,18 @@ async def process_episode(
     The extractor reads the plaintext of protected messages; the facts it makes are
     classified at least as high as the message they came from, and sealed likewise."""
     async with db.tenant(tenant) as conn:
-        row = await episodes.lock(conn, episode_uuid)
+        row, msgs, user, context = await episodes.load(
+            conn, episode_uuid, settings.context_messages
+        )
         if row is None:
             return "gone"  # its session was deleted before the job ran
         if row["status"] == "done" or row["user_id"] is None:
             return "skipped"
-        msgs = await episodes.messages_of(conn, episode_uuid)
         if not msgs:
             await episodes.mark_done(conn, episode_uuid, extractor.id, {})
             return "empty"
-        user = await users.get(conn, row["user_id"])
-        context = await episodes.recent_context(
-            conn, row["session_id"], msgs[0]["seq"], settings.context_messages
-        )
+        if user is None:
+            raise NotFoundError("user", row["user_id"])
         levels = {str(m["uuid"]): Sensitivity(m["sensitivity"]) for m in msgs}
         if protector is not None:
             await reveal.messages(protector, tenant, [*msgs, *context], True)
@@ -98,7 +90,7 @@ async def process_episode(
             context=[_to_message(m) for m in context],
         )
         known: list[dict[str, Any]] = (
-            await facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
+            await stored_facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
             if extractor.uses_candidates
             else []
         )
@@ -110,9 +102,14 @@ async def process_episode(
         ]
         extraction = await asyncio.to_thread(extractor.extract, episode, candidates)
         sealer = _Sealer(protector, tenant, row["user_id"], levels)
-        await _apply(conn, embedder, tenant, row["user_id"], extraction, settings, sealer)
-        await _close_contradicted(conn, extraction, msgs[-1]["created_at"])
-        await episodes.mark_done(conn, episode_uuid, extractor.id, extraction.usage)
+        writes = await _apply(conn, embedder, row["user_id"], extraction, settings, sealer)
+        # Every write of the episode in one round trip: none needs another's result.
+        async with conn.pipeline():
+            if writes is not None:
+                await writes[0].write(conn, tenant, row["user_id"])
+                await writes[1].write(conn, tenant, row["user_id"], settings.ts_config)
+            await _close_contradicted(conn, extraction, msgs[-1]["created_at"])
+            await episodes.mark_done(conn, episode_uuid, extractor.id, extraction.usage)
     return "done"
 
 
@@ -150,12 +147,12 @@ class _Sealer:
 async def _apply(
     conn: Conn,
     embedder: BatchingEmbedder,
-    tenant: str,
     user_id: str,
     extraction: Extraction,
     settings: GraphSettings,
     sealer: _Sealer,
-) -> None:
+) -> tuple[entities.Resolution, facts.FactWrites] | None:
+    """Resolve the entities and decide the facts of an extraction; returns the writes."""
     known = {e.name: e for e in extraction.entities}
     names = list(known)
     for f in extraction.facts:
@@ -163,95 +160,53 @@ async def _apply(
             if n not in known and n not in names:
                 names.append(n)
     if not names and not extraction.facts:
-        return
+        return None
     fact_ids = [uuidlib.uuid4() for _ in extraction.facts]
-
-    def seal_facts() -> list[Sealed]:
-        return [
-            sealer.seal("facts", "fact", fact_ids[i], f.fact, f.source_message)
-            for i, f in enumerate(extraction.facts)
-        ]
-
-    sealed = await asyncio.to_thread(seal_facts) if sealer.protector else seal_facts()
-    texts = names + [s.embed_text for s in sealed]
-    vectors = await embedder.embed(texts)
-    name_vec = {n: vectors[i] for i, n in enumerate(names)}
     first_message: dict[str, uuidlib.UUID] = {}
     for f in extraction.facts:
         for n in (f.subject, f.object):
             first_message.setdefault(n, uuidlib.UUID(f.source_message))
-    ids: dict[str, uuidlib.UUID] = {}
-    for n in names:
-        if n not in first_message:
-            continue  # an entity no fact uses is not worth a node
-        entity = known.get(n)
-        label = entity.label if entity else "other"
-        summary = None
-        if entity is not None and entity.summary:
-            summary = await asyncio.to_thread(
-                sealer.seal, "entities", "summary", (node := uuidlib.uuid4()), entity.summary,
-                str(first_message[n]),
-            )  # fmt: skip
-        ids[n] = await _resolve(
-            conn, tenant, user_id, n, label, summary, node if summary else None,
-            name_vec[n], first_message[n], settings,
-        )  # fmt: skip
-    for i, f in enumerate(extraction.facts):
-        vec = vectors[len(names) + i]
-        message = uuidlib.UUID(f.source_message)
-        source, target = ids[f.subject], ids[f.object]
-        same = await facts.find_same(conn, source, f.relation, target, vec, settings.fact_threshold)
-        if same is not None:
-            await facts.add_provenance(conn, same["uuid"], message)
-            continue
-        invalid_at = f.invalid_at
-        if f.exclusive:
-            for old in await facts.valid_for_relation(conn, source, f.relation):
-                if old["target_uuid"] == target:
-                    continue
-                if (
-                    f.valid_at is not None
-                    and old["valid_at"] is not None
-                    and (old["valid_at"] > f.valid_at)
-                ):
-                    # The new statement is about an earlier time: it held until the old one.
-                    invalid_at = min(invalid_at or old["valid_at"], old["valid_at"])
-                else:
-                    await facts.close(conn, old["uuid"], f.valid_at)
-        await facts.insert(
-            conn, tenant, user_id, source, target, f.relation, sealed[i].text, f.exclusive, vec,
-            f.valid_at, invalid_at, message, settings.ts_config, uuid=fact_ids[i],
-            sensitivity=int(sealed[i].sensitivity), fact_enc=sealed[i].ciphertext,
-        )  # fmt: skip
+    used = [n for n in names if n in first_message]  # an entity no fact uses is no node
 
+    def seal() -> tuple[list[Sealed], list[entities.Mention]]:
+        sealed = [
+            sealer.seal("facts", "fact", fact_ids[i], f.fact, f.source_message)
+            for i, f in enumerate(extraction.facts)
+        ]
+        mentions = []
+        for n in used:
+            entity = known.get(n)
+            node, summary = uuidlib.uuid4(), None
+            if entity is not None and entity.summary:
+                s = sealer.seal("entities", "summary", node, entity.summary, str(first_message[n]))
+                summary = (s.text, s.ciphertext)
+            label = entity.label if entity else "other"
+            mentions.append(entities.Mention(n, label, first_message[n], node, summary))
+        return sealed, mentions
 
-async def _resolve(
-    conn: Conn,
-    tenant: str,
-    user_id: str,
-    name: str,
-    label: str,
-    summary: Sealed | None,
-    node: uuidlib.UUID | None,
-    vector: np.ndarray[Any, np.dtype[np.float32]],
-    message: uuidlib.UUID,
-    settings: GraphSettings,
-) -> uuidlib.UUID:
-    """The user's entity for ``name``: by normalised name or alias, then by embedding."""
-    key = normalize_name(name) or name.casefold()
-    found = await entities.find_by_name(conn, user_id, key)
-    if found is None:
-        near = await entities.nearest(conn, user_id, vector)
-        if near is not None and near["score"] >= settings.entity_threshold:
-            found = near
-    if found is not None:
-        entity = uuidlib.UUID(str(found["uuid"]))
-        await entities.add_episode(conn, tenant, entity, message, key, label)
-        return entity
-    return await entities.insert(
-        conn, tenant, user_id, name, key, label, summary.text if summary else None, vector,
-        message, uuid=node, summary_enc=summary.ciphertext if summary else None,
-    )  # fmt: skip
+    sealed, mentions = await asyncio.to_thread(seal) if sealer.protector else seal()
+    fact_texts = [s.embed_text for s in sealed]
+    fact_vectors: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+
+    async def embed(unmatched: list[str]) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
+        # One embedder call for the names no stored name matches and all the fact texts.
+        vectors = list(await embedder.embed(unmatched + fact_texts, wait=False))
+        fact_vectors.extend(vectors[len(unmatched) :])
+        return vectors[: len(unmatched)]
+
+    resolution = await entities.resolve(conn, user_id, mentions, embed, settings.entity_threshold)
+    ids = resolution.ids
+    if not fact_vectors and fact_texts:  # resolve() had nothing to embed
+        fact_vectors.extend(await embedder.embed(fact_texts, wait=False))
+    planned = [
+        facts.Planned(
+            fact_ids[i], ids[f.subject], ids[f.object], f.relation, sealed[i].text, f.exclusive,
+            fact_vectors[i], f.valid_at, f.invalid_at, uuidlib.UUID(f.source_message),
+            int(sealed[i].sensitivity), sealed[i].ciphertext,
+        )
+        for i, f in enumerate(extraction.facts)
+    ]  # fmt: skip
+    return resolution, await facts.upsert(conn, planned, settings.fact_threshold)
 
 
 async def _close_contradicted(conn: Conn, extraction: Extraction, episode_time: datetime) -> None:
@@ -260,5 +215,6 @@ async def _close_contradicted(conn: Conn, extraction: Extraction, episode_time: 
         return
     starts = [f.valid_at for f in extraction.facts if f.valid_at is not None]
     invalid_at = min(starts) if starts else episode_time
-    for uuid in extraction.contradicted:
-        await facts.close(conn, uuidlib.UUID(uuid), invalid_at)
+    await stored_facts.close_many(
+        conn, [(uuidlib.UUID(uuid), invalid_at) for uuid in dict.fromkeys(extraction.contradicted)]
+    )

@@ -324,9 +324,6 @@ def _entities(w: Workload) -> TableEstimate:
     n = w.entity_count
     heap, toast = _rows([cols], n, ENTITY_HEAP_CHURN)
     tid = 1 + w.tenant_bytes
-    # Entities of different users that share a name share one HNSW element (pgvector
-    # keeps up to 10 heap TIDs per identical vector); fewer per element as users grow.
-    distinct = n / (1 + 0.127 * math.log(max(1.0, w.user_count)))
     user_key = layout.align(tid + 1 + w.id_bytes, 1)
     return TableEstimate("entities", n, heap, toast, [
         IndexEstimate("entities_pkey", "btree", layout.btree_bytes(n, tid + 16)),
@@ -337,7 +334,7 @@ def _entities(w: Workload) -> TableEstimate:
         # An empty array is indexed too (one "empty" posting per row version).
         IndexEstimate("entities_aliases_idx", "gin",
                       layout.gin_bytes(n * (1 + ENTITY_UPDATES_PER_ROW), 1, 8)),
-        _vector_index(w, "entities", "name_embedding", distinct),
+        # No vector index: names are compared within one user's rows (migration 0011).
     ])  # fmt: skip
 
 

@@ -11,12 +11,14 @@ recency weighting and MMR diversification follow. Every hit keeps its score part
 
 from __future__ import annotations
 
+import asyncio
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from engram.embed.batcher import BatchingEmbedder
 from engram.graph.ingest import normalize_name
@@ -94,10 +96,16 @@ async def hybrid_search(
     db: Database, embedder: BatchingEmbedder, tenant: str, q: HybridQuery
 ) -> list[Hit]:
     """The best ``limit`` messages, facts and entities for the query, with score parts."""
-    vector = (await embedder.embed([q.text]))[0]
+    # The query is embedded (in the embedder's thread) while the full-text queries run.
+    embedding = asyncio.ensure_future(embedder.embed([q.text]))
     fuser = _Fuser()
-    async with db.tenant(tenant) as conn:
-        await _gather(conn, q, vector, fuser)
+    try:
+        async with db.tenant(tenant) as conn:
+            vector = await _gather(conn, tenant, q, embedding, fuser)
+    finally:
+        if not embedding.done():
+            embedding.cancel()
+            await asyncio.gather(embedding, return_exceptions=True)
     hits = fuser.fused()
     if q.recency_half_life_days:
         _weigh_recency(hits, q.recency_half_life_days, q.recency_weight)
@@ -112,12 +120,26 @@ async def hybrid_search(
     return hits
 
 
-async def _gather(conn: Conn, q: HybridQuery, vector: Any, fuser: _Fuser) -> None:
+async def _gather(
+    conn: Conn,
+    tenant: str,
+    q: HybridQuery,
+    embedding: asyncio.Future[NDArray[np.float32]],
+    fuser: _Fuser,
+) -> Any:
+    """Fill the fuser; returns the query vector. Full text first: it needs no vector."""
     k, scope = q.candidates, q.scope
     want = set(q.targets)
     await retrieval.prepare(conn, max(q.ef_search, k))
+    common = await retrieval.common_lexemes(conn, tenant, "messages") if scope.exact else []
+    msg_txt = await retrieval.message_text(conn, q.text, q.ts_config, scope, k, common)
+    fact_txt: list[dict[str, Any]] = []
+    if "facts" in want:
+        common = await retrieval.common_lexemes(conn, tenant, "facts") if scope.exact else []
+        fact_txt = await retrieval.fact_text(conn, q.text, q.ts_config, scope, k, common)
+    named = await retrieval.entities_named(conn, normalize_name(q.text), scope) if q.graph else []
+    vector = (await embedding)[0]
     msg_vec = await retrieval.message_vector(conn, vector, scope, k, q.ef_search)
-    msg_txt = await retrieval.message_text(conn, q.text, q.ts_config, scope, k)
     if "messages" in want:
         fuser.add("message", "vector", msg_vec)
         fuser.add("message", "text", msg_txt)
@@ -126,12 +148,14 @@ async def _gather(conn: Conn, q: HybridQuery, vector: Any, fuser: _Fuser) -> Non
         fact_vec = await retrieval.fact_vector(conn, vector, scope, k)
     if "facts" in want:
         fuser.add("fact", "vector", fact_vec)
-        fuser.add("fact", "text", await retrieval.fact_text(conn, q.text, q.ts_config, scope, k))
+        fuser.add("fact", "text", fact_txt)
     if "entities" in want:
         fuser.add("entity", "vector", await retrieval.entity_vector(conn, vector, scope, k))
     if not q.graph:
-        return
-    graph_facts = await _neighbourhood(conn, q, vector, msg_vec[:5] + msg_txt[:5], fact_vec[:5])
+        return vector
+    graph_facts = await _neighbourhood(
+        conn, q, vector, named, msg_vec[:5] + msg_txt[:5], fact_vec[:5]
+    )
     if "facts" in want:
         fuser.add("fact", "graph", graph_facts)
     if "messages" in want:
@@ -142,20 +166,22 @@ async def _gather(conn: Conn, q: HybridQuery, vector: Any, fuser: _Fuser) -> Non
         fuser.add("message", "graph", rows[:k])
     if "entities" in want:
         ids = {f["source_uuid"] for f in graph_facts} | {f["target_uuid"] for f in graph_facts}
-        named = [r for r in await retrieval.entity_vector(conn, vector, scope, k * 2)]
-        fuser.add("entity", "graph", [r for r in named if r["uuid"] in ids][:k])
+        near = [r for r in await retrieval.entity_vector(conn, vector, scope, k * 2)]
+        fuser.add("entity", "graph", [r for r in near if r["uuid"] in ids][:k])
+    return vector
 
 
 async def _neighbourhood(
     conn: Conn,
     q: HybridQuery,
     vector: Any,
+    named: list[uuidlib.UUID],
     top_messages: list[dict[str, Any]],
     top_facts: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Facts within two hops of the entities the query names or the top results touch,
     ranked by hop, then by similarity to the query."""
-    seeds = set(await retrieval.entities_named(conn, normalize_name(q.text), q.scope))
+    seeds = set(named)
     seeds |= set(await retrieval.entities_of_messages(conn, [m["uuid"] for m in top_messages]))
     for f in top_facts:
         seeds |= {f["source_uuid"], f["target_uuid"]}

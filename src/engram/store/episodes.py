@@ -13,12 +13,10 @@ from engram.store.db import Conn
 __all__ = [
     "add",
     "errors_for",
-    "lock",
+    "load",
     "mark_done",
     "mark_failed",
-    "messages_of",
     "of_user",
-    "recent_context",
     "reset",
 ]
 
@@ -57,32 +55,61 @@ async def add(
     )
 
 
-async def lock(conn: Conn, episode: uuidlib.UUID) -> dict[str, Any] | None:
-    """The episode row, locked for this transaction (None if it no longer exists)."""
-    cur = await conn.execute("SELECT * FROM episodes WHERE uuid = %s FOR UPDATE", (episode,))
-    return await cur.fetchone()
+async def load(
+    conn: Conn, episode: uuidlib.UUID, context: int
+) -> tuple[
+    dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]
+]:
+    """Lock the episode; read it, its messages, the user's name and the messages before
+    it (``context`` of them), in one round trip.
 
-
-async def messages_of(conn: Conn, episode: uuidlib.UUID) -> list[dict[str, Any]]:
-    cur = await conn.execute(
-        """SELECT uuid, role, role_type, content, content_enc, sensitivity, created_at, seq
-           FROM messages WHERE episode_uuid = %s ORDER BY seq""",
-        (episode,),
+    The statements run in order, so the later ones read the episode as locked. The
+    transaction commits without waiting for the disk: the job queue records the job's end
+    after it, durably, and that flush of the write-ahead log covers this commit too; a
+    server crash in between loses both, and the job runs again."""
+    ep = "(SELECT {} FROM episodes WHERE uuid = %(e)s)"
+    uuids = "(SELECT message_uuids FROM episodes WHERE uuid = %(e)s)::uuid[]"
+    async with conn.pipeline():
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        lock = await conn.execute(
+            "SELECT * FROM episodes WHERE uuid = %(e)s FOR UPDATE", {"e": episode}
+        )
+        msgs = await conn.execute(
+            sql.SQL(
+                """SELECT uuid, role, role_type, content, content_enc, sensitivity, created_at,
+                          seq
+                   FROM messages WHERE uuid = ANY({}) AND episode_uuid = %(e)s ORDER BY seq"""
+            ).format(sql.SQL(uuids)),
+            {"e": episode},
+        )
+        user = await conn.execute(
+            sql.SQL("SELECT first_name, last_name FROM users WHERE user_id = {}").format(
+                sql.SQL(ep).format(sql.SQL("user_id"))
+            ),
+            {"e": episode},
+        )
+        before = await conn.execute(
+            sql.SQL(
+                """SELECT * FROM (
+                       SELECT uuid, role, role_type, content, content_enc, created_at, seq
+                       FROM messages
+                       WHERE session_id = {session}
+                         AND seq < (SELECT min(seq) FROM messages
+                                    WHERE uuid = ANY({uuids}) AND episode_uuid = %(e)s)
+                       ORDER BY seq DESC LIMIT %(n)s) t
+                   ORDER BY seq"""
+            ).format(
+                session=sql.SQL(ep).format(sql.SQL("session_id")),
+                uuids=sql.SQL(uuids),
+            ),
+            {"e": episode, "n": context},
+        )
+    return (
+        await lock.fetchone(),
+        await msgs.fetchall(),
+        await user.fetchone(),
+        await before.fetchall(),
     )
-    return await cur.fetchall()
-
-
-async def recent_context(
-    conn: Conn, session_id: str, before_seq: int, n: int
-) -> list[dict[str, Any]]:
-    cur = await conn.execute(
-        """SELECT * FROM (SELECT uuid, role, role_type, content, content_enc, created_at, seq
-                          FROM messages
-                          WHERE session_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s) t
-           ORDER BY seq""",
-        (session_id, before_seq, n),
-    )
-    return await cur.fetchall()
 
 
 # Token usage of every attempt is added up, so failed LLM calls are accounted for too.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid as uuidlib
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,16 +14,21 @@ from engram.errors import NotFoundError
 from engram.store.db import Conn
 
 __all__ = [
+    "NewFact",
     "add_provenance",
+    "add_provenance_many",
     "as_of",
     "candidates_for_episode",
     "close",
+    "close_many",
     "delete",
     "find_same",
     "get",
     "insert",
+    "insert_many",
     "of_entity",
     "provenance",
+    "same_or_related",
     "valid_for_relation",
 ]
 
@@ -48,6 +54,53 @@ async def find_same(
         (source, relation, target, vector, threshold, relation, target, vector),
     )
     return await cur.fetchone()
+
+
+async def same_or_related(
+    conn: Conn,
+    items: list[tuple[uuidlib.UUID, str, _VEC]],
+    threshold: float,
+) -> list[list[dict[str, Any]]]:
+    """For each (subject, relation, vector): the valid facts of that subject that share
+    the relation or whose text is at least ``threshold`` similar, with their ``distance``.
+
+    A superset of what find_same and valid_for_relation return, for a whole episode in
+    one query; the caller decides among them as new facts are added."""
+    found: list[list[dict[str, Any]]] = [[] for _ in items]
+    if not items:
+        return found
+    cur = await conn.execute(
+        """SELECT q.i, f.uuid, f.relation, f.target_uuid, f.valid_at,
+                  f.fact_embedding <=> q.v AS distance
+           FROM unnest(%s::uuid[], %s::text[], %b::vector[]) WITH ORDINALITY
+                AS q(source, relation, v, i)
+           JOIN facts f ON f.source_uuid = q.source
+                       AND f.expired_at IS NULL AND f.invalid_at IS NULL
+                       AND (f.relation = q.relation
+                            OR 1 - (f.fact_embedding <=> q.v) >= %s)""",
+        ([s for s, _, _ in items], [r for _, r, _ in items], [v for _, _, v in items], threshold),
+        binary=True,
+    )
+    for r in await cur.fetchall():
+        found[int(r.pop("i")) - 1].append(r)
+    return found
+
+
+async def add_provenance_many(conn: Conn, pairs: list[tuple[uuidlib.UUID, uuidlib.UUID]]) -> None:
+    """Append (fact, message) provenance in order, skipping messages already there."""
+    if not pairs:
+        return
+    await conn.execute(
+        """WITH p AS (SELECT fact, array_agg(message ORDER BY o) AS messages
+                      FROM unnest(%s::uuid[], %s::uuid[]) WITH ORDINALITY AS x(fact, message, o)
+                      GROUP BY fact)
+           UPDATE facts f
+           SET episodes = f.episodes || ARRAY(
+                   SELECT m FROM unnest(p.messages) WITH ORDINALITY AS y(m, o)
+                   WHERE NOT m = ANY(f.episodes) ORDER BY o)
+           FROM p WHERE f.uuid = p.fact""",
+        ([f for f, _ in pairs], [m for _, m in pairs]),
+    )
 
 
 async def add_provenance(conn: Conn, fact: uuidlib.UUID, message: uuidlib.UUID) -> None:
@@ -77,6 +130,74 @@ async def close(conn: Conn, fact: uuidlib.UUID, invalid_at: datetime | None) -> 
     await conn.execute(
         "UPDATE facts SET invalid_at = %s, expired_at = now() WHERE uuid = %s",
         (invalid_at, fact),
+    )
+
+
+async def close_many(conn: Conn, closes: list[tuple[uuidlib.UUID, datetime | None]]) -> None:
+    """close() for several facts in one statement."""
+    if not closes:
+        return
+    await conn.execute(
+        """UPDATE facts f SET invalid_at = c.at, expired_at = now()
+           FROM unnest(%s::uuid[], %s::timestamptz[]) AS c(uuid, at) WHERE f.uuid = c.uuid""",
+        ([u for u, _ in closes], [at for _, at in closes]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewFact:
+    uuid: uuidlib.UUID
+    source: uuidlib.UUID
+    target: uuidlib.UUID
+    relation: str
+    fact: str  # the redacted form when fact_enc is set
+    exclusive: bool
+    vector: _VEC
+    valid_at: datetime | None
+    invalid_at: datetime | None
+    expired: bool  # closed by a later fact of the same episode
+    episodes: list[uuidlib.UUID]
+    sensitivity: int = 0
+    fact_enc: bytes | None = None
+
+
+async def insert_many(
+    conn: Conn, tenant: str, user_id: str, rows: list[NewFact], ts_config: str
+) -> None:
+    """Insert facts in one statement."""
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO facts (uuid, tenant_id, user_id, source_uuid, target_uuid, relation,
+                              fact, exclusive, fact_embedding, search_text, valid_at,
+                              invalid_at, expired_at, episodes, sensitivity, fact_enc)
+           SELECT r.uuid, %s, %s, r.source, r.target, r.relation, r.fact, r.exclusive, r.v,
+                  to_tsvector(%s::regconfig, r.fact), r.valid_at, r.invalid_at,
+                  CASE WHEN r.expired THEN now() END,
+                  string_to_array(r.episodes, ',')::uuid[], r.sensitivity, r.fact_enc
+           FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[],
+                       %s::boolean[], %b::vector[], %s::timestamptz[], %s::timestamptz[],
+                       %s::boolean[], %s::text[], %s::smallint[], %s::bytea[])
+                AS r(uuid, source, target, relation, fact, exclusive, v, valid_at,
+                     invalid_at, expired, episodes, sensitivity, fact_enc)""",
+        (
+            tenant,
+            user_id,
+            ts_config,
+            [r.uuid for r in rows],
+            [r.source for r in rows],
+            [r.target for r in rows],
+            [r.relation for r in rows],
+            [r.fact for r in rows],
+            [r.exclusive for r in rows],
+            [r.vector for r in rows],
+            [r.valid_at for r in rows],
+            [r.invalid_at for r in rows],
+            [r.expired for r in rows],
+            [",".join(str(e) for e in r.episodes) for r in rows],
+            [r.sensitivity for r in rows],
+            [r.fact_enc for r in rows],
+        ),
     )
 
 
@@ -215,7 +336,9 @@ async def candidates_for_episode(
     """Valid facts of the episode's user closest to what its messages are about."""
     cur = await conn.execute(
         """WITH ep AS (SELECT e.user_id, avg(m.embedding) AS focus
-                       FROM episodes e JOIN messages m ON m.episode_uuid = e.uuid
+                       FROM episodes e
+                       JOIN messages m ON m.uuid = ANY(e.message_uuids)
+                                      AND m.episode_uuid = e.uuid
                        WHERE e.uuid = %s GROUP BY e.user_id),
                 scope AS MATERIALIZED (
                        SELECT f.uuid, f.fact, f.relation, f.source_uuid, f.target_uuid,

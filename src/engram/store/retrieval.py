@@ -6,6 +6,7 @@ returns at most `k` rows, best first, each with its own score for that signal.
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from engram.store.db import Conn
 
 __all__ = [
     "Scope",
+    "common_lexemes",
     "entities_named",
     "entities_of_messages",
     "entity_vector",
@@ -57,10 +59,21 @@ ENTITY_COLUMNS = sql.SQL(
     " n.summary_enc"
 )
 # Questions join their words with OR: "what did Ada paint" should find "Ada painted a
-# lake", which an AND of all words would not.
-_OR_QUERY = sql.SQL("replace(websearch_to_tsquery({cfg}::regconfig, {q})::text, '&', '|')::tsquery")
+# lake", which an AND of all words would not. A word in more than _COMMON_SHARE of the
+# rows is left out: it ranks nothing, and made the index return most of the table.
+_OR_QUERY = sql.SQL(
+    """(SELECT string_agg(quote_literal(l), ' | ')::tsquery
+        FROM unnest(tsvector_to_array(to_tsvector({cfg}::regconfig, {q}))) AS l
+        WHERE NOT l = ANY({common}))"""
+)
 _AND_QUERY = sql.SQL("websearch_to_tsquery({cfg}::regconfig, {q})")
-_TEXT_POOL = 2000  # matches ranked at most per full-text query
+_TEXT_POOL = 500  # matches ranked at most per full-text query
+_COMMON_SHARE = 0.05
+_NAME_WORDS = 8  # longest entity name (in words) recognised in a query
+_COMMON_TTL_S = 300.0  # the statistics change with ANALYZE, not per row
+_COMMON_SAMPLE = 5000  # rows sampled to find them
+_COMMON_LEAST = 200  # fewer rows than this: too few to tell, and fast to search anyway
+_common: dict[tuple[str, str], tuple[float, list[str]]] = {}
 
 
 @dataclass(frozen=True)
@@ -137,8 +150,41 @@ def _fact_where(scope: Scope) -> tuple[sql.Composable, list[Any]]:
 
 async def prepare(conn: Conn, ef_search: int) -> None:
     """Per-transaction index settings: iterative HNSW scans keep filtered results full."""
-    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-    await conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+    await conn.execute(
+        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+        " set_config('hnsw.ef_search', %s, true)",
+        (str(ef_search),),
+    )
+
+
+async def common_lexemes(conn: Conn, tenant: str, table: str) -> list[str]:
+    """Lexemes in more than _COMMON_SHARE of the tenant's rows of ``table``, from a sample
+    of about _COMMON_SAMPLE rows (cached per tenant and table for _COMMON_TTL_S)."""
+    now = time.monotonic()
+    cached = _common.get((tenant, table))
+    if cached is not None and now - cached[0] < _COMMON_TTL_S:
+        return cached[1]
+    cur = await conn.execute(
+        "SELECT greatest(reltuples, 1) AS n FROM pg_class WHERE oid = %s::regclass", (table,)
+    )
+    row = await cur.fetchone()
+    percent = min(100.0, 100.0 * _COMMON_SAMPLE / float(row["n"] if row else 1))
+    cur = await conn.execute(
+        sql.SQL(
+            """WITH s AS MATERIALIZED (
+                   SELECT search_text FROM {} TABLESAMPLE SYSTEM (%(p)s))
+               SELECT array_agg(l) AS lexemes
+               FROM (SELECT l FROM s, unnest(tsvector_to_array(s.search_text)) AS l
+                     GROUP BY l
+                     HAVING count(*) > %(share)s * (SELECT count(*) FROM s)
+                        AND (SELECT count(*) FROM s) >= %(least)s) c"""
+        ).format(sql.Identifier(table)),
+        {"p": percent, "share": _COMMON_SHARE, "least": _COMMON_LEAST},
+    )
+    found = await cur.fetchone()
+    lexemes = list(found["lexemes"] or []) if found else []
+    _common[(tenant, table)] = (now, lexemes)
+    return lexemes
 
 
 async def _ordered(conn: Conn, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
@@ -173,7 +219,7 @@ async def message_vector(
 
 
 async def message_text(
-    conn: Conn, text: str, ts_config: str, scope: Scope, k: int
+    conn: Conn, text: str, ts_config: str, scope: Scope, k: int, common: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """Messages matching the query words (stemmed), ranked by ts_rank_cd; ``score`` = rank.
 
@@ -182,7 +228,7 @@ async def message_text(
     the whole table.
     """
     where, params = _message_where(scope)
-    tsq = _tsquery(ts_config, scope)
+    tsq, tsq_params = _tsquery(text, ts_config, scope, common)
     query = sql.SQL(
         """SELECT * FROM (
                SELECT {cols}, ts_rank_cd(m.search_text, t.q, 32) AS score
@@ -190,12 +236,18 @@ async def message_text(
                WHERE m.search_text @@ t.q AND {where} LIMIT {pool}) r
            ORDER BY score DESC LIMIT %s"""
     ).format(cols=MESSAGE_COLUMNS, tsq=tsq, where=where, pool=sql.Literal(_TEXT_POOL))
-    return await _ordered(conn, query, [text, *params, k])
+    return await _ordered(conn, query, [*tsq_params, *params, k])
 
 
-def _tsquery(ts_config: str, scope: Scope) -> sql.Composed:
-    template = _OR_QUERY if scope.exact else _AND_QUERY
-    return template.format(cfg=sql.Literal(ts_config), q=sql.Placeholder())
+def _tsquery(
+    text: str, ts_config: str, scope: Scope, common: list[str] | None
+) -> tuple[sql.Composed, list[Any]]:
+    if not scope.exact:
+        return _AND_QUERY.format(cfg=sql.Literal(ts_config), q=sql.Placeholder()), [text]
+    query = _OR_QUERY.format(
+        cfg=sql.Literal(ts_config), q=sql.Placeholder(), common=sql.Placeholder()
+    )
+    return query, [text, common or []]
 
 
 async def fact_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[dict[str, Any]]:
@@ -210,21 +262,19 @@ async def fact_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[di
 
 
 async def fact_text(
-    conn: Conn, text: str, ts_config: str, scope: Scope, k: int
+    conn: Conn, text: str, ts_config: str, scope: Scope, k: int, common: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """Facts matching the query words, ranked like message_text."""
     where, params = _fact_where(scope)
+    tsq, tsq_params = _tsquery(text, ts_config, scope, common)
     query = sql.SQL(
         """SELECT * FROM (
                SELECT {cols}, ts_rank_cd(f.search_text, t.q, 32) AS score
                FROM facts f, (SELECT {tsq} AS q) AS t
                WHERE f.search_text @@ t.q AND {where} LIMIT {pool}) r
            ORDER BY score DESC LIMIT %s"""
-    ).format(
-        cols=FACT_COLUMNS, tsq=_tsquery(ts_config, scope), where=where,
-        pool=sql.Literal(_TEXT_POOL),
-    )  # fmt: skip
-    return await _ordered(conn, _NAMED.format(query), [text, *params, k])
+    ).format(cols=FACT_COLUMNS, tsq=tsq, where=where, pool=sql.Literal(_TEXT_POOL))
+    return await _ordered(conn, _NAMED.format(query), [*tsq_params, *params, k])
 
 
 async def entity_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[dict[str, Any]]:
@@ -245,11 +295,21 @@ async def entities_named(conn: Conn, normalized_query: str, scope: Scope) -> lis
     """Entities whose name or alias appears, as whole words, in the (normalised) query."""
     if not scope.user_ids:
         return []
+    # Every run of whole words is looked up by the unique index, rather than every
+    # entity's name matched against the query.
+    words = normalized_query.split()
+    runs = {
+        " ".join(words[i : i + n])
+        for n in range(1, _NAME_WORDS + 1)
+        for i in range(len(words) - n + 1)
+    }
+    runs = {r for r in runs if len(r) > 2}
+    if not runs:
+        return []
     cur = await conn.execute(
         """SELECT uuid FROM entities
-           WHERE user_id = ANY(%s) AND length(normalized_name) > 2
-             AND (' ' || %s || ' ') LIKE ('%% ' || normalized_name || ' %%')""",
-        (scope.user_ids, normalized_query),
+           WHERE user_id = ANY(%s) AND normalized_name = ANY(%s)""",
+        (scope.user_ids, sorted(runs)),
     )
     return [r["uuid"] for r in await cur.fetchall()]
 

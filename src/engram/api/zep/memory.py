@@ -106,6 +106,7 @@ async def get_memory(
                 scope=Scope(user_ids=[session["user_id"]]),
                 limit=runtime.settings.relevant_facts,
                 ts_config=runtime.settings.text_search_config,
+                candidates=max(20, runtime.settings.relevant_facts),  # a page, not a search
             ),
         )
         relevant = [
