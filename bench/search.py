@@ -30,6 +30,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -129,15 +130,33 @@ def layout(n: int, n_users: int, rng: np.random.Generator) -> tuple[np.ndarray, 
 # --------------------------------------------------------------------------- loading
 
 
+# A source of message rows: texts and unit vectors of messages lo .. hi - 1.
+Rows = Callable[[int, int], tuple[list[str], np.ndarray]]
+
+
+def pool_rows(
+    pool_texts: list[str], pool_vecs: np.ndarray, noise: float, rng: np.random.Generator
+) -> Rows:
+    """Rows that each take a random pool sentence and its vector plus Gaussian noise."""
+
+    def rows(lo: int, hi: int) -> tuple[list[str], np.ndarray]:
+        pick = rng.integers(0, len(pool_texts), hi - lo)
+        noisy = rng.normal(0.0, noise, (hi - lo, pool_vecs.shape[1])).astype(np.float32)
+        vecs = pool_vecs[pick] + noisy
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        return [pool_texts[i] for i in pick], vecs
+
+    return rows
+
+
 def bulk_load(
     dsn: str,
     tenant: str,
     ts_config: str,
     n: int,
     n_users: int,
-    pool_texts: list[str],
-    pool_vecs: np.ndarray,
-    noise: float,
+    rows: Rows,
+    dims: int,
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     """COPY users, sessions and messages in; rebuild the indexes; return timings and sizes."""
@@ -148,7 +167,6 @@ def bulk_load(
     user_ids = [f"u{i:06d}" for i in range(n_users)]
     sessions_per_user = np.zeros(n_users, dtype=np.int64)
     np.maximum.at(sessions_per_user, user, sess + 1)
-    dims = pool_vecs.shape[1]
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
         meta = read_meta(conn)
@@ -182,14 +200,12 @@ def bulk_load(
         with conn.cursor() as cur:
             for lo in range(0, n, COPY_CHUNK):
                 hi = min(n, lo + COPY_CHUNK)
-                pick = rng.integers(0, len(pool_texts), hi - lo)
-                vecs = pool_vecs[pick] + rng.normal(0.0, noise, (hi - lo, dims)).astype(np.float32)
-                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                texts, vecs = rows(lo, hi)
                 with cur.copy("COPY bench_stage FROM STDIN WITH (FORMAT BINARY)") as copy:
                     copy.set_types(types)
                     for k in range(hi - lo):
                         i = lo + k
-                        text = pool_texts[pick[k]]
+                        text = texts[k]
                         u = user_ids[user[i]]
                         copy.write_row(
                             (
@@ -273,21 +289,28 @@ def describe(dsn: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- measuring
 
 
+ZEP_SEARCH = "/api/v2/sessions/search?limit=10"
+
+
 async def api_latency(
-    server: BenchServer, requests: list[dict[str, Any]], concurrency: int, warmup: int
+    server: BenchServer,
+    requests: list[dict[str, Any]],
+    concurrency: int,
+    warmup: int,
+    path: str = ZEP_SEARCH,
 ) -> dict[str, Any]:
     """Send every search request (after ``warmup`` untimed ones) from ``concurrency`` clients."""
     latencies: list[float] = []
     counts: list[int] = []
     async with ClientPool(server.base_url, server.api_key, concurrency) as pool:
         for body in requests[:warmup]:
-            await pool.clients[0].post("/api/v2/sessions/search?limit=10", json=body)
+            await pool.clients[0].post(path, json=body)
         queue = iter(requests[warmup:])
 
         async def worker(client: Any) -> None:
             for body in queue:
                 t0 = time.perf_counter()
-                r = await client.post("/api/v2/sessions/search?limit=10", json=body)
+                r = await client.post(path, json=body)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 if r.status_code != 200:
                     raise RuntimeError(f"search -> {r.status_code}: {r.text[:300]}")
@@ -450,9 +473,9 @@ def load_data(
         f"embedded a pool of {len(pool_texts):,} sentences in {pool_s:.1f} s "
         f"({len(pool_texts) / pool_s:,.0f}/s, in-process)"
     )
-    load = bulk_load(
-        dsn, tenant, ts_config, args.messages, args.users, pool_texts, pool_vecs, args.noise, rng
-    )
+    rows = pool_rows(pool_texts, pool_vecs, args.noise, rng)
+    dims = pool_vecs.shape[1]
+    load = bulk_load(dsn, tenant, ts_config, args.messages, args.users, rows, dims, rng)
     load["pool"] = {
         "sentences": len(pool_texts),
         "embed_s": round(pool_s, 1),
