@@ -267,12 +267,15 @@ def describe(dsn: str) -> dict[str, Any]:
                       pg_relation_size('messages'), pg_total_relation_size('messages'),
                       pg_relation_size(reltoastrelid), pg_database_size(current_database()),
                       (SELECT count(*) FROM messages), (SELECT count(*) FROM users),
-                      (SELECT count(*) FROM sessions)
+                      (SELECT count(*) FROM sessions),
+                      (SELECT reloptions FROM pg_class
+                       WHERE oid = 'messages_embedding_idx'::regclass)
                FROM pg_class WHERE oid = 'messages'::regclass"""
         ).fetchone()
         assert row is not None
     return {
         "index": {"type": meta.index, **meta.params},
+        "index_options": row[8],  # as built (a benchmark may have rebuilt it)
         "sizes_mb": {
             "hnsw_index": round(row[0] / 2**20, 1),
             "messages_heap": round(row[1] / 2**20, 1),
@@ -346,8 +349,12 @@ async def breakdown(
     n: int,
     ef_search: int,
     tenant: str,
+    tenant_n: int | None = None,
 ) -> dict[str, Any]:
-    """HTTP round trip, query embedding, and the search's SQL alone (app role, RLS)."""
+    """HTTP round trip, query embedding, and the search's SQL alone (app role, RLS).
+
+    ``tenant_n``: how many of the queries also run tenant-wide (default all ``n``).
+    """
     from engram.search.hybrid import hybrid_search
     from engram.store.db import Database
     from engram.store.embedded import EmbeddedPostgres
@@ -380,9 +387,12 @@ async def breakdown(
         from engram.store import retrieval
 
         hq = HybridQuery(text="")
-        for scope_label, scoped in (("user_scoped", True), ("tenant_wide", False)):
+        for scope_label, scoped, m in (
+            ("user_scoped", True, n),
+            ("tenant_wide", False, n if tenant_n is None else tenant_n),
+        ):
             times: dict[str, list[float]] = {"vector": [], "text": [], "hybrid_no_embed": []}
-            for i, (q, v) in enumerate(zip(questions[:n], vecs, strict=True)):
+            for i, (q, v) in enumerate(zip(questions[:m], vecs[:m], strict=True)):
                 scope = retrieval.Scope(user_ids=[users[i % len(users)]] if scoped else None)
                 async with db.tenant(tenant) as conn:
                     t = time.perf_counter()

@@ -137,8 +137,12 @@ def _fact_where(scope: Scope) -> tuple[sql.Composable, list[Any]]:
 
 async def prepare(conn: Conn, ef_search: int) -> None:
     """Per-transaction index settings: iterative HNSW scans keep filtered results full."""
-    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-    await conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+    # One round trip for both (set_config with is_local = SET LOCAL).
+    await conn.execute(
+        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+        " set_config('hnsw.ef_search', %s, true)",
+        (str(ef_search),),
+    )
 
 
 async def _ordered(conn: Conn, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
