@@ -49,42 +49,39 @@ import numpy as np
 
 from common import (
     BenchServer,
-    check_disk,
     cpu_delta,
     cpu_snapshot,
     default_json,
     locomo_questions,
-    machine,
     memory_snapshot,
     percentiles,
     pg_stat_reset,
     pg_top,
     postgres_pids,
-    print_machine,
     print_top,
-    remove_tree,
-    short_tmpdir,
-    start_server,
-    stop_server,
     table,
-    wait_quiet,
     write_json,
 )
 from corpus import Corpus, build_parts, describe_parts, embed_cached, fill, templates
-from search import ZEP_SEARCH, Rows, api_latency, breakdown, bulk_load, describe, recall
+from search import (
+    ZEP_SEARCH,
+    Rows,
+    api_latency,
+    breakdown,
+    build_embedder,
+    bulk_load,
+    describe,
+    measure,
+    print_breakdown,
+    print_recall,
+    recall,
+)
 
 NAME = "scale"
 PRESETS = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
 USERS = 10_000
 TARGET_P95_MS, TARGET_RECALL = 50.0, 0.95
 NATIVE_SEARCH = "/v1/search"
-
-
-def build_embedder() -> Any:
-    from engram.config import EmbedderSettings
-    from engram.embed import build_embedder as build
-
-    return build(EmbedderSettings())
 
 
 # --------------------------------------------------------------------------- data
@@ -418,25 +415,9 @@ def report(result: dict[str, Any]) -> None:
              "results", "load 1m", "other cores"],
         )
     )  # fmt: skip
-    b = {k: v for k, v in result["breakdown"].items() if isinstance(v, dict) and v}
-    print()
-    print(
-        table(
-            [[k, v["p50"], v["p95"], v["p99"]] for k, v in b.items()],
-            ["in-process breakdown", "p50 ms", "p95 ms", "p99 ms"],
-        )
-    )
-    rec = result.get("recall", {"per_ef_search": {}})
-    print()
-    print(
-        table(
-            [
-                [ef, r["recall_at_10"], r["min_recall"], r["sql_ms"]["p50"], r["sql_ms"]["p95"]]
-                for ef, r in rec["per_ef_search"].items()
-            ],
-            ["hnsw.ef_search", "recall@10", "worst query", "SQL p50 ms", "SQL p95 ms"],
-        )
-    )
+    print_breakdown(result["breakdown"])
+    if "recall" in result:
+        print_recall(result["recall"])
     print("\ntop statements during the API phase:")
     print_top(result["top_statements"])
     zep = s["zep_user_seq"]
@@ -492,27 +473,7 @@ def main() -> None:
     label = args.preset if args.messages == PRESETS[args.preset] else str(args.messages)
     args.json = args.json or default_json(f"{NAME}-{label}")
 
-    info = machine()
-    print_machine(info)
-    need = 1 + args.messages * 8e-6
-    print(f"disk: {check_disk(Path('/tmp'), need):.0f} GB free in /tmp (need ~{need:.1f} GB)")
-    quiet = wait_quiet(max_wait_s=args.max_wait_quiet)
-    root = None if args.data_dir else short_tmpdir("egsc-")
-    data_dir = args.data_dir or root / "d"  # type: ignore[operator]
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = start_server(data_dir)
-    print(f"server pid {server.process.pid} on {server.base_url}, data in {data_dir}")
-    try:
-        result = run(args, server)
-    finally:
-        code = stop_server(server)
-        if root is not None and not args.keep:
-            remove_tree(root)
-    result["server_exit_code"] = code
-    result["other_cores_busy_before"] = quiet
-    report(result)
-    path = write_json(args.json, NAME, result)
-    print(f"\nwritten {path}")
+    measure(args, NAME, run, report)
 
 
 if __name__ == "__main__":

@@ -591,6 +591,45 @@ def run(args: argparse.Namespace, server: BenchServer) -> dict[str, Any]:
     }
 
 
+def print_breakdown(breakdown: dict[str, Any]) -> None:
+    b = {k: v for k, v in breakdown.items() if isinstance(v, dict) and v}
+    print()
+    print(
+        table(
+            [[k, v["p50"], v["p95"], v["p99"]] for k, v in b.items()],
+            ["in-process breakdown", "p50 ms", "p95 ms", "p99 ms"],
+        )
+    )
+
+
+def print_recall(rec: dict[str, Any]) -> None:
+    print()
+    print(
+        table(
+            [
+                [
+                    ef,
+                    r["recall_at_10"],
+                    r.get("distance_recall_at_10", ""),
+                    r["min_recall"],
+                    r["sql_ms"]["p50"],
+                    r["sql_ms"]["p95"],
+                ]
+                for ef, r in rec["per_ef_search"].items()
+            ],
+            [
+                "hnsw.ef_search",
+                "recall@10",
+                "distance recall@10",
+                "worst query",
+                "SQL p50 ms",
+                "SQL p95 ms",
+            ],
+        )
+    )
+    print(f"exact search SQL p50 {rec['exact_sql_ms']['p50']} ms over {rec['queries']} queries")
+
+
 def report(result: dict[str, Any]) -> None:
     p, load = result["params"], result["load"]
     print(
@@ -642,40 +681,8 @@ def report(result: dict[str, Any]) -> None:
             ],
         )
     )
-    b = {k: v for k, v in result["breakdown"].items() if isinstance(v, dict)}
-    print()
-    print(
-        table(
-            [[k, v["p50"], v["p95"], v["p99"]] for k, v in b.items()],
-            ["in-process breakdown", "p50 ms", "p95 ms", "p99 ms"],
-        )
-    )
-    rec = result["recall"]
-    print()
-    print(
-        table(
-            [
-                [
-                    ef,
-                    r["recall_at_10"],
-                    r.get("distance_recall_at_10", ""),
-                    r["min_recall"],
-                    r["sql_ms"]["p50"],
-                    r["sql_ms"]["p95"],
-                ]
-                for ef, r in rec["per_ef_search"].items()
-            ],
-            [
-                "hnsw.ef_search",
-                "recall@10",
-                "distance recall@10",
-                "worst query",
-                "SQL p50 ms",
-                "SQL p95 ms",
-            ],
-        )
-    )
-    print(f"exact search SQL p50 {rec['exact_sql_ms']['p50']} ms over {rec['queries']} queries")
+    print_breakdown(result["breakdown"])
+    print_recall(result["recall"])
     print("\ntop statements during the API phase:")
     print_top(result["top_statements"])
     target = result["target_p95_ms"]
@@ -732,13 +739,23 @@ def main() -> None:
     label = args.preset or f"{args.messages}"
     args.json = args.json or default_json(f"{NAME}-{label}")
 
-    info = machine()
-    print_machine(info)
+    measure(args, NAME, run, report)
+
+
+def measure(
+    args: argparse.Namespace,
+    name: str,
+    run: Callable[[argparse.Namespace, BenchServer], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Start a server on ``args.data_dir`` (or a new one), run, report, write the JSON."""
+    print_machine(machine())
     need = 1 + args.messages * 8e-6
     print(f"disk: {check_disk(Path('/tmp'), need):.0f} GB free in /tmp (need ~{need:.1f} GB)")
     quiet = wait_quiet(max_wait_s=args.max_wait_quiet)
     root = None if args.data_dir else short_tmpdir("egs-")
     data_dir = args.data_dir or root / "d"  # type: ignore[operator]
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = start_server(data_dir)
     print(f"server pid {server.process.pid} on {server.base_url}, data in {data_dir}")
     try:
@@ -750,7 +767,7 @@ def main() -> None:
     result["server_exit_code"] = code
     result["other_cores_busy_before"] = quiet
     report(result)
-    path = write_json(args.json, NAME, result)
+    path = write_json(args.json, name, result)
     print(f"\nwritten {path}")
 
 
