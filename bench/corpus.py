@@ -3,9 +3,9 @@
 Parts: every sentence of the LoCoMo turns and observations of 3 to 30 words becomes a
 template: whole-word occurrences of the speakers' names (and nicknames), of the places
 they mention, of weekdays and months, of numbers and of a few interchangeable nouns
-(hobbies, pets, family, places to go, food, instruments) become slots. A template with
+(hobbies, pets, family, outings, food, instruments, sports) become slots. A template with
 slots yields up to ``variants`` distinct parts, each with its slots filled from the
-lists below (180 first names, 110 places, ...), drawn with a fixed seed; a template
+lists below (179 first names, 130 places, ...), drawn with a fixed seed; a template
 without slots is one part. Every distinct part is embedded once with the real local
 embedder.
 
