@@ -30,6 +30,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -129,15 +130,33 @@ def layout(n: int, n_users: int, rng: np.random.Generator) -> tuple[np.ndarray, 
 # --------------------------------------------------------------------------- loading
 
 
+# A source of message rows: texts and unit vectors of messages lo .. hi - 1.
+Rows = Callable[[int, int], tuple[list[str], np.ndarray]]
+
+
+def pool_rows(
+    pool_texts: list[str], pool_vecs: np.ndarray, noise: float, rng: np.random.Generator
+) -> Rows:
+    """Rows that each take a random pool sentence and its vector plus Gaussian noise."""
+
+    def rows(lo: int, hi: int) -> tuple[list[str], np.ndarray]:
+        pick = rng.integers(0, len(pool_texts), hi - lo)
+        noisy = rng.normal(0.0, noise, (hi - lo, pool_vecs.shape[1])).astype(np.float32)
+        vecs = pool_vecs[pick] + noisy
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        return [pool_texts[i] for i in pick], vecs
+
+    return rows
+
+
 def bulk_load(
     dsn: str,
     tenant: str,
     ts_config: str,
     n: int,
     n_users: int,
-    pool_texts: list[str],
-    pool_vecs: np.ndarray,
-    noise: float,
+    rows: Rows,
+    dims: int,
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     """COPY users, sessions and messages in; rebuild the indexes; return timings and sizes."""
@@ -148,7 +167,6 @@ def bulk_load(
     user_ids = [f"u{i:06d}" for i in range(n_users)]
     sessions_per_user = np.zeros(n_users, dtype=np.int64)
     np.maximum.at(sessions_per_user, user, sess + 1)
-    dims = pool_vecs.shape[1]
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
         meta = read_meta(conn)
@@ -182,14 +200,12 @@ def bulk_load(
         with conn.cursor() as cur:
             for lo in range(0, n, COPY_CHUNK):
                 hi = min(n, lo + COPY_CHUNK)
-                pick = rng.integers(0, len(pool_texts), hi - lo)
-                vecs = pool_vecs[pick] + rng.normal(0.0, noise, (hi - lo, dims)).astype(np.float32)
-                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                texts, vecs = rows(lo, hi)
                 with cur.copy("COPY bench_stage FROM STDIN WITH (FORMAT BINARY)") as copy:
                     copy.set_types(types)
                     for k in range(hi - lo):
                         i = lo + k
-                        text = pool_texts[pick[k]]
+                        text = texts[k]
                         u = user_ids[user[i]]
                         copy.write_row(
                             (
@@ -251,12 +267,15 @@ def describe(dsn: str) -> dict[str, Any]:
                       pg_relation_size('messages'), pg_total_relation_size('messages'),
                       pg_relation_size(reltoastrelid), pg_database_size(current_database()),
                       (SELECT count(*) FROM messages), (SELECT count(*) FROM users),
-                      (SELECT count(*) FROM sessions)
+                      (SELECT count(*) FROM sessions),
+                      (SELECT reloptions FROM pg_class
+                       WHERE oid = 'messages_embedding_idx'::regclass)
                FROM pg_class WHERE oid = 'messages'::regclass"""
         ).fetchone()
         assert row is not None
     return {
         "index": {"type": meta.index, **meta.params},
+        "index_options": row[8],  # as built (a benchmark may have rebuilt it)
         "sizes_mb": {
             "hnsw_index": round(row[0] / 2**20, 1),
             "messages_heap": round(row[1] / 2**20, 1),
@@ -273,21 +292,28 @@ def describe(dsn: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- measuring
 
 
+ZEP_SEARCH = "/api/v2/sessions/search?limit=10"
+
+
 async def api_latency(
-    server: BenchServer, requests: list[dict[str, Any]], concurrency: int, warmup: int
+    server: BenchServer,
+    requests: list[dict[str, Any]],
+    concurrency: int,
+    warmup: int,
+    path: str = ZEP_SEARCH,
 ) -> dict[str, Any]:
     """Send every search request (after ``warmup`` untimed ones) from ``concurrency`` clients."""
     latencies: list[float] = []
     counts: list[int] = []
     async with ClientPool(server.base_url, server.api_key, concurrency) as pool:
         for body in requests[:warmup]:
-            await pool.clients[0].post("/api/v2/sessions/search?limit=10", json=body)
+            await pool.clients[0].post(path, json=body)
         queue = iter(requests[warmup:])
 
         async def worker(client: Any) -> None:
             for body in queue:
                 t0 = time.perf_counter()
-                r = await client.post("/api/v2/sessions/search?limit=10", json=body)
+                r = await client.post(path, json=body)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 if r.status_code != 200:
                     raise RuntimeError(f"search -> {r.status_code}: {r.text[:300]}")
@@ -323,8 +349,12 @@ async def breakdown(
     n: int,
     ef_search: int,
     tenant: str,
+    tenant_n: int | None = None,
 ) -> dict[str, Any]:
-    """HTTP round trip, query embedding, and the search's SQL alone (app role, RLS)."""
+    """HTTP round trip, query embedding, and the search's SQL alone (app role, RLS).
+
+    ``tenant_n``: how many of the queries also run tenant-wide (default all ``n``).
+    """
     from engram.search.hybrid import hybrid_search
     from engram.store.db import Database
     from engram.store.embedded import EmbeddedPostgres
@@ -357,9 +387,12 @@ async def breakdown(
         from engram.store import retrieval
 
         hq = HybridQuery(text="")
-        for scope_label, scoped in (("user_scoped", True), ("tenant_wide", False)):
+        for scope_label, scoped, m in (
+            ("user_scoped", True, n),
+            ("tenant_wide", False, n if tenant_n is None else tenant_n),
+        ):
             times: dict[str, list[float]] = {"vector": [], "text": [], "hybrid_no_embed": []}
-            for i, (q, v) in enumerate(zip(questions[:n], vecs, strict=True)):
+            for i, (q, v) in enumerate(zip(questions[:m], vecs[:m], strict=True)):
                 scope = retrieval.Scope(user_ids=[users[i % len(users)]] if scoped else None)
                 async with db.tenant(tenant) as conn:
                     t = time.perf_counter()
@@ -450,9 +483,9 @@ def load_data(
         f"embedded a pool of {len(pool_texts):,} sentences in {pool_s:.1f} s "
         f"({len(pool_texts) / pool_s:,.0f}/s, in-process)"
     )
-    load = bulk_load(
-        dsn, tenant, ts_config, args.messages, args.users, pool_texts, pool_vecs, args.noise, rng
-    )
+    rows = pool_rows(pool_texts, pool_vecs, args.noise, rng)
+    dims = pool_vecs.shape[1]
+    load = bulk_load(dsn, tenant, ts_config, args.messages, args.users, rows, dims, rng)
     load["pool"] = {
         "sentences": len(pool_texts),
         "embed_s": round(pool_s, 1),
@@ -558,6 +591,45 @@ def run(args: argparse.Namespace, server: BenchServer) -> dict[str, Any]:
     }
 
 
+def print_breakdown(breakdown: dict[str, Any]) -> None:
+    b = {k: v for k, v in breakdown.items() if isinstance(v, dict) and v}
+    print()
+    print(
+        table(
+            [[k, v["p50"], v["p95"], v["p99"]] for k, v in b.items()],
+            ["in-process breakdown", "p50 ms", "p95 ms", "p99 ms"],
+        )
+    )
+
+
+def print_recall(rec: dict[str, Any]) -> None:
+    print()
+    print(
+        table(
+            [
+                [
+                    ef,
+                    r["recall_at_10"],
+                    r.get("distance_recall_at_10", ""),
+                    r["min_recall"],
+                    r["sql_ms"]["p50"],
+                    r["sql_ms"]["p95"],
+                ]
+                for ef, r in rec["per_ef_search"].items()
+            ],
+            [
+                "hnsw.ef_search",
+                "recall@10",
+                "distance recall@10",
+                "worst query",
+                "SQL p50 ms",
+                "SQL p95 ms",
+            ],
+        )
+    )
+    print(f"exact search SQL p50 {rec['exact_sql_ms']['p50']} ms over {rec['queries']} queries")
+
+
 def report(result: dict[str, Any]) -> None:
     p, load = result["params"], result["load"]
     print(
@@ -609,40 +681,8 @@ def report(result: dict[str, Any]) -> None:
             ],
         )
     )
-    b = {k: v for k, v in result["breakdown"].items() if isinstance(v, dict)}
-    print()
-    print(
-        table(
-            [[k, v["p50"], v["p95"], v["p99"]] for k, v in b.items()],
-            ["in-process breakdown", "p50 ms", "p95 ms", "p99 ms"],
-        )
-    )
-    rec = result["recall"]
-    print()
-    print(
-        table(
-            [
-                [
-                    ef,
-                    r["recall_at_10"],
-                    r.get("distance_recall_at_10", ""),
-                    r["min_recall"],
-                    r["sql_ms"]["p50"],
-                    r["sql_ms"]["p95"],
-                ]
-                for ef, r in rec["per_ef_search"].items()
-            ],
-            [
-                "hnsw.ef_search",
-                "recall@10",
-                "distance recall@10",
-                "worst query",
-                "SQL p50 ms",
-                "SQL p95 ms",
-            ],
-        )
-    )
-    print(f"exact search SQL p50 {rec['exact_sql_ms']['p50']} ms over {rec['queries']} queries")
+    print_breakdown(result["breakdown"])
+    print_recall(result["recall"])
     print("\ntop statements during the API phase:")
     print_top(result["top_statements"])
     target = result["target_p95_ms"]
@@ -699,13 +739,23 @@ def main() -> None:
     label = args.preset or f"{args.messages}"
     args.json = args.json or default_json(f"{NAME}-{label}")
 
-    info = machine()
-    print_machine(info)
+    measure(args, NAME, run, report)
+
+
+def measure(
+    args: argparse.Namespace,
+    name: str,
+    run: Callable[[argparse.Namespace, BenchServer], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Start a server on ``args.data_dir`` (or a new one), run, report, write the JSON."""
+    print_machine(machine())
     need = 1 + args.messages * 8e-6
     print(f"disk: {check_disk(Path('/tmp'), need):.0f} GB free in /tmp (need ~{need:.1f} GB)")
     quiet = wait_quiet(max_wait_s=args.max_wait_quiet)
     root = None if args.data_dir else short_tmpdir("egs-")
     data_dir = args.data_dir or root / "d"  # type: ignore[operator]
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = start_server(data_dir)
     print(f"server pid {server.process.pid} on {server.base_url}, data in {data_dir}")
     try:
@@ -717,7 +767,7 @@ def main() -> None:
     result["server_exit_code"] = code
     result["other_cores_busy_before"] = quiet
     report(result)
-    path = write_json(args.json, NAME, result)
+    path = write_json(args.json, name, result)
     print(f"\nwritten {path}")
 
 

@@ -83,7 +83,7 @@ class Deployment:
     worker_concurrency: int = 1
     retention_days: int = 0  # 0: nothing expires
     backup_retention_days: int = 7
-    hnsw_ef_search: int = 64
+    hnsw_ef_search: int = 400
 
     def connections(self, pool_max: int | None = None) -> int:
         p = self.pool_max if pool_max is None else pool_max

@@ -150,6 +150,7 @@ def _fact_where(scope: Scope) -> tuple[sql.Composable, list[Any]]:
 
 async def prepare(conn: Conn, ef_search: int) -> None:
     """Per-transaction index settings: iterative HNSW scans keep filtered results full."""
+    # One round trip for both (set_config with is_local = SET LOCAL).
     await conn.execute(
         "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
         " set_config('hnsw.ef_search', %s, true)",
