@@ -83,9 +83,10 @@ async def load(
             {"e": episode},
         )
         user = await conn.execute(
-            sql.SQL("SELECT first_name, last_name FROM users WHERE user_id = {}").format(
-                sql.SQL(ep).format(sql.SQL("user_id"))
-            ),
+            sql.SQL(
+                "SELECT first_name, last_name, first_name_enc, last_name_enc"
+                " FROM users WHERE user_id = {}"
+            ).format(sql.SQL(ep).format(sql.SQL("user_id"))),
             {"e": episode},
         )
         before = await conn.execute(
