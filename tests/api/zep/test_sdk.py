@@ -112,7 +112,9 @@ def test_memory_and_messages(zep: Zep, uid: str) -> None:
         "My sister lives in Lisbon and paints.",
         "Quarterly tax forms are due on Friday.",
     ]
-    assert memory.relevant_facts == []
+    # The in-process worker may already have extracted the episode: any fact comes from it.
+    for fact in memory.relevant_facts or []:
+        assert any(w in fact.fact for w in ("Biscuit", "beagle", "Lisbon", "sister", "tax"))
     full = zep.memory.get(f"s-{uid}")
     assert len(full.messages or []) == 4
     assert full.messages and full.messages[0].role == "Ada" and full.messages[0].role_type == "user"
