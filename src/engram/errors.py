@@ -145,6 +145,10 @@ class DecryptionError(EngramError):
         self.reason = reason
         self.key_id = key_id
         self.key_version = key_version
+        if reason == "key_destroyed":
+            # Reads redact such fields; only a write can meet it: the caller changed a
+            # crypto-shredded user, which is a conflict with that user's state, not a fault.
+            self.status = 409
 
 
 class SchemaMismatchError(EngramError):

@@ -169,6 +169,15 @@ def test_rotate_reencrypt_retire_destroy_shred(srv: Server) -> None:
         shredded = {"email": "[EMAIL]", "first_name": "[PII]", "last_name": "[PII]",
                     "metadata": {"phone": "[PHONE]"}}  # fmt: skip
         assert _person(http, uid, sid) == (shredded, {"contact": "[EMAIL]", "channel": "web"})
+        # Changing a shredded user is refused with the reason, and changes nothing.
+        patch = http.patch(f"/api/v2/users/{uid}", json={"first_name": "New"})
+        assert patch.status_code == 409 and "destroyed" in patch.json()["message"], patch.text
+        body = {"messages": [{"role_type": "user", "content": f"write to {EMAIL}"}]}
+        added = http.post(f"/api/v2/sessions/{sid}/memory", json=body)
+        assert added.status_code == 409 and "destroyed" in added.json()["message"], added.text
+        assert _person(http, uid, sid) == (shredded, {"contact": "[EMAIL]", "channel": "web"})
+        after = http.get(f"/api/v2/sessions/{sid}/messages", params={"limit": 100}).json()
+        assert len(after["messages"]) == 30
         # Shredded fields stay where they are; rotation moves the rest and says so.
         assert "re-encrypted" in _keys(srv, "rotate", "--now")
         status = _keys(srv, "status")

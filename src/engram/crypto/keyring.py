@@ -203,11 +203,20 @@ class Keyring:
             hit = self._primary.get(key_id)
             if hit is not None and hit[0] > self._clock():
                 return hit[1]
-        for r in self.versions(key_id):
+        versions = self.versions(key_id)
+        for r in versions:
             if r.state is KeyState.PRIMARY:
                 with self._lock:
                     self._primary[key_id] = (self._clock() + self.cache.ttl_s, r.version)
                 return r.version
+        if versions and all(r.state is KeyState.DESTROYED for r in versions):
+            raise DecryptionError(
+                f"data key {key_id} was destroyed (crypto-shredded): nothing can be written "
+                "under it",
+                reason="key_destroyed",
+                key_id=str(key_id),
+                hint="erase the user (DELETE /v1/users/{id}?erase=true) or use a new user id",
+            )
         raise ValidationError(f"data key {key_id} has no primary version", hint="promote one")
 
     def forget_primaries(self) -> None:
