@@ -331,16 +331,6 @@ async def api_latency(
     }
 
 
-class _Fixed:
-    """Stands in for the batching embedder: returns a vector computed beforehand."""
-
-    def __init__(self, vector: np.ndarray) -> None:
-        self.vector = vector
-
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        return self.vector[None, :]
-
-
 async def breakdown(
     server: BenchServer,
     embedder: Any,
@@ -386,7 +376,8 @@ async def breakdown(
         from engram.search.hybrid import HybridQuery
         from engram.store import retrieval
 
-        hq = HybridQuery(text="")
+        hq = HybridQuery(text="", ef_search=ef_search)
+        k = hq.candidates
         for scope_label, scoped, m in (
             ("user_scoped", True, n),
             ("tenant_wide", False, n if tenant_n is None else tenant_n),
@@ -395,14 +386,20 @@ async def breakdown(
             for i, (q, v) in enumerate(zip(questions[:m], vecs[:m], strict=True)):
                 scope = retrieval.Scope(user_ids=[users[i % len(users)]] if scoped else None)
                 async with db.tenant(tenant) as conn:
-                    t = time.perf_counter()
-                    await retrieval.message_vector(conn, v, scope, hq.candidates, ef_search)
-                    times["vector"].append((time.perf_counter() - t) * 1000)
-                    t = time.perf_counter()
-                    await retrieval.message_text(conn, q, hq.ts_config, scope, hq.candidates)
-                    times["text"].append((time.perf_counter() - t) * 1000)
+                    await retrieval.send(conn, retrieval.search_settings(max(ef_search, k)))
+                    for signal, statement in (
+                        ("vector", retrieval.message_vector(v, scope, k)),
+                        ("text", retrieval.message_text(q, hq.ts_config, scope, k)),
+                    ):
+                        t = time.perf_counter()
+                        await retrieval.rows(await retrieval.send(conn, statement))
+                        times[signal].append((time.perf_counter() - t) * 1000)
                 t = time.perf_counter()
-                await hybrid_search(db, _Fixed(v), tenant, HybridQuery(text=q, scope=scope))
+                # The query's vector given: the hybrid search without the model.
+                await hybrid_search(
+                    db, embedder, tenant,
+                    HybridQuery(text=q, ef_search=ef_search, scope=scope, vector=v),
+                )  # fmt: skip
                 times["hybrid_no_embed"].append((time.perf_counter() - t) * 1000)
             for signal, values in times.items():
                 out[f"{scope_label}_{signal}_ms"] = percentiles(values[5:])

@@ -27,7 +27,7 @@ from engram.store import retrieval
 from engram.store.db import Conn, Database
 from engram.store.retrieval import Scope
 
-__all__ = ["Hit", "HybridQuery", "Target", "hybrid_search"]
+__all__ = ["Hit", "HybridQuery", "Target", "hybrid_search", "search_in"]
 
 Target = Literal["messages", "facts", "entities"]
 K = 60  # the usual RRF constant: damps the difference between ranks 1 and 2
@@ -43,6 +43,8 @@ _LISTS: dict[str, tuple[str, ...]] = {  # the signals that rank each kind of res
 @dataclass(frozen=True)
 class HybridQuery:
     text: str
+    # No default: callers pass the configured vector.hnsw_ef_search (or a request's own).
+    ef_search: int
     targets: tuple[Target, ...] = ("messages",)
     scope: Scope = field(default_factory=Scope)
     limit: int = 10
@@ -50,10 +52,11 @@ class HybridQuery:
     mmr_lambda: float | None = None  # None: no diversification
     recency_half_life_days: float | None = None  # None: no recency weighting
     recency_weight: float = 0.3
-    ef_search: int = 64
     ts_config: str = "english"
     candidates: int = 40  # per list
     graph: bool = True
+    # The text's embedding when the caller already has one (no model run); unit length.
+    vector: NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -96,16 +99,48 @@ async def hybrid_search(
     db: Database, embedder: BatchingEmbedder, tenant: str, q: HybridQuery
 ) -> list[Hit]:
     """The best ``limit`` messages, facts and entities for the query, with score parts."""
-    # The query is embedded (in the embedder's thread) while the full-text queries run.
-    embedding = asyncio.ensure_future(embedder.embed([q.text]))
-    fuser = _Fuser()
+    # The query is embedded (in the embedder's thread) while a connection is taken and
+    # the full-text queries run.
+    embedding = _embedding(embedder, q)
     try:
-        async with db.tenant(tenant) as conn:
-            vector = await _gather(conn, tenant, q, embedding, fuser)
+        async with db.tenant(tenant, pipeline=True) as conn:
+            return await _search(conn, tenant, q, embedding)
     finally:
-        if not embedding.done():
-            embedding.cancel()
-            await asyncio.gather(embedding, return_exceptions=True)
+        await _settle(embedding)
+
+
+async def search_in(
+    conn: Conn, embedder: BatchingEmbedder, tenant: str, q: HybridQuery
+) -> list[Hit]:
+    """`hybrid_search` in the caller's transaction (bound to ``tenant``)."""
+    embedding = _embedding(embedder, q)
+    try:
+        return await _search(conn, tenant, q, embedding)
+    finally:
+        await _settle(embedding)
+
+
+def _embedding(embedder: BatchingEmbedder, q: HybridQuery) -> asyncio.Future[NDArray[np.float32]]:
+    if q.vector is not None:
+        done: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
+        done.set_result(q.vector[None, :])
+        return done
+    return asyncio.ensure_future(embedder.embed([q.text]))
+
+
+async def _settle(embedding: asyncio.Future[NDArray[np.float32]]) -> None:
+    if not embedding.done():
+        embedding.cancel()
+        await asyncio.gather(embedding, return_exceptions=True)
+
+
+async def _search(
+    conn: Conn, tenant: str, q: HybridQuery, embedding: asyncio.Future[NDArray[np.float32]]
+) -> list[Hit]:
+    fuser = _Fuser()
+    # Pipeline mode: the statements of each stage go out together, one round trip each.
+    async with conn.pipeline():
+        vector = await _gather(conn, tenant, q, embedding, fuser)
     hits = fuser.fused()
     if q.recency_half_life_days:
         _weigh_recency(hits, q.recency_half_life_days, q.recency_weight)
@@ -115,7 +150,7 @@ async def hybrid_search(
         hits = _diversify(hits[: q.limit * 4], vector, q.limit, q.mmr_lambda)
     hits = hits[: q.limit]
     for h in hits:
-        for col in ("embedding", "fact_embedding", "name_embedding", "score"):
+        for col in ("embedding", "fact_embedding", "name_embedding", "score", "distance", "depth"):
             h.item.pop(col, None)
     return hits
 
@@ -130,43 +165,72 @@ async def _gather(
     """Fill the fuser; returns the query vector. Full text first: it needs no vector."""
     k, scope = q.candidates, q.scope
     want = set(q.targets)
-    await retrieval.prepare(conn, max(q.ef_search, k))
-    common = await retrieval.common_lexemes(conn, tenant, "messages") if scope.exact else []
-    msg_txt = await retrieval.message_text(conn, q.text, q.ts_config, scope, k, common)
-    fact_txt: list[dict[str, Any]] = []
-    if "facts" in want:
+    vec = q.mmr_lambda is not None  # rows carry their embeddings only for MMR
+    facts = "facts" in want
+    messages = "messages" in want or q.graph  # the graph starts from the best messages too
+    send = retrieval.send
+    await send(conn, retrieval.search_settings(max(q.ef_search, k)))
+    msg_txt = fact_txt = named = None
+    if messages:
+        common = await retrieval.common_lexemes(conn, tenant, "messages") if scope.exact else []
+        msg_txt = await send(
+            conn, retrieval.message_text(q.text, q.ts_config, scope, k, common, with_vectors=vec)
+        )
+    if facts:
         common = await retrieval.common_lexemes(conn, tenant, "facts") if scope.exact else []
-        fact_txt = await retrieval.fact_text(conn, q.text, q.ts_config, scope, k, common)
-    named = await retrieval.entities_named(conn, normalize_name(q.text), scope) if q.graph else []
+        fact_txt = await send(
+            conn, retrieval.fact_text(q.text, q.ts_config, scope, k, common, with_vectors=vec)
+        )
+    lookup = retrieval.entities_named(normalize_name(q.text), scope) if q.graph else None
+    if lookup is not None:
+        named = await send(conn, lookup)
     vector = (await embedding)[0]
-    msg_vec = await retrieval.message_vector(conn, vector, scope, k, q.ef_search)
-    if "messages" in want:
-        fuser.add("message", "vector", msg_vec)
-        fuser.add("message", "text", msg_txt)
-    fact_vec: list[dict[str, Any]] = []
-    if want & {"facts", "messages"} or q.graph:
-        fact_vec = await retrieval.fact_vector(conn, vector, scope, k)
-    if "facts" in want:
-        fuser.add("fact", "vector", fact_vec)
-        fuser.add("fact", "text", fact_txt)
+    msg_vec = fact_vec = ent_vec = None
+    if messages:
+        msg_vec = await send(conn, retrieval.message_vector(vector, scope, k, with_vectors=vec))
+    if facts or q.graph:
+        fact_vec = await send(conn, retrieval.fact_vector(vector, scope, k, with_vectors=vec))
     if "entities" in want:
-        fuser.add("entity", "vector", await retrieval.entity_vector(conn, vector, scope, k))
+        ent_vec = await send(conn, retrieval.entity_vector(vector, scope, k, with_vectors=vec))
+    found = {
+        name: await retrieval.rows(cur) if cur is not None else []
+        for name, cur in (
+            ("msg_txt", msg_txt), ("fact_txt", fact_txt), ("named", named),
+            ("msg_vec", msg_vec), ("fact_vec", fact_vec), ("ent_vec", ent_vec),
+        )
+    }  # fmt: skip
+    if "messages" in want:
+        fuser.add("message", "vector", found["msg_vec"])
+        fuser.add("message", "text", found["msg_txt"])
+    if facts:
+        fuser.add("fact", "vector", found["fact_vec"])
+        fuser.add("fact", "text", found["fact_txt"])
+    if "entities" in want:
+        fuser.add("entity", "vector", found["ent_vec"])
     if not q.graph:
         return vector
     graph_facts = await _neighbourhood(
-        conn, q, vector, named, msg_vec[:5] + msg_txt[:5], fact_vec[:5]
-    )
-    if "facts" in want:
+        conn, q, vector, [r["uuid"] for r in found["named"]],
+        found["msg_vec"][:5] + found["msg_txt"][:5], found["fact_vec"][:5], vec,
+    )  # fmt: skip
+    if facts:
         fuser.add("fact", "graph", graph_facts)
+    cited_cur = near_cur = None
     if "messages" in want:
         cited: list[uuidlib.UUID] = []
         for f in graph_facts:
             cited.extend(u for u in f["episodes"] if u not in cited)
-        rows = await retrieval.messages_by_uuid(conn, cited[: k * 2], vector, scope)
-        fuser.add("message", "graph", rows[:k])
+        if cited:
+            cited_cur = await send(
+                conn, retrieval.messages_by_uuid(cited[: k * 2], vector, scope, with_vectors=vec)
+            )
     if "entities" in want:
+        near_cur = await send(conn, retrieval.entity_vector(vector, scope, k * 2, with_vectors=vec))
+    if cited_cur is not None:
+        fuser.add("message", "graph", (await retrieval.rows(cited_cur))[:k])
+    if near_cur is not None:
         ids = {f["source_uuid"] for f in graph_facts} | {f["target_uuid"] for f in graph_facts}
-        near = [r for r in await retrieval.entity_vector(conn, vector, scope, k * 2)]
+        near = await retrieval.rows(near_cur)
         fuser.add("entity", "graph", [r for r in near if r["uuid"] in ids][:k])
     return vector
 
@@ -178,31 +242,27 @@ async def _neighbourhood(
     named: list[uuidlib.UUID],
     top_messages: list[dict[str, Any]],
     top_facts: list[dict[str, Any]],
+    with_vectors: bool,
 ) -> list[dict[str, Any]]:
     """Facts within two hops of the entities the query names or the top results touch,
     ranked by hop, then by similarity to the query."""
     seeds = set(named)
-    seeds |= set(await retrieval.entities_of_messages(conn, [m["uuid"] for m in top_messages]))
     for f in top_facts:
         seeds |= {f["source_uuid"], f["target_uuid"]}
+    found = await retrieval.rows(
+        await retrieval.send(
+            conn,
+            retrieval.neighbourhood(
+                sorted(seeds), [m["uuid"] for m in top_messages], vector, q.scope,
+                q.candidates, _HOP_FANOUT, with_vectors=with_vectors,
+            ),
+        )
+    )  # fmt: skip
     seen: dict[str, dict[str, Any]] = {}
-    frontier, visited = list(seeds), set(seeds)
-    for depth in (1, 2):
-        rows = await retrieval.facts_of_entities(conn, frontier, vector, q.scope, q.candidates)
-        fresh = [r for r in rows if str(r["uuid"]) not in seen]
-        for r in fresh:
-            r["score"] = float(r["score"]) / depth  # a second hop counts for less
+    for r in sorted(found, key=lambda r: int(r["depth"])):  # stable: best first per hop
+        if str(r["uuid"]) not in seen:
+            r["score"] = float(r["score"]) / r["depth"]  # a second hop counts for less
             seen[str(r["uuid"])] = r
-        # Breadth-first, but only onward from the closest facts: a hub entity would
-        # otherwise pull in its whole neighbourhood.
-        frontier = []
-        for r in fresh[:_HOP_FANOUT]:
-            for e in (r["source_uuid"], r["target_uuid"]):
-                if e not in visited:
-                    visited.add(e)
-                    frontier.append(e)
-        if not frontier:
-            break
     return sorted(seen.values(), key=lambda r: r["score"], reverse=True)[: q.candidates]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -62,10 +62,17 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def tenant(self, tenant_id: str) -> AsyncIterator[Conn]:
-        """Yield a connection inside a transaction bound to ``tenant_id`` (RLS)."""
+    async def tenant(self, tenant_id: str, *, pipeline: bool = False) -> AsyncIterator[Conn]:
+        """Yield a connection inside a transaction bound to ``tenant_id`` (RLS).
+
+        ``pipeline``: in pipeline mode, where a statement's errors surface when its results
+        are read (or at commit); BEGIN and the tenant go out with the first statement.
+        """
         try:
-            async with self.pool.connection() as conn, conn.transaction():
+            async with self.pool.connection() as conn, AsyncExitStack() as stack:
+                if pipeline:
+                    await stack.enter_async_context(conn.pipeline())
+                await stack.enter_async_context(conn.transaction())
                 # is_local=true: the setting dies with the transaction, so a pooled or
                 # PgBouncer-shared connection never carries one tenant into another's work.
                 await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))

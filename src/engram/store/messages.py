@@ -24,6 +24,7 @@ __all__ = [
     "last_n",
     "list_for_session",
     "lock",
+    "mean_vector",
     "update_metadata",
 ]
 
@@ -181,6 +182,22 @@ async def last_n(conn: Conn, session_id: str, n: int) -> list[dict[str, Any]]:
         (session_id, n),
     )
     return await cur.fetchall()
+
+
+async def mean_vector(
+    conn: Conn, uuids: list[uuidlib.UUID]
+) -> np.ndarray[Any, np.dtype[np.float32]] | None:
+    """The mean of the stored embeddings of the given messages, at unit length: what they
+    are about together, without running the model (None: none of them is there)."""
+    cur = await conn.execute(
+        "SELECT l2_normalize(avg(embedding)) AS v FROM messages WHERE uuid = ANY(%s)",
+        (uuids,),
+        binary=True,
+    )
+    row = await cur.fetchone()
+    if row is None or row["v"] is None:
+        return None
+    return np.asarray(row["v"].to_numpy(), dtype=np.float32)
 
 
 async def count_for_session(conn: Conn, session_id: str) -> int:

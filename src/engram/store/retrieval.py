@@ -1,50 +1,74 @@
 """Candidate queries for hybrid retrieval: vector, full-text and graph, per target.
 
 Every query takes a `Scope` (users, sessions, time range, as-of, metadata, roles) and
-returns at most `k` rows, best first, each with its own score for that signal.
+returns at most `k` rows, best first, each with its own score for that signal. The
+query functions build a `Statement`; `send` starts it and `rows` reads its rows, so that
+a connection in pipeline mode runs several of them in one round trip.
 """
 
 from __future__ import annotations
 
 import time
 import uuid as uuidlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from psycopg import sql
+from psycopg import AsyncCursor, sql
 from psycopg.types.json import Jsonb
 
 from engram.store.db import Conn
 
 __all__ = [
     "Scope",
+    "Statement",
     "common_lexemes",
     "entities_named",
-    "entities_of_messages",
     "entity_vector",
     "fact_text",
     "fact_vector",
-    "facts_of_entities",
     "message_text",
     "message_vector",
     "messages_by_uuid",
-    "prepare",
+    "neighbourhood",
+    "rows",
+    "search_settings",
+    "send",
 ]
 
 _VEC = np.ndarray[Any, np.dtype[np.float32]]
+Cursor = AsyncCursor[dict[str, Any]]
 
-MESSAGE_COLUMNS = sql.SQL(
+_MESSAGE_COLUMNS = sql.SQL(
     """m.uuid, m.session_id, m.user_id, m.role, m.role_type, m.content, m.metadata,
-       m.token_count, m.created_at, m.updated_at, m.embedding, m.sensitivity, m.content_enc,
+       m.token_count, m.created_at, m.updated_at, m.sensitivity, m.content_enc,
        m.metadata_enc"""
 )
-FACT_COLUMNS = sql.SQL(
+_FACT_COLUMNS = sql.SQL(
     """f.uuid, f.user_id, f.fact, f.relation, f.source_uuid, f.target_uuid, f.valid_at,
-       f.invalid_at, f.created_at, f.expired_at, f.episodes, f.rating, f.fact_embedding,
-       f.sensitivity, f.fact_enc"""
+       f.invalid_at, f.created_at, f.expired_at, f.episodes, f.rating, f.sensitivity,
+       f.fact_enc"""
 )
+_ENTITY_COLUMNS = sql.SQL(
+    "n.uuid, n.user_id, n.name, n.labels, n.aliases, n.summary, n.created_at, n.summary_enc"
+)
+
+
+def _columns(names: sql.SQL, vector: sql.SQL, with_vectors: bool) -> sql.Composable:
+    # A row's embedding (1.5 KB at 384 dimensions) only when the caller re-ranks by it.
+    return sql.SQL("{}, {}").format(names, vector) if with_vectors else names
+
+
+def _message_columns(with_vectors: bool) -> sql.Composable:
+    return _columns(_MESSAGE_COLUMNS, sql.SQL("m.embedding"), with_vectors)
+
+
+def _fact_columns(with_vectors: bool) -> sql.Composable:
+    return _columns(_FACT_COLUMNS, sql.SQL("f.fact_embedding"), with_vectors)
+
+
 # Entity names of the facts that made the cut (joined after LIMIT, never per candidate).
 _NAMED = sql.SQL(
     """SELECT r.*, s.name AS source_name, t.name AS target_name FROM ({}) r
@@ -53,10 +77,6 @@ _NAMED = sql.SQL(
        JOIN entities t ON t.tenant_id = current_setting('app.tenant_id', true)
                       AND t.uuid = r.target_uuid
        ORDER BY r.score DESC"""
-)
-ENTITY_COLUMNS = sql.SQL(
-    "n.uuid, n.user_id, n.name, n.labels, n.aliases, n.summary, n.created_at, n.name_embedding,"
-    " n.summary_enc"
 )
 # Questions join their words with OR: "what did Ada paint" should find "Ada painted a
 # lake", which an AND of all words would not. A word in more than _COMMON_SHARE of the
@@ -74,6 +94,27 @@ _COMMON_TTL_S = 300.0  # the statistics change with ANALYZE, not per row
 _COMMON_SAMPLE = 5000  # rows sampled to find them
 _COMMON_LEAST = 200  # fewer rows than this: too few to tell, and fast to search anyway
 _common: dict[tuple[str, str], tuple[float, list[str]]] = {}
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One query and its parameters."""
+
+    query: sql.SQL | sql.Composed
+    params: Sequence[Any] = ()
+
+
+async def send(conn: Conn, statement: Statement) -> Cursor:
+    """Start the statement; in pipeline mode without waiting for its result."""
+    # Binary results: vectors arrive as raw float32 (parsed by numpy), not as text.
+    cur = conn.cursor(binary=True)
+    await cur.execute(statement.query, statement.params)
+    return cur
+
+
+async def rows(cur: Cursor) -> list[dict[str, Any]]:
+    """The rows of a statement started by `send` (waits for them)."""
+    return await cur.fetchall()
 
 
 @dataclass(frozen=True)
@@ -148,13 +189,14 @@ def _fact_where(scope: Scope) -> tuple[sql.Composable, list[Any]]:
     return sql.SQL(" AND ").join(parts), params
 
 
-async def prepare(conn: Conn, ef_search: int) -> None:
+def search_settings(ef_search: int) -> Statement:
     """Per-transaction index settings: iterative HNSW scans keep filtered results full."""
-    # One round trip for both (set_config with is_local = SET LOCAL).
-    await conn.execute(
-        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-        " set_config('hnsw.ef_search', %s, true)",
-        (str(ef_search),),
+    return Statement(
+        sql.SQL(
+            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+            " set_config('hnsw.ef_search', %s, true)"
+        ),
+        [str(ef_search)],
     )
 
 
@@ -188,40 +230,31 @@ async def common_lexemes(conn: Conn, tenant: str, table: str) -> list[str]:
     return lexemes
 
 
-async def _ordered(conn: Conn, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
-    # Binary results: vectors arrive as raw float32 (parsed by numpy), not as text.
-    cur = await conn.execute(query, params, binary=True)
-    return await cur.fetchall()
-
-
-async def message_vector(
-    conn: Conn, vector: _VEC, scope: Scope, k: int, ef_search: int
-) -> list[dict[str, Any]]:
-    """Messages nearest by cosine; ``score`` = similarity."""
+def message_vector(vector: _VEC, scope: Scope, k: int, *, with_vectors: bool = False) -> Statement:
+    """Messages nearest by cosine; ``score`` = similarity. Tenant-wide, the HNSW index at
+    the transaction's ``hnsw.ef_search`` (see `search_settings`)."""
     where, params = _message_where(scope)
+    cols = _message_columns(with_vectors)
     if scope.exact:
         query = sql.SQL(
-            """WITH c AS MATERIALIZED (SELECT {cols} FROM messages m WHERE {where})
-               SELECT *, 1 - (embedding <=> %s) AS score FROM c
-               ORDER BY embedding <=> %s LIMIT %s"""
+            """WITH c AS MATERIALIZED (SELECT {cols}, m.embedding <=> %s AS distance
+                                       FROM messages m WHERE {where})
+               SELECT *, 1 - distance AS score FROM c ORDER BY distance LIMIT %s"""
         )
-        args = [*params, vector, vector, k]
     else:
-        await conn.execute(
-            sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef_search, k)))
-        )
         query = sql.SQL(
             """SELECT {cols}, 1 - (m.embedding <=> %s) AS score FROM messages m
                WHERE {where} ORDER BY m.embedding <=> %s LIMIT %s"""
         )
-        # Placeholders in text order: the score's vector comes before the filters.
-        args = [vector, *params, vector, k]
-    return await _ordered(conn, query.format(cols=MESSAGE_COLUMNS, where=where), args)
+        params = [*params, vector]
+    # Placeholders in text order: the score's vector comes before the filters.
+    return Statement(query.format(cols=cols, where=where), [vector, *params, k])
 
 
-async def message_text(
-    conn: Conn, text: str, ts_config: str, scope: Scope, k: int, common: list[str] | None = None
-) -> list[dict[str, Any]]:
+def message_text(
+    text: str, ts_config: str, scope: Scope, k: int, common: list[str] | None = None,
+    *, with_vectors: bool = False,
+) -> Statement:  # fmt: skip
     """Messages matching the query words (stemmed), ranked by ts_rank_cd; ``score`` = rank.
 
     Within a user or sessions any word may match; tenant-wide every word must, and at
@@ -236,8 +269,11 @@ async def message_text(
                FROM messages m, (SELECT {tsq} AS q) AS t
                WHERE m.search_text @@ t.q AND {where} LIMIT {pool}) r
            ORDER BY score DESC LIMIT %s"""
-    ).format(cols=MESSAGE_COLUMNS, tsq=tsq, where=where, pool=sql.Literal(_TEXT_POOL))
-    return await _ordered(conn, query, [*tsq_params, *params, k])
+    ).format(
+        cols=_message_columns(with_vectors),
+        tsq=tsq, where=where, pool=sql.Literal(_TEXT_POOL),
+    )  # fmt: skip
+    return Statement(query, [*tsq_params, *params, k])
 
 
 def _tsquery(
@@ -251,20 +287,21 @@ def _tsquery(
     return query, [text, common or []]
 
 
-async def fact_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[dict[str, Any]]:
+def fact_vector(vector: _VEC, scope: Scope, k: int, *, with_vectors: bool = False) -> Statement:
     """Facts nearest by cosine. The planner picks the scan: the HNSW index (iterative, so
     filters still fill ``k``) for a large graph, or the user's rows and a sort."""
     where, params = _fact_where(scope)
     query = sql.SQL(
         """SELECT {cols}, 1 - (f.fact_embedding <=> %s) AS score FROM facts f
            WHERE {where} ORDER BY f.fact_embedding <=> %s LIMIT %s"""
-    ).format(cols=FACT_COLUMNS, where=where)
-    return await _ordered(conn, _NAMED.format(query), [vector, *params, vector, k])
+    ).format(cols=_fact_columns(with_vectors), where=where)
+    return Statement(_NAMED.format(query), [vector, *params, vector, k])
 
 
-async def fact_text(
-    conn: Conn, text: str, ts_config: str, scope: Scope, k: int, common: list[str] | None = None
-) -> list[dict[str, Any]]:
+def fact_text(
+    text: str, ts_config: str, scope: Scope, k: int, common: list[str] | None = None,
+    *, with_vectors: bool = False,
+) -> Statement:  # fmt: skip
     """Facts matching the query words, ranked like message_text."""
     where, params = _fact_where(scope)
     tsq, tsq_params = _tsquery(text, ts_config, scope, common)
@@ -274,28 +311,32 @@ async def fact_text(
                FROM facts f, (SELECT {tsq} AS q) AS t
                WHERE f.search_text @@ t.q AND {where} LIMIT {pool}) r
            ORDER BY score DESC LIMIT %s"""
-    ).format(cols=FACT_COLUMNS, tsq=tsq, where=where, pool=sql.Literal(_TEXT_POOL))
-    return await _ordered(conn, _NAMED.format(query), [*tsq_params, *params, k])
+    ).format(cols=_fact_columns(with_vectors), tsq=tsq, where=where, pool=sql.Literal(_TEXT_POOL))
+    return Statement(_NAMED.format(query), [*tsq_params, *params, k])
 
 
-async def entity_vector(conn: Conn, vector: _VEC, scope: Scope, k: int) -> list[dict[str, Any]]:
+def entity_vector(vector: _VEC, scope: Scope, k: int, *, with_vectors: bool = False) -> Statement:
     parts: list[sql.Composable] = [sql.SQL("true")]
     params: list[Any] = []
     if scope.user_ids:
         parts.append(sql.SQL("n.user_id = ANY(%s)"))
         params.append(scope.user_ids)
     query = sql.SQL(
-        """WITH c AS MATERIALIZED (SELECT {cols} FROM entities n WHERE {where})
-           SELECT *, 1 - (name_embedding <=> %s) AS score FROM c
-           ORDER BY name_embedding <=> %s LIMIT %s"""
-    ).format(cols=ENTITY_COLUMNS, where=sql.SQL(" AND ").join(parts))
-    return await _ordered(conn, query, [*params, vector, vector, k])
+        """WITH c AS MATERIALIZED (SELECT {cols}, n.name_embedding <=> %s AS distance
+                                   FROM entities n WHERE {where})
+           SELECT *, 1 - distance AS score FROM c ORDER BY distance LIMIT %s"""
+    ).format(
+        cols=_columns(_ENTITY_COLUMNS, sql.SQL("n.name_embedding"), with_vectors),
+        where=sql.SQL(" AND ").join(parts),
+    )
+    return Statement(query, [vector, *params, k])
 
 
-async def entities_named(conn: Conn, normalized_query: str, scope: Scope) -> list[uuidlib.UUID]:
-    """Entities whose name or alias appears, as whole words, in the (normalised) query."""
+def entities_named(normalized_query: str, scope: Scope) -> Statement | None:
+    """Entities whose name or alias appears, as whole words, in the (normalised) query;
+    None when there is nothing to look up."""
     if not scope.user_ids:
-        return []
+        return None
     # Every run of whole words is looked up by the unique index, rather than every
     # entity's name matched against the query.
     words = normalized_query.split()
@@ -306,54 +347,65 @@ async def entities_named(conn: Conn, normalized_query: str, scope: Scope) -> lis
     }
     runs = {r for r in runs if len(r) > 2}
     if not runs:
-        return []
-    cur = await conn.execute(
-        """SELECT uuid FROM entities
-           WHERE user_id = ANY(%s) AND normalized_name = ANY(%s)""",
-        (scope.user_ids, sorted(runs)),
+        return None
+    return Statement(
+        sql.SQL("SELECT uuid FROM entities WHERE user_id = ANY(%s) AND normalized_name = ANY(%s)"),
+        [scope.user_ids, sorted(runs)],
     )
-    return [r["uuid"] for r in await cur.fetchall()]
 
 
-async def entities_of_messages(conn: Conn, messages: list[uuidlib.UUID]) -> list[uuidlib.UUID]:
-    """Entities mentioned in the given messages."""
-    if not messages:
-        return []
-    cur = await conn.execute(
-        """SELECT DISTINCT entity_uuid AS uuid FROM entity_mentions
-           WHERE tenant_id = current_setting('app.tenant_id', true)
-             AND message_uuid = ANY(%s::uuid[])""",
-        (messages,),
-    )
-    return [r["uuid"] for r in await cur.fetchall()]
+# Facts within two hops of the seed entities (given, and those the seed messages mention),
+# in one statement: the k closest to the query touching a seed (depth 1), then the k
+# closest touching an entity of the `fanout` closest of those, other than a seed (depth 2;
+# only onward from the closest facts, as a hub entity would pull in its whole
+# neighbourhood). A fact can come at both depths.
+_NEIGHBOURHOOD = sql.SQL(
+    """WITH seeds AS (
+           SELECT unnest(%s::uuid[]) AS e
+           UNION SELECT entity_uuid FROM entity_mentions
+                 WHERE tenant_id = current_setting('app.tenant_id', true)
+                   AND message_uuid = ANY(%s::uuid[])),
+       hop1 AS MATERIALIZED (
+           SELECT {cols}, f.fact_embedding <=> %s AS distance FROM facts f
+           WHERE (f.source_uuid = ANY(ARRAY(SELECT e FROM seeds))
+                  OR f.target_uuid = ANY(ARRAY(SELECT e FROM seeds))) AND {where}
+           ORDER BY distance LIMIT %s),
+       frontier AS (
+           SELECT x.e FROM (SELECT source_uuid, target_uuid FROM hop1
+                            ORDER BY distance LIMIT %s) h,
+                LATERAL (VALUES (h.source_uuid), (h.target_uuid)) AS x(e)
+           EXCEPT SELECT e FROM seeds),
+       hop2 AS MATERIALIZED (
+           SELECT {cols}, f.fact_embedding <=> %s AS distance FROM facts f
+           WHERE (f.source_uuid = ANY(ARRAY(SELECT e FROM frontier))
+                  OR f.target_uuid = ANY(ARRAY(SELECT e FROM frontier))) AND {where}
+           ORDER BY distance LIMIT %s)
+       SELECT *, 1 - distance AS score, 1 AS depth FROM hop1
+       UNION ALL SELECT *, 1 - distance, 2 FROM hop2"""
+)
 
 
-async def facts_of_entities(
-    conn: Conn, entities: list[uuidlib.UUID], vector: _VEC, scope: Scope, k: int
-) -> list[dict[str, Any]]:
-    """Valid facts touching any of the entities (one hop), the ``k`` closest to the query."""
-    if not entities:
-        return []
+def neighbourhood(
+    entities: Sequence[uuidlib.UUID], messages: Sequence[uuidlib.UUID], vector: _VEC,
+    scope: Scope, k: int, fanout: int, *, with_vectors: bool = False,
+) -> Statement:  # fmt: skip
+    """Valid facts one and two hops from the given entities and those the given messages
+    mention, each with its ``depth``; ``score`` = similarity to the query."""
     where, params = _fact_where(scope)
-    query = sql.SQL(
-        """SELECT {cols}, 1 - (f.fact_embedding <=> %s) AS score FROM facts f
-           WHERE (f.source_uuid = ANY(%s) OR f.target_uuid = ANY(%s)) AND {where}
-           ORDER BY f.fact_embedding <=> %s LIMIT %s"""
-    ).format(cols=FACT_COLUMNS, where=where)
-    return await _ordered(
-        conn, _NAMED.format(query), [vector, entities, entities, *params, vector, k]
+    query = _NEIGHBOURHOOD.format(cols=_fact_columns(with_vectors), where=where)
+    return Statement(
+        _NAMED.format(query),
+        [list(entities), list(messages), vector, *params, k, fanout, vector, *params, k],
     )
 
 
-async def messages_by_uuid(
-    conn: Conn, uuids: list[uuidlib.UUID], vector: _VEC, scope: Scope
-) -> list[dict[str, Any]]:
+def messages_by_uuid(
+    uuids: list[uuidlib.UUID], vector: _VEC, scope: Scope, *, with_vectors: bool = False
+) -> Statement:
     """The given messages where the scope allows them; ``score`` = similarity to the query."""
-    if not uuids:
-        return []
     where, params = _message_where(scope)
     query = sql.SQL(
         """SELECT {cols}, 1 - (m.embedding <=> %s) AS score FROM messages m
            WHERE m.uuid = ANY(%s) AND {where} ORDER BY score DESC"""
-    ).format(cols=MESSAGE_COLUMNS, where=where)
-    return await _ordered(conn, query, [vector, uuids, *params])
+    ).format(cols=_message_columns(with_vectors), where=where)
+    return Statement(query, [vector, uuids, *params])

@@ -133,6 +133,7 @@ async def fact_search(
             scope=Scope(user_ids=[body.user_id]),
             limit=body.limit,
             min_score=body.min_score,
+            ef_search=runtime.settings.vector.hnsw_ef_search,
             ts_config=runtime.settings.text_search_config,
         ),
     )

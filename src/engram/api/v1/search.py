@@ -23,7 +23,8 @@ from engram.api.v1.models import Context, SearchResults
 from engram.api.validation import IsoDateTime, JsonObject, Number, whole
 from engram.errors import ConflictError
 from engram.memory import estimate_tokens, reveal
-from engram.search.hybrid import Hit, HybridQuery, hybrid_search
+from engram.memory.focus import FOCUS, focus_text, focus_vector
+from engram.search.hybrid import Hit, HybridQuery, hybrid_search, search_in
 from engram.store import messages, sessions, users
 from engram.store.retrieval import Scope
 
@@ -147,30 +148,32 @@ async def context(
 ) -> Any:
     """Facts (with validity dates) and earlier messages relevant to the session now,
     as a block of text that fits ``max_tokens``."""
-    async with db.tenant(tenant) as conn:
+    async with db.tenant(tenant, pipeline=True) as conn:
         session = await sessions.get(conn, session_id)
-        latest = await messages.last_n(conn, session_id, max(recent, 3))
-    if session["user_id"] is None:
-        raise ConflictError(
-            f"session {session_id!r} has no user, so it has no memory beyond itself",
-            hint="create sessions with a user_id",
+        if session["user_id"] is None:
+            raise ConflictError(
+                f"session {session_id!r} has no user, so it has no memory beyond itself",
+                hint="create sessions with a user_id",
+            )
+        latest = await messages.last_n(conn, session_id, max(recent, FOCUS))
+        text = query or focus_text(latest)
+        if not text.strip():
+            return {"context": "", "tokens": 0, "facts": [], "messages": []}
+        skip = {m["uuid"] for m in latest[-recent:]} if recent else set()
+        hits = await search_in(
+            conn,
+            embed,
+            tenant,
+            HybridQuery(
+                text=text,
+                vector=None if query else await focus_vector(conn, latest),
+                ef_search=runtime.settings.vector.hnsw_ef_search,
+                targets=("facts", "messages"),
+                scope=Scope(user_ids=[session["user_id"]]),
+                limit=50,
+                ts_config=runtime.settings.text_search_config,
+            ),
         )
-    text = query or " ".join(m["content"] for m in latest[-3:])
-    if not text.strip():
-        return {"context": "", "tokens": 0, "facts": [], "messages": []}
-    skip = {m["uuid"] for m in latest[-recent:]} if recent else set()
-    hits = await hybrid_search(
-        db,
-        embed,
-        tenant,
-        HybridQuery(
-            text=text,
-            targets=("facts", "messages"),
-            scope=Scope(user_ids=[session["user_id"]]),
-            limit=50,
-            ts_config=runtime.settings.text_search_config,
-        ),
-    )
     await reveal.hits(protector, tenant, hits, plaintext)
     facts_part: list[dict[str, Any]] = []
     msgs_part: list[dict[str, Any]] = []

@@ -25,8 +25,9 @@ from engram.crypto.envelope import FieldContext
 from engram.crypto.sensitivity import from_metadata
 from engram.errors import ValidationError
 from engram.memory import MessageIn, add_messages, reveal
+from engram.memory.focus import focus_text, focus_vector
 from engram.memory.guard import refuse_unreadable
-from engram.search.hybrid import HybridQuery, hybrid_search
+from engram.search.hybrid import HybridQuery, search_in
 from engram.store import messages, sessions
 from engram.store.retrieval import Scope
 
@@ -90,28 +91,34 @@ async def get_memory(
     min_rating: Annotated[float | None, Query(alias="minRating")] = None,
 ) -> Any:
     n = lastn or runtime.settings.memory_window
-    async with db.tenant(tenant) as conn:
+    s = runtime.settings
+    relevant: list[dict[str, Any]] = []
+    # One transaction, its statements pipelined: the session, its latest messages, and
+    # the facts relevant to those.
+    async with db.tenant(tenant, pipeline=True) as conn:
         session = await sessions.get(conn, session_id)
         rows = await messages.last_n(conn, session_id, n)
-    relevant: list[dict[str, Any]] = []
-    focus = " ".join(r["content"] for r in rows[-3:])
-    if session["user_id"] is not None and focus and runtime.settings.relevant_facts:
-        hits = await hybrid_search(
-            db,
-            embed,
-            tenant,
-            HybridQuery(
-                text=focus,
-                targets=("facts",),
-                scope=Scope(user_ids=[session["user_id"]]),
-                limit=runtime.settings.relevant_facts,
-                ts_config=runtime.settings.text_search_config,
-                candidates=max(20, runtime.settings.relevant_facts),  # a page, not a search
-            ),
-        )
-        relevant = [
-            h.item for h in hits if min_rating is None or (h.item.get("rating") or 1) >= min_rating
-        ]
+        text = focus_text(rows)
+        if session["user_id"] is not None and text and s.relevant_facts:
+            hits = await search_in(
+                conn,
+                embed,
+                tenant,
+                HybridQuery(
+                    text=text,
+                    vector=await focus_vector(conn, rows),
+                    ef_search=s.vector.hnsw_ef_search,
+                    targets=("facts",),
+                    scope=Scope(user_ids=[session["user_id"]]),
+                    limit=s.relevant_facts,
+                    ts_config=s.text_search_config,
+                    candidates=max(20, s.relevant_facts),  # a page, not a search
+                ),
+            )
+            relevant = [
+                h.item for h in hits
+                if min_rating is None or (h.item.get("rating") or 1) >= min_rating
+            ]  # fmt: skip
     await reveal.messages(protector, tenant, rows, plaintext)
     await reveal.facts(protector, tenant, relevant, plaintext)
     await reveal.sessions(protector, tenant, [session], plaintext)
