@@ -305,12 +305,17 @@ def fact_text(
     """Facts matching the query words, ranked like message_text."""
     where, params = _fact_where(scope)
     tsq, tsq_params = _tsquery(text, ts_config, scope, common)
+    # The matches are found and ranked on ids and words alone (facts_user_text_idx holds
+    # them for a user's valid facts); only the best k rows are read whole.
     query = sql.SQL(
-        """SELECT * FROM (
-               SELECT {cols}, ts_rank_cd(f.search_text, t.q, 32) AS score
-               FROM facts f, (SELECT {tsq} AS q) AS t
-               WHERE f.search_text @@ t.q AND {where} LIMIT {pool}) r
-           ORDER BY score DESC LIMIT %s"""
+        """SELECT {cols}, p.score FROM (
+               SELECT * FROM (
+                   SELECT f.uuid, ts_rank_cd(f.search_text, t.q, 32) AS score
+                   FROM facts f, (SELECT {tsq} AS q) AS t
+                   WHERE f.search_text @@ t.q AND {where} LIMIT {pool}) m
+               ORDER BY score DESC LIMIT %s) p
+           JOIN facts f ON f.tenant_id = current_setting('app.tenant_id', true)
+                       AND f.uuid = p.uuid"""
     ).format(cols=_fact_columns(with_vectors), tsq=tsq, where=where, pool=sql.Literal(_TEXT_POOL))
     return Statement(_NAMED.format(query), [*tsq_params, *params, k])
 
