@@ -150,3 +150,21 @@ def test_tenant_wide_search_with_filters_only(server: Server, http: httpx.Client
                                        "time_from": "2024-03-02T00:00:00Z"})  # fmt: skip
         assert r.status_code == 200, r.text
         assert [h["message"]["content"] for h in r.json()["results"]] == [TURNS[4][3]]
+
+
+def test_relevant_facts_lead_with_what_the_latest_messages_are_about(
+    server: Server, http: httpx.Client, ada: str, uid: str
+) -> None:
+    session = f"s-{uid}"
+    facts = http.get(f"/api/v2/sessions/{session}/memory").json()["relevant_facts"]
+    assert {f["fact"] for f in facts[:2]} == {
+        "Ada adopted a grey cat called Pixel.",
+        "Ada started running every morning before work.",
+    }  # the last three turns: the invoice (no fact), running, the cat
+    said = "My sister Maria is coming over with her piano."
+    body = {"messages": [{"role": "Ada", "role_type": "user", "content": said}]}
+    assert http.post(f"/api/v2/sessions/{session}/memory", json=body).status_code == 200
+    _wait_extracted(server, session)
+    latest = http.get(f"/api/v2/sessions/{session}/memory", params={"lastn": 1}).json()
+    assert [m["content"] for m in latest["messages"]] == [said]
+    assert "Maria" in latest["relevant_facts"][0]["fact"]
