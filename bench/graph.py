@@ -8,6 +8,10 @@ agent sends them) into a server started with --no-worker, then starts one `engra
 and times it from its first finished episode to its last: messages per second through the
 whole job (load, extract, embed names and facts, resolve, upsert, commit).
 
+With --focus-quality, part 1 then compares relevant_facts on that graph found with the
+query vector GET memory uses (the mean of the latest three messages' stored embeddings)
+and with the embedding of their joined text (what it used before).
+
 Part 2 bulk-loads a graph of --facts facts spread over --users users (vectors from a pool
 of real embeddings of distinct sentences, with small noise so that each row is distinct),
 then measures GET /api/v2/sessions/{id}/memory, whose relevant_facts run the hybrid engine
@@ -134,6 +138,84 @@ def worker_throughput(data_dir: Path, dsn: str, messages: int) -> dict[str, Any]
         "processing_window_s": round(window, 2),
         "messages_per_s": round(int(row[3] or 0) / window, 1) if window > 0 else None,
     }
+
+
+async def focus_quality(data_dir: Path, superuser_dsn: str) -> dict[str, Any]:
+    """relevant_facts at every point where an agent would read memory (after each request
+    of two turns), with the query vector GET memory uses (the unit mean of the last three
+    messages' stored embeddings) against the embedding of their joined text: how far the
+    lists agree, and how many of their facts come from those three messages themselves."""
+    from engram.config import EmbedderSettings, load_settings
+    from engram.embed import build_embedder
+    from engram.search.hybrid import HybridQuery, hybrid_search
+    from engram.store.db import Database
+    from engram.store.embedded import EmbeddedPostgres
+    from engram.store.retrieval import Scope
+
+    with psycopg.connect(superuser_dsn) as conn:
+        register_vector(conn)
+        rows = conn.execute(
+            """SELECT s.session_id, s.user_id, m.uuid, m.content, m.embedding FROM messages m
+               JOIN sessions s USING (tenant_id, session_id) ORDER BY s.session_id, m.seq"""
+        ).fetchall()
+        sources = conn.execute(
+            "SELECT uuid::text, episodes FROM facts WHERE expired_at IS NULL AND invalid_at IS NULL"
+        ).fetchall()
+    by_session: dict[tuple[str, str], list[tuple[Any, str, np.ndarray]]] = {}
+    for sid, user, uid, content, emb in rows:
+        by_session.setdefault((sid, user), []).append((uid, content, emb.to_numpy()))
+    points = [
+        (user, turns[max(0, t - 2) : t + 1])
+        for (_, user), turns in sorted(by_session.items())
+        for t in range(1, len(turns), 2)
+    ]
+    embedder = build_embedder(EmbedderSettings())
+    try:
+        texts = [" ".join(c for _, c, _ in window) for _, window in points]
+        by_text = np.concatenate(
+            [embedder.embed(texts[i : i + 64]) for i in range(0, len(texts), 64)]
+        )
+    finally:
+        embedder.close()
+    settings = load_settings()
+    db = Database(
+        EmbeddedPostgres(data_dir).dsn("engram_app"), min_size=1, max_size=2, timeout_s=30
+    )
+    await db.open()
+    lists: dict[str, list[list[str]]] = {"text": [], "mean": []}
+    try:
+        for (user, window), text_vector in zip(points, by_text, strict=True):
+            mean = np.mean([e for _, _, e in window], axis=0)
+            for name, vector in (("text", text_vector), ("mean", mean / np.linalg.norm(mean))):
+                q = HybridQuery(
+                    text=" ".join(c for _, c, _ in window), vector=vector.astype(np.float32),
+                    ef_search=settings.vector.hnsw_ef_search, targets=("facts",),
+                    scope=Scope(user_ids=[user]), limit=settings.relevant_facts, candidates=20,
+                )  # fmt: skip
+                hits = await hybrid_search(db, None, "default", q)  # type: ignore[arg-type]
+                lists[name].append([str(h.item["uuid"]) for h in hits])
+    finally:
+        await db.close()
+    source = {uid: {str(e) for e in eps} for uid, eps in sources}
+    out: dict[str, Any] = {"points": len(points)}
+    pairs = list(zip(lists["text"], lists["mean"], strict=True))
+    out["overlap_at_10"] = round(
+        float(np.mean([len(set(a) & set(b)) / max(1, len(a)) for a, b in pairs])), 3
+    )
+    out["same_first"] = round(float(np.mean([bool(a) and a[:1] == b[:1] for a, b in pairs])), 3)
+    for name, found in lists.items():
+        own, recall = [], []
+        for (_, window), facts in zip(points, found, strict=True):
+            ids = {str(u) for u, _, _ in window}
+            own.extend(bool(source.get(f, set()) & ids) for f in facts)
+            theirs = {f for f, eps in source.items() if eps & ids}
+            if theirs:
+                recall.append(len(theirs & set(facts)) / min(len(theirs), 10))
+        out[name] = {
+            "share_from_the_three_messages": round(float(np.mean(own)), 3),
+            "recall_of_their_facts": round(float(np.mean(recall)), 3),
+        }
+    return out
 
 
 def _pool_vectors(n: int) -> tuple[list[str], np.ndarray]:
@@ -283,6 +365,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--skip-worker", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--focus-quality", action="store_true",
+        help="after the worker: relevant facts with GET memory's query vector vs the text's",
+    )  # fmt: skip
     parser.add_argument("--quiet-wait", type=float, default=600, help="max s to wait for quiet")
     parser.add_argument("--json", type=Path, default=Path("bench/results/graph.json"))
     args = parser.parse_args()
@@ -298,6 +384,8 @@ def main() -> None:
             sent = asyncio.run(ingest_locomo(server.base_url, server.api_key))
             dsn = server.superuser_dsn()
             result["worker"] = worker_throughput(server.data_dir, dsn, sent)
+            if args.focus_quality:
+                result["focus_quality"] = asyncio.run(focus_quality(server.data_dir, dsn))
         finally:
             stop_server(server)
             remove_tree(root)
@@ -305,6 +393,16 @@ def main() -> None:
         print(table([[w["episodes"], w["messages"], w["facts"], w["processing_window_s"],
                       w["messages_per_s"]]],
                     ["episodes", "messages", "facts", "window s", "msg/s"]))  # fmt: skip
+        if args.focus_quality:
+            fq = result["focus_quality"]
+            print(f"relevant_facts at {fq['points']} points, query vector: stored embeddings' "
+                  f"mean vs the joined text embedded: overlap@10 {fq['overlap_at_10']}, "
+                  f"same first fact {fq['same_first']}")  # fmt: skip
+            cells = [
+                [n, fq[n]["share_from_the_three_messages"], fq[n]["recall_of_their_facts"]]
+                for n in ("mean", "text")
+            ]
+            print(table(cells, ["vector", "facts from the 3 messages", "recall of their facts"]))
 
     if args.skip_latency:
         print("wrote", write_json(args.json, "graph", result | {"machine": info}))
