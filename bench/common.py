@@ -430,17 +430,20 @@ def wait_ready(server: BenchServer, timeout_s: float = 300, poll_s: float = 0.05
 
 
 def start_server(
-    data_dir: Path, api_key: str | None = None, extra: list[str] | None = None
+    data_dir: Path,
+    api_key: str | None = None,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> BenchServer:
     """Start a server and wait until ready, through tests.fix_server when importable."""
     api_key = api_key or secrets.token_urlsafe(24)
     try:
         from tests.fix_server import start_server as fixture_start
     except ImportError:
-        server = launch(data_dir, api_key, extra=extra)
+        server = launch(data_dir, api_key, env=env, extra=extra)
         wait_ready(server)
         return server
-    s = fixture_start(data_dir, api_key=api_key, extra=extra)
+    s = fixture_start(data_dir, api_key=api_key, extra=extra, env=env)
     return BenchServer(s.base_url, s.api_key, s.data_dir, s.port, s.process, s.log)
 
 

@@ -2,6 +2,7 @@
 latency of GET memory on a large graph.
 
     .venv/bin/python bench/graph.py [--facts 100000] [--users 1] [--json OUT]
+        [--focus-quality] [--baseline-src DIR]
 
 Part 1 ingests every LoCoMo conversation (one user each; one request per two turns, as an
 agent sends them) into a server started with --no-worker, then starts one `engram worker`
@@ -15,7 +16,13 @@ and with the embedding of their joined text (what it used before).
 Part 2 bulk-loads a graph of --facts facts spread over --users users (vectors from a pool
 of real embeddings of distinct sentences, with small noise so that each row is distinct),
 then measures GET /api/v2/sessions/{id}/memory, whose relevant_facts run the hybrid engine
-over that graph.
+over that graph, at concurrency 1 and 4, with the CPU each request costs the server and
+PostgreSQL. With --baseline-src (another version's src/), that version's server answers on
+a copy of the same graph, asked in turn with this tree's: old and new side by side, under
+the same load from the rest of the machine.
+
+    git archive main src | tar -x -C /tmp/main
+    .venv/bin/python bench/graph.py --skip-worker --baseline-src /tmp/main/src
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
 import uuid
@@ -37,8 +46,11 @@ from pgvector.psycopg import register_vector
 
 from common import (
     ENGRAM,
+    BenchServer,
     ClientPool,
     check_disk,
+    cpu_delta,
+    cpu_snapshot,
     locomo_files,
     machine,
     percentiles,
@@ -329,33 +341,64 @@ def bulk_graph(dsn: str, n_facts: int, n_users: int, pool: int = 4000) -> dict[s
 
 
 async def memory_latency(
-    base_url: str, api_key: str, n_users: int, requests: int, concurrency: int
-) -> dict[str, Any]:
+    servers: dict[str, BenchServer], n_users: int, requests: int, concurrency: int
+) -> dict[str, dict[str, Any]]:
+    """GET memory latency per server; with several, they are asked in turn (rounds of 20
+    requests per client, which server goes first alternating), so that the machine's other
+    load falls on each alike. CPU per request of each server and its PostgreSQL too."""
     rng = np.random.default_rng(3)
     targets = [f"g-{int(rng.integers(n_users))}-s" for _ in range(requests + 30)]
-    async with ClientPool(base_url, api_key, concurrency) as pool:
-        for sid in targets[:30]:  # warm-up
-            await timed(pool.clients[0], "GET", f"/api/v2/sessions/{sid}/memory")
-        check = await pool.clients[0].get(f"/api/v2/sessions/{targets[0]}/memory")
-        n_relevant = len(check.json()["relevant_facts"])
-        latencies: list[float] = []
+    pools = {name: ClientPool(s.base_url, s.api_key, concurrency) for name, s in servers.items()}
+    out: dict[str, dict[str, Any]] = {}
+    latencies: dict[str, list[float]] = {name: [] for name in servers}
+    cpu = {name: {"server": 0.0, "postgres": 0.0} for name in servers}
+    wall = dict.fromkeys(servers, 0.0)
+    loads = []
+    try:
+        for name, pool in pools.items():
+            for sid in targets[:30]:  # warm-up
+                await timed(pool.clients[0], "GET", f"/api/v2/sessions/{sid}/memory")
+            check = await pool.clients[0].get(f"/api/v2/sessions/{targets[0]}/memory")
+            out[name] = {"relevant_facts": [f["uuid"] for f in check.json()["relevant_facts"]]}
+        per_round = 20 * concurrency
         queue = list(targets[30:])
+        for i in range(0, requests, per_round):
+            batch = queue[i : i + per_round]
+            loads.append(os.getloadavg()[0])
+            names = list(servers) if (i // per_round) % 2 == 0 else list(reversed(servers))
+            for name in names:
+                server, todo = servers[name], list(batch)
+                before = cpu_snapshot(server.process.pid, server.data_dir)
+                t0 = time.perf_counter()
+                await asyncio.gather(
+                    *(_drain(c, todo, latencies[name]) for c in pools[name].clients)
+                )
+                wall[name] += time.perf_counter() - t0
+                used = cpu_delta(before, cpu_snapshot(server.process.pid, server.data_dir), 1)
+                for part in ("server", "postgres"):
+                    cpu[name][part] += used["cpu_s"][part]
+    finally:
+        for pool in pools.values():
+            await pool.__aexit__(None, None, None)
+    for name in servers:
+        n = len(latencies[name])
+        out[name] |= {
+            "requests": n,
+            "concurrency": concurrency,
+            "relevant_facts_returned": len(out[name]["relevant_facts"]),
+            "rps": round(n / wall[name], 1),
+            "latency_ms": percentiles(latencies[name]),
+            "cpu_ms_per_request": {k: round(v * 1000 / n, 2) for k, v in cpu[name].items()},
+            "loadavg_1m": [round(min(loads), 2), round(max(loads), 2)],
+        }
+    return out
 
-        async def run(client: httpx.AsyncClient) -> None:
-            while queue:
-                sid = queue.pop()
-                latencies.append(await timed(client, "GET", f"/api/v2/sessions/{sid}/memory"))
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(run(c) for c in pool.clients))
-        wall = time.perf_counter() - t0
-    return {
-        "requests": requests,
-        "concurrency": concurrency,
-        "relevant_facts_returned": n_relevant,
-        "rps": round(requests / wall, 1),
-        "latency_ms": percentiles(latencies),
-    }
+async def _drain(client: httpx.AsyncClient, sessions: list[str], latencies: list[float]) -> None:
+    """GET the memory of sessions taken from the shared list until it is empty."""
+    while sessions:
+        sid = sessions.pop()
+        latencies.append(await timed(client, "GET", f"/api/v2/sessions/{sid}/memory"))
 
 
 def main() -> None:
@@ -370,6 +413,11 @@ def main() -> None:
         help="after the worker: relevant facts with GET memory's query vector vs the text's",
     )  # fmt: skip
     parser.add_argument("--quiet-wait", type=float, default=600, help="max s to wait for quiet")
+    parser.add_argument(
+        "--baseline-src", type=Path,
+        help="a src/ directory of another version (e.g. `git archive main src`): its server "
+        "answers on a copy of the same graph, asked in turn with this tree's",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("bench/results/graph.json"))
     args = parser.parse_args()
     info = machine()
@@ -407,26 +455,46 @@ def main() -> None:
     if args.skip_latency:
         print("wrote", write_json(args.json, "graph", result | {"machine": info}))
         return
-    check_disk(Path("/tmp"), 2)
+    check_disk(Path("/tmp"), 4 if args.baseline_src else 2)
     root = short_tmpdir("egf-")
-    server = start_server(root / "d", extra=["--no-worker"])
+    # With a baseline, the graph is loaded at its schema; this tree's server then migrates
+    # its own copy at start, as an upgrade would.
+    base_env = {"PYTHONPATH": str(args.baseline_src.resolve())} if args.baseline_src else None
+    servers = {"this": start_server(root / "d", extra=["--no-worker"], env=base_env)}
     try:
-        result["graph"] = bulk_graph(server.superuser_dsn(), args.facts, args.users)
+        result["graph"] = bulk_graph(servers["this"].superuser_dsn(), args.facts, args.users)
+        if args.baseline_src:
+            stop_server(servers.pop("this"))
+            shutil.copytree(root / "d", root / "b", symlinks=True)
+            servers["baseline"] = start_server(root / "b", extra=["--no-worker"], env=base_env)
+            servers["this"] = start_server(root / "d", extra=["--no-worker"])
         result["quiet_cores_before_latency"] = wait_quiet(max_wait_s=args.quiet_wait)
         for conc in (1, 4):
-            result[f"memory_c{conc}"] = asyncio.run(
-                memory_latency(server.base_url, server.api_key, args.users, args.requests, conc)
-            )
+            by_server = asyncio.run(memory_latency(servers, args.users, args.requests, conc))
+            result[f"memory_c{conc}"] = by_server.pop("this")
+            if "baseline" in by_server:
+                result[f"memory_c{conc}"]["baseline"] = by_server["baseline"]
     finally:
-        stop_server(server)
+        for server in servers.values():
+            stop_server(server)
         remove_tree(root)
     rows = []
     for c in (1, 4):
-        lat = result[f"memory_c{c}"]["latency_ms"]
-        rows.append([c, lat["p50"], lat["p95"], lat["p99"], result[f"memory_c{c}"]["rps"]])
+        r = result[f"memory_c{c}"]
+        for label, m in (("", r), ("baseline ", r.get("baseline"))):
+            if m is None:
+                continue
+            lat, used, load = m["latency_ms"], m["cpu_ms_per_request"], m["loadavg_1m"]
+            rows.append([f"{label}{c}", lat["p50"], lat["p95"], lat["p99"], m["rps"],
+                         used["server"], used["postgres"], f"{load[0]}-{load[1]}"])  # fmt: skip
     print(f"GET memory with relevant_facts over {result['graph']['facts']} facts "
           f"({result['graph']['facts_per_user']} per user):")  # fmt: skip
-    print(table(rows, ["concurrency", "p50 ms", "p95 ms", "p99 ms", "req/s"]))
+    print(table(rows, ["concurrency", "p50 ms", "p95 ms", "p99 ms", "req/s", "server CPU ms",
+                       "PostgreSQL CPU ms", "load"]))  # fmt: skip
+    if args.baseline_src:
+        ours, theirs = (result["memory_c1"][k] for k in ("relevant_facts", "baseline"))
+        same = len(set(ours) & set(theirs["relevant_facts"]))
+        print(f"relevant facts in common with the baseline's: {same} of {len(ours)}")
     print("wrote", write_json(args.json, "graph", result | {"machine": info}))
 
 
