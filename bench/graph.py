@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -465,7 +464,8 @@ def main() -> None:
         result["graph"] = bulk_graph(servers["this"].superuser_dsn(), args.facts, args.users)
         if args.baseline_src:
             stop_server(servers.pop("this"))
-            shutil.copytree(root / "d", root / "b", symlinks=True)
+            # cp -a: the files stay the embedded server's OS user's (copytree would not).
+            subprocess.run(["cp", "-a", str(root / "d"), str(root / "b")], check=True)
             servers["baseline"] = start_server(root / "b", extra=["--no-worker"], env=base_env)
             servers["this"] = start_server(root / "d", extra=["--no-worker"])
         result["quiet_cores_before_latency"] = wait_quiet(max_wait_s=args.quiet_wait)

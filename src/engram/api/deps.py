@@ -30,24 +30,26 @@ __all__ = [
 ]
 
 
-def _runtime(request: Request) -> Runtime:
+# Every dependency is async: FastAPI runs a plain `def` one in a worker thread, a thread
+# hop per dependency per request for what is an attribute read.
+async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def _db(runtime: Annotated[Runtime, Depends(_runtime)]) -> Database:
+async def _db(runtime: Annotated[Runtime, Depends(_runtime)]) -> Database:
     if runtime.db is None:
         raise UnavailableError("the server is still starting", hint="retry in a moment")
     return runtime.db
 
 
-def _embedder(runtime: Annotated[Runtime, Depends(_runtime)]) -> BatchingEmbedder:
+async def _embedder(runtime: Annotated[Runtime, Depends(_runtime)]) -> BatchingEmbedder:
     if runtime.batcher is None:
         raise UnavailableError("the embedder is not loaded yet", hint="retry in a moment")
     return runtime.batcher
 
 
-def _authenticator(
+async def _authenticator(
     request: Request, runtime: Annotated[Runtime, Depends(_runtime)]
 ) -> Authenticator:
     auth: Authenticator | None = getattr(request.app.state, "authenticator", None)
@@ -97,19 +99,19 @@ async def _authenticate(
     return principal
 
 
-def _tenant(principal: Annotated[Principal, Depends(_authenticate)]) -> str:
+async def _tenant(principal: Annotated[Principal, Depends(_authenticate)]) -> str:
     return principal.tenant
 
 
-def _auth_method(principal: Annotated[Principal, Depends(_authenticate)]) -> str:
+async def _auth_method(principal: Annotated[Principal, Depends(_authenticate)]) -> str:
     return principal.method
 
 
-def _protector(runtime: Annotated[Runtime, Depends(_runtime)]) -> Protector:
+async def _protector(runtime: Annotated[Runtime, Depends(_runtime)]) -> Protector:
     return runtime.protector
 
 
-def _read_protected(principal: Annotated[Principal, Depends(_authenticate)]) -> bool:
+async def _read_protected(principal: Annotated[Principal, Depends(_authenticate)]) -> bool:
     return principal.can_read_protected
 
 
