@@ -1,4 +1,5 @@
-"""What a session is about now: its latest messages, as a query text and a query vector."""
+"""What a session is about now: its latest messages, as a query text and a query vector,
+and the search of the user's memory for it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from engram.config import Settings
+from engram.embed.batcher import BatchingEmbedder
+from engram.search.hybrid import Hit, HybridQuery, Target, search_in
 from engram.store import messages
 from engram.store.db import Conn
+from engram.store.retrieval import Scope
 
-__all__ = ["FOCUS", "focus_text", "focus_vector"]
+__all__ = ["FOCUS", "focus_text", "focus_vector", "recall"]
 
 FOCUS = 3  # the latest messages that stand for the session's current subject
 
@@ -23,5 +28,36 @@ def focus_text(latest: list[dict[str, Any]]) -> str:
 async def focus_vector(conn: Conn, latest: list[dict[str, Any]]) -> NDArray[np.float32] | None:
     """The same messages as one query vector, from the embeddings stored with them (the
     model does not run): the mean at unit length. On LoCoMo it finds relevant facts as
-    well as embedding the joined text does (bench/graph.py --quality)."""
+    well as embedding the joined text does (bench/graph.py --focus-quality)."""
     return await messages.mean_vector(conn, [r["uuid"] for r in latest[-FOCUS:]])
+
+
+async def recall(
+    conn: Conn,
+    embedder: BatchingEmbedder,
+    tenant: str,
+    settings: Settings,
+    user_id: str,
+    latest: list[dict[str, Any]],
+    *,
+    targets: tuple[Target, ...],
+    limit: int,
+    candidates: int = 40,
+    query: str | None = None,
+) -> list[Hit]:
+    """The user's memories most relevant to ``query``, or without one to what the latest
+    messages are about (nothing when there is no text to go by)."""
+    text = query or focus_text(latest)
+    if not text.strip():
+        return []
+    q = HybridQuery(
+        text=text,
+        vector=None if query else await focus_vector(conn, latest),
+        ef_search=settings.vector.hnsw_ef_search,
+        targets=targets,
+        scope=Scope(user_ids=[user_id]),
+        limit=limit,
+        ts_config=settings.text_search_config,
+        candidates=candidates,
+    )
+    return await search_in(conn, embedder, tenant, q)

@@ -23,8 +23,8 @@ from engram.api.v1.models import Context, SearchResults
 from engram.api.validation import IsoDateTime, JsonObject, Number, whole
 from engram.errors import ConflictError
 from engram.memory import estimate_tokens, reveal
-from engram.memory.focus import FOCUS, focus_text, focus_vector
-from engram.search.hybrid import Hit, HybridQuery, hybrid_search, search_in
+from engram.memory.focus import FOCUS, recall
+from engram.search.hybrid import Hit, HybridQuery, hybrid_search
 from engram.store import messages, sessions, users
 from engram.store.retrieval import Scope
 
@@ -156,24 +156,11 @@ async def context(
                 hint="create sessions with a user_id",
             )
         latest = await messages.last_n(conn, session_id, max(recent, FOCUS))
-        text = query or focus_text(latest)
-        if not text.strip():
-            return {"context": "", "tokens": 0, "facts": [], "messages": []}
-        skip = {m["uuid"] for m in latest[-recent:]} if recent else set()
-        hits = await search_in(
-            conn,
-            embed,
-            tenant,
-            HybridQuery(
-                text=text,
-                vector=None if query else await focus_vector(conn, latest),
-                ef_search=runtime.settings.vector.hnsw_ef_search,
-                targets=("facts", "messages"),
-                scope=Scope(user_ids=[session["user_id"]]),
-                limit=50,
-                ts_config=runtime.settings.text_search_config,
-            ),
-        )
+        hits = await recall(
+            conn, embed, tenant, runtime.settings, session["user_id"], latest,
+            targets=("facts", "messages"), limit=50, query=query,
+        )  # fmt: skip
+    skip = {m["uuid"] for m in latest[-recent:]} if recent else set()
     await reveal.hits(protector, tenant, hits, plaintext)
     facts_part: list[dict[str, Any]] = []
     msgs_part: list[dict[str, Any]] = []

@@ -25,11 +25,9 @@ from engram.crypto.envelope import FieldContext
 from engram.crypto.sensitivity import from_metadata
 from engram.errors import ValidationError
 from engram.memory import MessageIn, add_messages, reveal
-from engram.memory.focus import focus_text, focus_vector
+from engram.memory.focus import recall
 from engram.memory.guard import refuse_unreadable
-from engram.search.hybrid import HybridQuery, search_in
 from engram.store import messages, sessions
-from engram.store.retrieval import Scope
 
 __all__ = ["router"]
 
@@ -98,23 +96,11 @@ async def get_memory(
     async with db.tenant(tenant, pipeline=True) as conn:
         session = await sessions.get(conn, session_id)
         rows = await messages.last_n(conn, session_id, n)
-        text = focus_text(rows)
-        if session["user_id"] is not None and text and s.relevant_facts:
-            hits = await search_in(
-                conn,
-                embed,
-                tenant,
-                HybridQuery(
-                    text=text,
-                    vector=await focus_vector(conn, rows),
-                    ef_search=s.vector.hnsw_ef_search,
-                    targets=("facts",),
-                    scope=Scope(user_ids=[session["user_id"]]),
-                    limit=s.relevant_facts,
-                    ts_config=s.text_search_config,
-                    candidates=max(20, s.relevant_facts),  # a page, not a search
-                ),
-            )
+        if session["user_id"] is not None and s.relevant_facts:
+            hits = await recall(
+                conn, embed, tenant, s, session["user_id"], rows, targets=("facts",),
+                limit=s.relevant_facts, candidates=max(20, s.relevant_facts),  # a page
+            )  # fmt: skip
             relevant = [
                 h.item for h in hits
                 if min_rating is None or (h.item.get("rating") or 1) >= min_rating
