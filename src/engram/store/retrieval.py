@@ -84,7 +84,7 @@ _NAMED = sql.SQL(
 _OR_QUERY = sql.SQL(
     """(SELECT string_agg(quote_literal(l), ' | ')::tsquery
         FROM unnest(tsvector_to_array(to_tsvector({cfg}::regconfig, {q}))) AS l
-        WHERE NOT l = ANY({common}))"""
+        WHERE NOT l = ANY(string_to_array({common}, E'\\n')))"""
 )
 _AND_QUERY = sql.SQL("websearch_to_tsquery({cfg}::regconfig, {q})")
 _TEXT_POOL = 500  # matches ranked at most per full-text query
@@ -284,7 +284,7 @@ def _tsquery(
     query = _OR_QUERY.format(
         cfg=sql.Literal(ts_config), q=sql.Placeholder(), common=sql.Placeholder()
     )
-    return query, [text, common or []]
+    return query, [text, _lines(common or [])]
 
 
 def fact_vector(vector: _VEC, scope: Scope, k: int, *, with_vectors: bool = False) -> Statement:
@@ -354,9 +354,18 @@ def entities_named(normalized_query: str, scope: Scope) -> Statement | None:
     if not runs:
         return None
     return Statement(
-        sql.SQL("SELECT uuid FROM entities WHERE user_id = ANY(%s) AND normalized_name = ANY(%s)"),
-        [scope.user_ids, sorted(runs)],
+        sql.SQL(
+            "SELECT uuid FROM entities WHERE user_id = ANY(%s)"
+            " AND normalized_name = ANY(string_to_array(%s, E'\\n'))"
+        ),
+        [scope.user_ids, _lines(sorted(runs))],
     )
+
+
+def _lines(words: list[str]) -> str:
+    # Hundreds of words go as one text split by PostgreSQL: a list parameter costs the
+    # client a regex per element. Lexemes and normalised names hold no newline.
+    return "\n".join(words)
 
 
 # Facts within two hops of the seed entities (given, and those the seed messages mention),
