@@ -105,7 +105,7 @@ async def resolve(
     (the only ones whose embedding is needed)."""
     keys = {m.name: key_of(m.name) for m in mentions}
     stored = await entities.find_by_names(conn, user_id, sorted(set(keys.values())))
-    unmatched = [m.name for m in mentions if keys[m.name] not in stored]
+    unmatched = list(dict.fromkeys(m.name for m in mentions if keys[m.name] not in stored))
     vectors = dict(zip(unmatched, await embed(unmatched), strict=True))
     nearest = dict(
         zip(

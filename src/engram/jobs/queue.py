@@ -60,8 +60,9 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
                     entity_threshold=runtime.settings.extractor.entity_threshold,
                     fact_threshold=runtime.settings.extractor.fact_threshold,
                     ts_config=runtime.settings.text_search_config,
+                    batch=runtime.settings.worker.batch,
                 ),
-                runtime.protector,
+                runtime.protector, context.job.id,
             )  # fmt: skip
         except Exception as exc:
             reason = str(exc) if isinstance(exc, EngramError) else f"{type(exc).__name__}: {exc}"
