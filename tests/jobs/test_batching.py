@@ -75,14 +75,16 @@ def _add_user(
             assert r.status_code == 200, r.text
 
 
-def _run_worker(server: Server, user: str, env: dict[str, str]) -> None:
+def _run_worker(
+    server: Server, user: str, env: dict[str, str], args: tuple[str, ...] = (), within: float = 120
+) -> None:
     """Run `engram worker` until no episode of the user is pending."""
     worker = subprocess.Popen(
-        [ENGRAM, "worker", "--data-dir", str(server.data_dir)],
+        [ENGRAM, "worker", "--data-dir", str(server.data_dir), *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env},
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             with server.superuser() as conn:
                 row = conn.execute(
@@ -92,7 +94,7 @@ def _run_worker(server: Server, user: str, env: dict[str, str]) -> None:
             if row is not None and row[0] == 0:
                 return
             time.sleep(0.3)
-        raise AssertionError(f"episodes of {user} still pending after 120 s")
+        raise AssertionError(f"episodes of {user} still pending after {within} s")
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0
@@ -194,3 +196,14 @@ def test_a_bad_episode_in_a_batch_fails_alone(api_only: Server) -> None:
     for word in ("Oslo", "Bergen", "Statoil", "chess"):
         assert any(word in f for f in facts), (word, facts)
     assert not any("Paris" in f for f in facts)
+
+
+def test_free_slots_do_not_wait_for_the_next_poll(api_only: Server) -> None:
+    """One user's backlog, two slots: each job can start only when the one before it has
+    ended (same lock); the worker must look again then, not at its next poll (a minute)."""
+    _add_user(api_only, "ada", CONVERSATION[:6])
+    _run_worker(
+        api_only, "ada",
+        {"ENGRAM_WORKER__BATCH": "1", "ENGRAM_WORKER__POLL_INTERVAL_S": "60"},
+        args=("--concurrency", "2"), within=50,
+    )  # fmt: skip
