@@ -48,7 +48,7 @@ class GraphSettings:
     context_messages: int = 4
     candidates: int = 20  # valid facts shown to an extractor that judges contradictions
     ts_config: str = "english"
-    batch: int = 16  # a user's queued episodes extracted in one transaction, at most
+    batch: int = 64  # a user's queued episodes extracted in one transaction, at most
 
 
 def _to_message(row: dict[str, Any]) -> EpisodeMessage:
