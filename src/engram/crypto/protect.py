@@ -39,7 +39,15 @@ from engram.crypto.providers import build_provider
 from engram.crypto.providers.base import KeyProvider
 from engram.crypto.sensitivity import Sensitivity
 
-__all__ = ["IDENTITY_FIELDS", "Keyrings", "Protector", "Sealed", "SealedIdentity", "SealedMetadata"]
+__all__ = [
+    "IDENTITY_FIELDS",
+    "Keyrings",
+    "Protector",
+    "Sealed",
+    "SealedIdentity",
+    "SealedMetadata",
+    "has_values",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +56,11 @@ _CONTROL_KEYS = frozenset({"sensitivity"})
 
 # A user's fields that are personal data whatever they hold.
 IDENTITY_FIELDS = ("email", "first_name", "last_name")
+
+
+def has_values(metadata: Mapping[str, Any]) -> bool:
+    """True when a metadata object holds anything to classify (beyond control keys)."""
+    return any(k not in _CONTROL_KEYS for k in metadata)
 
 
 @dataclass(frozen=True, slots=True)
