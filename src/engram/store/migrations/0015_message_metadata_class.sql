@@ -16,6 +16,7 @@ ALTER TABLE messages ALTER COLUMN metadata_sensitivity SET DEFAULT -1;
 -- The owner marks every tenant's rows: row-level security is lifted for this one
 -- statement (inside the migration's transaction) and forced again at once.
 ALTER TABLE messages NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE sessions NO FORCE ROW LEVEL SECURITY;
 UPDATE messages m SET metadata_sensitivity = -1
 WHERE m.metadata_enc IS NOT NULL
    OR (m.metadata - 'sensitivity' <> jsonb_build_object()
@@ -24,6 +25,7 @@ WHERE m.metadata_enc IS NOT NULL
                        WHERE s.tenant_id = m.tenant_id AND s.session_id = m.session_id
                          AND s.metadata ? 'sensitivity')));
 ALTER TABLE messages FORCE ROW LEVEL SECURITY;
+ALTER TABLE sessions FORCE ROW LEVEL SECURITY;
 
 -- The re-encryption run and `engram keys status` find the rows still to classify.
 CREATE INDEX messages_unclassified_idx ON messages (tenant_id, uuid)
