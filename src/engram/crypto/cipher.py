@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
+from engram.crypto.cache import DataKey
 from engram.crypto.envelope import Envelope, FieldContext, seal, unseal
 from engram.crypto.keyring import Keyring
 from engram.errors import DecryptionError
@@ -28,7 +30,10 @@ class FieldCipher:
         return seal(key.aead, key.key_id, key.version, plaintext.encode(), ctx).to_text()
 
     def _open(self, env: Envelope, ctx: FieldContext) -> bytes:
-        key = self.keyring.decryption_key(env.key_id, env.key_version)
+        return self._open_with(self.keyring.decryption_key(env.key_id, env.key_version), env, ctx)
+
+    @staticmethod
+    def _open_with(key: DataKey, env: Envelope, ctx: FieldContext) -> bytes:
         if key.tenant != ctx.tenant:
             raise DecryptionError(
                 f"data key {env.key_id} belongs to another tenant than {ctx.tenant!r}",
@@ -42,6 +47,36 @@ class FieldCipher:
     def decrypt_bytes(self, ciphertext: bytes, ctx: FieldContext) -> bytes:
         """The plaintext of a binary ciphertext; DecryptionError if it does not open."""
         return self._open(Envelope.from_bytes(ciphertext), ctx)
+
+    def decrypt_many(
+        self, items: Sequence[tuple[bytes, FieldContext]]
+    ) -> list[bytes | DecryptionError]:
+        """The plaintexts of many binary ciphertexts, in order, their keys looked up
+        together (those not cached: one store look-up, unwrapped as one batch). One that
+        does not open is its DecryptionError; KeyUnavailableError if a key is needed from
+        an unreachable provider."""
+        envs: list[Envelope | DecryptionError] = []
+        for blob, _ in items:
+            try:
+                envs.append(Envelope.from_bytes(blob))
+            except DecryptionError as exc:
+                envs.append(exc)
+        keys = self.keyring.decryption_keys(
+            (e.key_id, e.key_version) for e in envs if isinstance(e, Envelope)
+        )
+        out: list[bytes | DecryptionError] = []
+        for env, (_, ctx) in zip(envs, items, strict=True):
+            if isinstance(env, DecryptionError):
+                out.append(env)
+                continue
+            key = keys[(env.key_id, env.key_version)]
+            try:
+                if isinstance(key, DecryptionError):
+                    raise key
+                out.append(self._open_with(key, env, ctx))
+            except DecryptionError as exc:
+                out.append(exc)
+        return out
 
     def decrypt(self, ciphertext: str, ctx: FieldContext) -> str:
         """The plaintext of a text ciphertext; DecryptionError if it does not open."""

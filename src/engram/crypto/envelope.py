@@ -21,6 +21,7 @@ column or row therefore fails its tag check.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import struct
@@ -65,11 +66,24 @@ class FieldContext:
     row_id: str
 
     def encode(self) -> bytes:
-        out = bytearray(_AAD_LABEL)
-        for part in (self.tenant, self.table, self.column, self.row_id):
-            raw = part.encode()
-            out += struct.pack(">I", len(raw)) + raw
-        return bytes(out)
+        return _column_label(self.tenant, self.table, self.column) + _part(self.row_id)
+
+
+def _part(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack(">I", len(raw)) + raw
+
+
+# A page of rows repeats the same few columns: their part of the associated data is
+# built once (the row id, the only part that changes, is appended per field).
+@functools.lru_cache(maxsize=4096)
+def _column_label(tenant: str, table: str, column: str) -> bytes:
+    return _AAD_LABEL + _part(tenant) + _part(table) + _part(column)
+
+
+@functools.lru_cache(maxsize=16384)
+def _key_id(raw: bytes) -> UUID:
+    return UUID(bytes=raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +128,7 @@ class Envelope:
             )
         _, key_id, key_version = _HEADER.unpack_from(data)
         nonce = data[_HEADER.size : _HEADER.size + NONCE_BYTES]
-        return cls(UUID(bytes=key_id), key_version, nonce, data[_HEADER.size + NONCE_BYTES :])
+        return cls(_key_id(key_id), key_version, nonce, data[_HEADER.size + NONCE_BYTES :])
 
     @classmethod
     def from_text(cls, text: str) -> Envelope:

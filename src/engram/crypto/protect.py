@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from engram.crypto.keyring import Keyring, KeyStore
 from engram.crypto.providers import build_provider
 from engram.crypto.providers.base import KeyProvider
 from engram.crypto.sensitivity import Sensitivity
+from engram.errors import DecryptionError
 
 __all__ = [
     "IDENTITY_FIELDS",
@@ -249,3 +250,16 @@ class Protector:
         plaintext = self._cipher(ctx.tenant).decrypt_bytes(ciphertext, ctx)
         value: dict[str, Any] = orjson.loads(plaintext)
         return value
+
+    def open_many(
+        self, tenant: str, fields: Sequence[tuple[FieldContext, bytes]]
+    ) -> list[Any | DecryptionError]:
+        """The plaintext of each stored field of `tenant` (a metadata column's as its
+        object), in order, with the data keys of all of them looked up at once; a field
+        that does not open is its DecryptionError (KeyUnavailableError is raised)."""
+        opened = self._cipher(tenant).decrypt_many([(blob, ctx) for ctx, blob in fields])
+        return [
+            raw if isinstance(raw, DecryptionError)
+            else orjson.loads(raw) if ctx.column == "metadata" else raw.decode()
+            for (ctx, _), raw in zip(fields, opened, strict=True)
+        ]  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -123,6 +123,21 @@ class PgKeyStore:
                 "SELECT * FROM data_keys WHERE key_id = %s ORDER BY version", (key_id,)
             ).fetchall()
         return [_record(r) for r in rows]
+
+    def versions_many(
+        self, key_ids: Collection[uuidlib.UUID]
+    ) -> dict[uuidlib.UUID, list[DataKeyRecord]]:
+        out: dict[uuidlib.UUID, list[DataKeyRecord]] = {}
+        if not key_ids:
+            return out
+        with self.pool.tenant(self.tenant) as conn:
+            rows = conn.execute(
+                "SELECT * FROM data_keys WHERE key_id = ANY(%s) ORDER BY key_id, version",
+                (list(key_ids),),
+            ).fetchall()
+        for r in rows:
+            out.setdefault(r["key_id"], []).append(_record(r))
+        return out
 
     def find(self, tenant: str, user: str | None) -> uuidlib.UUID | None:
         with self.pool.tenant(tenant) as conn:
