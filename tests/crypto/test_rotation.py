@@ -263,20 +263,7 @@ def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
             " FROM messages WHERE session_id = %s", (sid,)
         ).fetchone()  # fmt: skip
     assert stored == (True, True, True)
-    # Take its metadata's ciphertext away and the ratio drops; put it back and it is 1.0.
-    with srv.superuser() as conn:
-        (saved,) = conn.execute(
-            "UPDATE messages m SET metadata_enc = NULL FROM messages o"
-            " WHERE m.session_id = %s AND o.tenant_id = m.tenant_id AND o.uuid = m.uuid"
-            " RETURNING o.metadata_enc", (sid,)
-        ).fetchone()  # fmt: skip
-    try:
-        assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v < 1.0) < 1.0
-    finally:
-        with srv.superuser() as conn:
-            conn.execute("UPDATE messages SET metadata_enc = %s WHERE session_id = %s",
-                         (saved, sid))  # fmt: skip
-    assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v == 1.0) == 1.0
+    _coverage_drops_without_metadata_ciphertext(srv, sid)
     # A declared message's metadata is a protected field of its own: its content's
     # ciphertext does not stand in for it.
     with srv.client() as http:
@@ -285,10 +272,22 @@ def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
                               "metadata": DECLARED}]}  # fmt: skip
         assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
     with srv.superuser() as conn:
+        stored = conn.execute(
+            "SELECT content_enc IS NOT NULL, metadata_enc IS NOT NULL FROM messages"
+            " WHERE session_id = %s", (sid,)
+        ).fetchone()  # fmt: skip
+    assert stored == (True, True)
+    _coverage_drops_without_metadata_ciphertext(srv, sid)
+
+
+def _coverage_drops_without_metadata_ciphertext(srv: Server, sid: str) -> None:
+    """Take the session's message's metadata ciphertext away and the ratio drops; put it
+    back and it is 1.0."""
+    with srv.superuser() as conn:
         (saved,) = conn.execute(
             "UPDATE messages m SET metadata_enc = NULL FROM messages o"
             " WHERE m.session_id = %s AND o.tenant_id = m.tenant_id AND o.uuid = m.uuid"
-            " AND m.content_enc IS NOT NULL RETURNING o.metadata_enc", (sid,)
+            " RETURNING o.metadata_enc", (sid,)
         ).fetchone()  # fmt: skip
     try:
         assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v < 1.0) < 1.0
