@@ -266,8 +266,8 @@ def test_a_new_users_key_is_ready_at_once_and_a_lost_race_uses_the_winner(
                 return None
             return store.find(tenant, user)
 
-        def put(self, record: DataKeyRecord) -> None:
-            store.put(record)  # the store keeps the first key of (tenant, user)
+        def put(self, record: DataKeyRecord) -> bool:
+            return store.put(record)  # the store keeps the first key of (tenant, user)
 
         def versions(self, key_id: UUID) -> list[DataKeyRecord]:
             return store.versions(key_id)

@@ -84,8 +84,9 @@ class KeyStore(Protocol):
         """The key id of (tenant, user), if one was created."""
         ...
 
-    def put(self, record: DataKeyRecord) -> None:
-        """Insert or replace the record for (key id, version)."""
+    def put(self, record: DataKeyRecord) -> bool:
+        """Insert or replace the record for (key id, version); False when it was not
+        stored: a first version for a (tenant, user) that already has one."""
         ...
 
 
@@ -116,9 +117,16 @@ class MemoryKeyStore:
                     return r.key_id
             return None
 
-    def put(self, record: DataKeyRecord) -> None:
+    def put(self, record: DataKeyRecord) -> bool:
         with self._lock:
+            if record.version == 1 and any(
+                (r.tenant, r.user, r.version) == (record.tenant, record.user, 1)
+                and r.key_id != record.key_id
+                for r in self._records.values()
+            ):
+                return False
             self._records[(record.key_id, record.version)] = record
+            return True
 
 
 class Keyring:
@@ -319,10 +327,11 @@ class Keyring:
             )
         return wrapped
 
-    def _save(self, record: DataKeyRecord) -> None:
-        self.store.put(record)
+    def _save(self, record: DataKeyRecord) -> bool:
+        stored = self.store.put(record)
         self.cache.evict(record.key_id, record.version)
         self._primary.pop(record.key_id, None)
+        return stored
 
     def key_for(self, tenant: str, user: str | None = None) -> UUID:
         """The data key of (tenant, user), created on first use."""
@@ -334,11 +343,11 @@ class Keyring:
             return found if found is not None else self._create_first(tenant, user)
 
     def _create_first(self, tenant: str, user: str | None) -> UUID:
-        key_id, key = self._new_key(tenant, user)
-        # Another process may have made the (tenant, user) key at the same moment: the
-        # store kept one of the two, and only that one may ever encrypt.
-        winner = self.store.find(tenant, user)
-        if winner != key_id:
+        key_id, key, stored = self._new_key(tenant, user)
+        if not stored:
+            # Another process made the (tenant, user) key at the same moment, and the
+            # store kept that one: only it may ever encrypt.
+            winner = self.store.find(tenant, user)
             return winner if winner is not None else key_id
         # The new key is at hand: the first write needs neither the store nor the
         # provider again to use it.
@@ -346,16 +355,16 @@ class Keyring:
         self._primary[key_id] = (self._clock() + self.cache.ttl_s, 1)
         return key_id
 
-    def _new_key(self, tenant: str, user: str | None) -> tuple[UUID, DataKey]:
+    def _new_key(self, tenant: str, user: str | None) -> tuple[UUID, DataKey, bool]:
         key_id = uuid4()
         plaintext = AESGCM.generate_key(256)
         wrapped = self._wrap_checked(plaintext)
         with self._lock:
-            self._save(
+            stored = self._save(
                 DataKeyRecord(key_id, 1, tenant, user, KeyState.PRIMARY, wrapped, datetime.now(UTC))
             )
         logger.info("created data key %s for tenant %s", key_id, tenant)
-        return key_id, DataKey(key_id, 1, tenant, AESGCM(plaintext))
+        return key_id, DataKey(key_id, 1, tenant, AESGCM(plaintext)), stored
 
     def create(self, tenant: str, user: str | None = None) -> UUID:
         """A new data key for (tenant, user), version 1 primary."""

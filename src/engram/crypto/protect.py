@@ -90,6 +90,7 @@ class SealedIdentity:
     values: dict[str, str | None]
     ciphertexts: dict[str, bytes | None]
     sensitivity: Sensitivity
+    key_id: UUID | None = None  # the data key of the ciphertexts, if any
 
 
 class Keyrings:
@@ -198,7 +199,7 @@ class Protector:
             ctx = FieldContext(tenant, table, name, row_id)
             sealed[name] = cipher.encrypt_bytes(value.encode(), ctx, key_id=key_id)
             plain[name] = self._redacted(f)
-        return SealedIdentity(plain, sealed, level)
+        return SealedIdentity(plain, sealed, level, key_id)
 
     def seal_metadata(
         self,
@@ -206,11 +207,13 @@ class Protector:
         user: str | None,
         metadata: Mapping[str, Any],
         declared: Sensitivity = Sensitivity.NONE,
+        key_id: UUID | None = None,
     ) -> SealedMetadata:
         """How to store a metadata object: redacted values and, if any, the whole encrypted.
 
         `declared` is the least class of every value (what the caller said of the record
-        the metadata belongs to, e.g. a session's own ``sensitivity``)."""
+        the metadata belongs to, e.g. a session's own ``sensitivity``); `key_id` the data
+        key of (tenant, user) when the caller has it already."""
         if not self.enabled or not metadata:
             return SealedMetadata(dict(metadata), None, Sensitivity.NONE)
         levels: list[Sensitivity] = []
@@ -218,7 +221,7 @@ class Protector:
         level = max(levels, default=Sensitivity.NONE)
         if not any(self.classifier.protects(x) for x in levels):
             return SealedMetadata(dict(metadata), None, level)
-        key_id = self.key_for(ctx.tenant, user)
+        key_id = key_id or self.key_for(ctx.tenant, user)
         plaintext = orjson.dumps(dict(metadata))
         ciphertext = self._cipher(ctx.tenant).encrypt_bytes(plaintext, ctx, key_id=key_id)
         return SealedMetadata(redacted, ciphertext, level)

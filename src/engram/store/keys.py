@@ -148,7 +148,7 @@ class PgKeyStore:
             ).fetchone()
         return row["key_id"] if row else None
 
-    def put(self, record: DataKeyRecord) -> None:
+    def put(self, record: DataKeyRecord) -> bool:
         w = record.wrapped
         values = {
             "k": record.key_id,
@@ -170,7 +170,7 @@ class PgKeyStore:
             if cur.rowcount == 0:
                 # A first version racing another process's for the same (tenant, user)
                 # loses quietly; `Keyring.key_for` then finds the winner.
-                conn.execute(
+                cur = conn.execute(
                     """INSERT INTO data_keys (tenant_id, key_id, version, user_id, state,
                                               provider, kek_id, wrapped, created_at)
                        VALUES (current_setting('app.tenant_id'), %(k)s, %(v)s, %(u)s, %(s)s,
@@ -178,6 +178,7 @@ class PgKeyStore:
                        ON CONFLICT DO NOTHING""",
                     values,
                 )
+            return cur.rowcount == 1
 
     def all_keys(self) -> list[DataKeyRecord]:
         """Every version of every key of this tenant (for status and rotation)."""
