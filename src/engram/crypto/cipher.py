@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from engram.crypto.cache import DataKey
-from engram.crypto.envelope import Envelope, FieldContext, seal, unseal
+from engram.crypto.envelope import (
+    Envelope,
+    FieldContext,
+    header_of,
+    key_of,
+    open_bytes,
+    seal,
+    unseal,
+)
 from engram.crypto.keyring import Keyring
 from engram.errors import DecryptionError
 
@@ -35,13 +43,7 @@ class FieldCipher:
     @staticmethod
     def _open_with(key: DataKey, env: Envelope, ctx: FieldContext) -> bytes:
         if key.tenant != ctx.tenant:
-            raise DecryptionError(
-                f"data key {env.key_id} belongs to another tenant than {ctx.tenant!r}",
-                reason="wrong_owner",
-                key_id=str(env.key_id),
-                key_version=env.key_version,
-                hint="the value was copied from another tenant; restore it from a backup",
-            )
+            raise _wrong_owner(key, ctx)
         return unseal(key.aead, env, ctx)
 
     def decrypt_bytes(self, ciphertext: bytes, ctx: FieldContext) -> bytes:
@@ -55,25 +57,24 @@ class FieldCipher:
         together (those not cached: one store look-up, unwrapped as one batch). One that
         does not open is its DecryptionError; KeyUnavailableError if a key is needed from
         an unreachable provider."""
-        envs: list[Envelope | DecryptionError] = []
+        heads: list[bytes | DecryptionError] = []
         for blob, _ in items:
             try:
-                envs.append(Envelope.from_bytes(blob))
+                heads.append(header_of(blob))
             except DecryptionError as exc:
-                envs.append(exc)
-        keys = self.keyring.decryption_keys(
-            (e.key_id, e.key_version) for e in envs if isinstance(e, Envelope)
-        )
+                heads.append(exc)
+        slots = {h: key_of(h) for h in heads if isinstance(h, bytes)}
+        keys = self.keyring.decryption_keys(slots.values())
+        by_head = {h: keys[slot] for h, slot in slots.items()}
         out: list[bytes | DecryptionError] = []
-        for env, (_, ctx) in zip(envs, items, strict=True):
-            if isinstance(env, DecryptionError):
-                out.append(env)
-                continue
-            key = keys[(env.key_id, env.key_version)]
+        for head, (blob, ctx) in zip(heads, items, strict=True):
+            key = head if isinstance(head, DecryptionError) else by_head[head]
             try:
                 if isinstance(key, DecryptionError):
                     raise key
-                out.append(self._open_with(key, env, ctx))
+                if key.tenant != ctx.tenant:
+                    raise _wrong_owner(key, ctx)
+                out.append(open_bytes(key.aead, blob, ctx))
             except DecryptionError as exc:
                 out.append(exc)
         return out
@@ -98,3 +99,13 @@ class FieldCipher:
         """The binary value under its key's primary version, or None if it already is."""
         env = self._reseal(Envelope.from_bytes(ciphertext), ctx)
         return None if env is None else env.to_bytes()
+
+
+def _wrong_owner(key: DataKey, ctx: FieldContext) -> DecryptionError:
+    return DecryptionError(
+        f"data key {key.key_id} belongs to another tenant than {ctx.tenant!r}",
+        reason="wrong_owner",
+        key_id=str(key.key_id),
+        key_version=key.version,
+        hint="the value was copied from another tenant; restore it from a backup",
+    )
