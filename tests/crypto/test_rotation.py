@@ -252,11 +252,7 @@ def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
                 )
         assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v == 1.0) == 1.0
     # A message protected only by its metadata is covered by that metadata's ciphertext.
-    with srv.client() as http:
-        _, sid = _user_session(http)
-        body = {"messages": [{"role_type": "user", "content": "see you at noon",
-                              "metadata": {"contact": EMAIL}}]}  # fmt: skip
-        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    sid = _session_with_message(srv, "see you at noon", {"contact": EMAIL})
     with srv.superuser() as conn:
         stored = conn.execute(
             "SELECT sensitivity > 0, content_enc IS NULL, metadata_enc IS NOT NULL"
@@ -266,11 +262,7 @@ def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
     _coverage_drops_without_metadata_ciphertext(srv, sid)
     # A declared message's metadata is a protected field of its own: its content's
     # ciphertext does not stand in for it.
-    with srv.client() as http:
-        _, sid = _user_session(http)
-        body = {"messages": [{"role_type": "user", "content": "HbA1c came back at 7.2",
-                              "metadata": DECLARED}]}  # fmt: skip
-        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    sid = _session_with_message(srv, "HbA1c came back at 7.2", DECLARED)
     with srv.superuser() as conn:
         stored = conn.execute(
             "SELECT content_enc IS NOT NULL, metadata_enc IS NOT NULL FROM messages"
@@ -278,6 +270,15 @@ def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
         ).fetchone()  # fmt: skip
     assert stored == (True, True)
     _coverage_drops_without_metadata_ciphertext(srv, sid)
+
+
+def _session_with_message(srv: Server, content: str, metadata: dict[str, Any]) -> str:
+    """A new user's session holding one message; its id."""
+    with srv.client() as http:
+        _, sid = _user_session(http)
+        body = {"messages": [{"role_type": "user", "content": content, "metadata": metadata}]}
+        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    return sid
 
 
 def _coverage_drops_without_metadata_ciphertext(srv: Server, sid: str) -> None:
@@ -352,11 +353,7 @@ def test_declared_message_metadata_stored_before_0015_is_sealed_then_rotated(
 ) -> None:
     """Before migration 0015 a declared message's metadata values were classified by the
     detectors alone (stored in clear here); the migration marks such rows -1."""
-    with srv.client() as http:
-        _, sid = _user_session(http)
-        body = {"messages": [{"role_type": "user", "content": "follow-up",
-                              "metadata": DECLARED}]}  # fmt: skip
-        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    sid = _session_with_message(srv, "follow-up", DECLARED)
     with srv.superuser() as conn:
         conn.execute(
             """UPDATE messages SET metadata = %s, metadata_enc = NULL, metadata_sensitivity = -1
