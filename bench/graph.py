@@ -1,7 +1,8 @@
 """Semantic-memory benchmark: extraction throughput of one worker, and relevant-facts
 latency of GET memory on a large graph.
 
-    .venv/bin/python bench/graph.py [--facts 100000] [--users 1] [--json OUT]
+    .venv/bin/python bench/graph.py [--facts 100000] [--users 1] [--worker-concurrency 2]
+                                    [--json OUT]
 
 Part 1 ingests every LoCoMo conversation (one user each; one request per two turns, as an
 agent sends them) into a server started with --no-worker, then starts one `engram worker`
@@ -88,13 +89,15 @@ async def ingest_locomo(base_url: str, api_key: str) -> int:
     return sent
 
 
-def worker_throughput(data_dir: Path, dsn: str, messages: int) -> dict[str, Any]:
+def worker_throughput(
+    data_dir: Path, dsn: str, messages: int, concurrency: int = 1
+) -> dict[str, Any]:
     """Run one `engram worker` over the queued episodes; time first to last finished."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         total = conn.execute("SELECT count(*) FROM episodes").fetchone()
     assert total is not None
     worker = subprocess.Popen(
-        [ENGRAM, "worker", "--data-dir", str(data_dir)],
+        [ENGRAM, "worker", "--data-dir", str(data_dir), "--concurrency", str(concurrency)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -292,6 +295,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--skip-worker", action="store_true")
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=1, help="jobs the worker runs at a time"
+    )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--quiet-wait", type=float, default=600, help="max s to wait for quiet")
     parser.add_argument("--json", type=Path, default=Path("bench/results/graph.json"))
@@ -307,7 +313,9 @@ def main() -> None:
         try:
             sent = asyncio.run(ingest_locomo(server.base_url, server.api_key))
             dsn = server.superuser_dsn()
-            result["worker"] = worker_throughput(server.data_dir, dsn, sent)
+            result["worker"] = worker_throughput(
+                server.data_dir, dsn, sent, args.worker_concurrency
+            )
         finally:
             stop_server(server)
             remove_tree(root)
