@@ -1,8 +1,11 @@
 """Field-level encryption: write and read latency on vs off, re-encryption speed, API
 latency during a rotation.
 
-Two servers (crypto on, crypto off) get the same LoCoMo turns, each with an e-mail
-address so that every message is protected when encryption is on. Writes are one
+Two servers (crypto on, crypto off) run side by side and get the same LoCoMo turns, each
+with an e-mail address so that every message is protected when encryption is on. Every
+request goes to both, one after the other (which one first alternates), so that both
+see the same machine: on a shared machine others' load comes and goes, and servers
+measured one after the other would be compared under different loads. Writes are one
 message per `POST memory`, reads are `GET memory?lastn=10`, one request at a time.
 Then users and sessions: `--people` users created with e-mail, first and last name and
 metadata (each with a session whose metadata holds the e-mail; every one of those fields
@@ -60,67 +63,76 @@ def _turns(n: int) -> list[str]:
     return out
 
 
-async def _writes(server: BenchServer, texts: list[str]) -> list[float]:
-    async with httpx.AsyncClient(
-        base_url=server.base_url, headers={"Authorization": f"Api-Key {server.api_key}"},
-        timeout=60,
-    ) as c:  # fmt: skip
+MODES = ("off", "on")
+
+
+def _client(server: BenchServer, timeout: float = 60) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=server.base_url, timeout=timeout,
+                             headers={"Authorization": f"Api-Key {server.api_key}"})  # fmt: skip
+
+
+async def _in_turn(
+    clients: dict[str, httpx.AsyncClient], lat: dict[str, list[float]], i: int, method: str,
+    url: str, **kw: Any,
+) -> None:  # fmt: skip
+    """The same request to both servers, one after the other; which goes first alternates."""
+    for mode in MODES if i % 2 == 0 else MODES[::-1]:
+        lat[mode].append(await timed(clients[mode], method, url, **kw))
+
+
+def _lists() -> dict[str, list[float]]:
+    return {m: [] for m in MODES}
+
+
+async def _writes(clients: dict[str, httpx.AsyncClient], texts: list[str]) -> dict[str, Any]:
+    for c in clients.values():
         await create_users_sessions(c, ["u0"], [("s0", "u0")])
-        lat = []
-        for t in texts:
-            body = {"messages": [{"role_type": "user", "content": t}]}
-            lat.append(await timed(c, "POST", "/api/v2/sessions/s0/memory", json=body))
-        return lat
+    lat = _lists()
+    for i, t in enumerate(texts):
+        body = {"messages": [{"role_type": "user", "content": t}]}
+        await _in_turn(clients, lat, i, "POST", "/api/v2/sessions/s0/memory", json=body)
+    return lat
 
 
 async def _reads(server: BenchServer, n: int, stop: asyncio.Event | None = None) -> list[float]:
-    async with httpx.AsyncClient(
-        base_url=server.base_url, headers={"Authorization": f"Api-Key {server.api_key}"},
-        timeout=60,
-    ) as c:  # fmt: skip
+    async with _client(server) as c:
         lat = []
         while (stop is None and len(lat) < n) or (stop is not None and not stop.is_set()):
             lat.append(await timed(c, "GET", "/api/v2/sessions/s0/memory?lastn=10"))
         return lat
 
 
-async def _people(server: BenchServer, n: int) -> dict[str, Any]:
+async def _people(clients: dict[str, httpx.AsyncClient], n: int) -> dict[str, dict[str, Any]]:
     """Create `n` users each with a session, then read them back; latencies per kind."""
-    async with httpx.AsyncClient(
-        base_url=server.base_url, headers={"Authorization": f"Api-Key {server.api_key}"},
-        timeout=60,
-    ) as c:  # fmt: skip
-        users, sessions, gets, pages = [], [], [], []
-        for i in range(n):
-            user = {
-                "user_id": f"p{i}",
-                "email": f"person{i}@example.org",
-                "first_name": "Ada",
-                "last_name": f"Lovelace{i}",
-                "metadata": {"phone": f"+1 415 555 {i:04d}"},
-            }
-            users.append(await timed(c, "POST", "/api/v2/users", json=user))
-            session = {
-                "session_id": f"ps{i}",
-                "user_id": f"p{i}",
-                "metadata": {"contact": f"person{i}@example.org"},
-            }
-            sessions.append(await timed(c, "POST", "/api/v2/sessions", json=session))
-        for i in range(n):
-            gets.append(await timed(c, "GET", f"/api/v2/users/p{i}"))
-        for i in range(max(20, n // 10)):
-            page = 1 + i % max(1, n // 100)
-            url = f"/api/v2/users-ordered?pageNumber={page}&pageSize=100"
-            pages.append(await timed(c, "GET", url))
-        return {"user_add": percentiles(users), "session_add": percentiles(sessions),
-                "user_get": percentiles(gets), "users_page_100": percentiles(pages)}  # fmt: skip
+    users, sessions, gets, pages = _lists(), _lists(), _lists(), _lists()
+    for i in range(n):
+        user = {
+            "user_id": f"p{i}",
+            "email": f"person{i}@example.org",
+            "first_name": "Ada",
+            "last_name": f"Lovelace{i}",
+            "metadata": {"phone": f"+1 415 555 {i:04d}"},
+        }
+        await _in_turn(clients, users, i, "POST", "/api/v2/users", json=user)
+        session = {
+            "session_id": f"ps{i}",
+            "user_id": f"p{i}",
+            "metadata": {"contact": f"person{i}@example.org"},
+        }
+        await _in_turn(clients, sessions, i, "POST", "/api/v2/sessions", json=session)
+    for i in range(n):
+        await _in_turn(clients, gets, i, "GET", f"/api/v2/users/p{i}")
+    for i in range(max(20, n // 10)):
+        page = 1 + i % max(1, n // 100)
+        url = f"/api/v2/users-ordered?pageNumber={page}&pageSize=100"
+        await _in_turn(clients, pages, i, "GET", url)
+    return {m: {"user_add": percentiles(users[m]), "session_add": percentiles(sessions[m]),
+                "user_get": percentiles(gets[m]), "users_page_100": percentiles(pages[m])}
+            for m in MODES}  # fmt: skip
 
 
 async def _bulk(server: BenchServer, texts: list[str]) -> None:
-    async with httpx.AsyncClient(
-        base_url=server.base_url, headers={"Authorization": f"Api-Key {server.api_key}"},
-        timeout=120,
-    ) as c:  # fmt: skip
+    async with _client(server, timeout=120) as c:
         for i in range(0, len(texts), 100):
             msgs = [{"role_type": "user", "content": t} for t in texts[i : i + 100]]
             await timed(c, "POST", "/api/v2/sessions/s0/memory", json={"messages": msgs})
@@ -166,26 +178,41 @@ async def main() -> None:
     print_machine(info)
     texts = _turns(args.writes + args.rows)
     results: dict[str, Any] = {}
-    for mode in ("off", "on"):
-        root = short_tmpdir(f"eg-cr{mode}-")
-        env = {"ENGRAM_CRYPTO__ENABLED": "true" if mode == "on" else "false",
-               "ENGRAM_CRYPTO__REENCRYPT_PAUSE_S": os.environ.get("PAUSE", "0.02")}  # fmt: skip
-        server = launch(root / "d", secrets.token_urlsafe(24), env=env, extra=["--no-worker"])
-        try:
+    roots, servers = {}, {}
+    try:
+        for mode in MODES:
+            roots[mode] = short_tmpdir(f"eg-cr{mode}-")
+            env = {"ENGRAM_CRYPTO__ENABLED": "true" if mode == "on" else "false",
+                   "ENGRAM_CRYPTO__REENCRYPT_PAUSE_S": os.environ.get("PAUSE", "0.02")}  # fmt: skip
+            servers[mode] = launch(roots[mode] / "d", secrets.token_urlsafe(24), env=env,
+                                   extra=["--no-worker"])  # fmt: skip
+        for server in servers.values():
             wait_ready(server)
             await _reads_warm(server)
-            waited = wait_quiet(max_wait_s=args.max_wait_quiet)
-            w = await _writes(server, texts[: args.writes])
-            r = await _reads(server, args.writes)
-            people = await _people(server, args.people)
-            results[mode] = {"write": percentiles(w), "read": percentiles(r),
-                             "quiet_wait_s": waited, **people}  # fmt: skip
-            if mode == "on":
-                await _bulk(server, texts[args.writes :])
-                quiet = await _reads(server, 300)
-                results["rotation"] = {"reads_quiet": percentiles(quiet), **await _rotation(server)}
+        waited = wait_quiet(max_wait_s=args.max_wait_quiet)
+        clients = {m: _client(servers[m]) for m in MODES}
+        try:
+            w = await _writes(clients, texts[: args.writes])
+            r = _lists()
+            for i in range(args.writes):
+                await _in_turn(clients, r, i, "GET", "/api/v2/sessions/s0/memory?lastn=10")
+            people = await _people(clients, args.people)
         finally:
+            for c in clients.values():
+                await c.aclose()
+        for mode in MODES:
+            results[mode] = {"write": percentiles(w[mode]), "read": percentiles(r[mode]),
+                             "quiet_wait_s": waited, **people[mode]}  # fmt: skip
+        # Rotation on the encrypting server alone.
+        stop_server(servers.pop("off"))
+        on_server = servers["on"]
+        await _bulk(on_server, texts[args.writes :])
+        quiet = await _reads(on_server, 300)
+        results["rotation"] = {"reads_quiet": percentiles(quiet), **await _rotation(on_server)}
+    finally:
+        for server in servers.values():
             stop_server(server)
+        for root in roots.values():
             remove_tree(root)
     on, off = results["on"], results["off"]
     rot = results["rotation"]

@@ -84,7 +84,8 @@ def generate(dsn: str, sessions: int, per_session: int, users: int, idle: int) -
             last = min(sessions, first + batch - 1)
             conn.execute(
                 """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role, role_type,
-                       content, metadata, token_count, embedding, search_text, created_at)
+                       content, metadata, token_count, embedding, search_text, created_at,
+                       metadata_sensitivity)
                    SELECT 'default', gen_random_uuid(), 'bench-s' || s,
                           'bench-u' || (s %% %(users)s + 1), 'Ada',
                           CASE WHEN m %% 2 = 0 THEN 'user' ELSE 'assistant' END,
@@ -92,7 +93,8 @@ def generate(dsn: str, sessions: int, per_session: int, users: int, idle: int) -
                           48, t.embedding, to_tsvector('english', t.content),
                           CASE WHEN s <= %(idle)s
                                THEN now() - interval '400 days' + m * interval '1 min'
-                               ELSE now() END
+                               ELSE now() END,
+                          0  -- nothing to protect: classified as the API would
                    FROM generate_series(%(first)s::int, %(last)s::int) s,
                         generate_series(1, %(per)s::int) m,
                         LATERAL (SELECT

@@ -230,10 +230,11 @@ def bulk_load(
             conn.execute("SET LOCAL session_replication_role = replica")
             conn.execute(
                 """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role, role_type,
-                       content, token_count, created_at, updated_at, embedding, search_text)
+                       content, token_count, created_at, updated_at, embedding, search_text,
+                       metadata_sensitivity)
                    SELECT %s, uuid, session_id, user_id, role, role_type, content,
                           token_count, created_at, created_at, embedding,
-                          to_tsvector(%s::regconfig, content)
+                          to_tsvector(%s::regconfig, content), 0
                    FROM bench_stage""",
                 (tenant, ts_config),
             )

@@ -97,6 +97,9 @@ class WorkerSettings(BaseModel):
 
     enabled: bool = True
     concurrency: int = Field(default=1, ge=1, le=64)
+    # A job also extracts the user's episodes queued right after it, up to this many in
+    # all, in its one transaction (a backlog drains several times faster).
+    batch: int = Field(default=64, ge=1, le=1000)
     # A failing job is retried with exponential back-off (retry_wait_s, doubling each time)
     # up to max_attempts in all, then stays failed until `engram jobs retry`.
     max_attempts: int = Field(default=5, ge=1, le=100)

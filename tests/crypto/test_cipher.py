@@ -14,6 +14,23 @@ CTX = FieldContext("acme", "messages", "content", "11111111-2222-4333-8444-55555
 PLAINTEXTS = ["", "a", "Patient MRN 00123456 has type 2 diabetes; call +44 20 7946 0958"]
 
 
+def _in_a_page(cipher: FieldCipher, raw: bytes, ctx: FieldContext) -> bytes:
+    """Open `raw` as reads do, among a page of others; raise what it fails with."""
+    good = cipher.encrypt_bytes(b"other", ctx, key_id=cipher.keyring.key_for("acme", "user-2"))
+    opened = cipher.decrypt_many([(good, ctx), (raw, ctx), (good, ctx)])
+    assert opened[0] == opened[2] == b"other"  # one bad field spoils nothing else
+    if isinstance(opened[1], DecryptionError):
+        raise opened[1]
+    return opened[1]
+
+
+# Both ways a binary ciphertext is opened: alone, and in a page.
+OPEN = {
+    "alone": lambda c, raw, ctx: c.decrypt_bytes(raw, ctx),
+    "page": _in_a_page,
+}
+
+
 @pytest.mark.parametrize("plaintext", [*PLAINTEXTS, "Grüße 🌍" * 100])
 def test_round_trip_text_and_binary(cipher: FieldCipher, keyring: Keyring, plaintext: str) -> None:
     key_id = keyring.key_for("acme", "user-1")
@@ -44,7 +61,8 @@ def _region(i: int) -> str:
     return "version" if i == 0 else "key_id" if i < 17 else "key_version" if i < 21 else "body"
 
 
-def test_every_bit_flip_is_rejected(cipher: FieldCipher, keyring: Keyring) -> None:
+@pytest.mark.parametrize("how", OPEN)
+def test_every_bit_flip_is_rejected(cipher: FieldCipher, keyring: Keyring, how: str) -> None:
     key_id = keyring.key_for("acme", "user-1")
     reasons: Counter[tuple[str, str]] = Counter()
     for plaintext in PLAINTEXTS:
@@ -53,7 +71,7 @@ def test_every_bit_flip_is_rejected(cipher: FieldCipher, keyring: Keyring) -> No
             flipped = bytearray(raw)
             flipped[bit // 8] ^= 1 << (bit % 8)
             with pytest.raises(DecryptionError) as info:
-                cipher.decrypt_bytes(bytes(flipped), CTX)
+                OPEN[how](cipher, bytes(flipped), CTX)
             reasons[(_region(bit // 8), info.value.reason)] += 1
     assert set(reasons) == {
         ("version", "unsupported_version"),
@@ -63,15 +81,19 @@ def test_every_bit_flip_is_rejected(cipher: FieldCipher, keyring: Keyring) -> No
     }
 
 
-def test_every_truncation_and_extension_is_rejected(cipher: FieldCipher, keyring: Keyring) -> None:
+@pytest.mark.parametrize("how", OPEN)
+def test_every_truncation_and_extension_is_rejected(
+    cipher: FieldCipher, keyring: Keyring, how: str
+) -> None:
     key_id = keyring.key_for("acme", "user-1")
     for plaintext in PLAINTEXTS:
         raw = cipher.encrypt_bytes(plaintext.encode(), CTX, key_id=key_id)
+        assert OPEN[how](cipher, raw, CTX) == plaintext.encode()
         for n in range(len(raw)):
             with pytest.raises(DecryptionError):
-                cipher.decrypt_bytes(raw[:n], CTX)
+                OPEN[how](cipher, raw[:n], CTX)
         with pytest.raises(DecryptionError):
-            cipher.decrypt_bytes(raw + b"\x00", CTX)
+            OPEN[how](cipher, raw + b"\x00", CTX)
         text = cipher.encrypt(plaintext, CTX, key_id=key_id)
         for n in range(len(text)):
             with pytest.raises(DecryptionError):
@@ -93,23 +115,32 @@ def test_every_character_change_of_the_text_form_is_rejected(
 def test_copy_to_another_row_column_or_table_is_rejected(
     cipher: FieldCipher, keyring: Keyring, field: str
 ) -> None:
-    token = cipher.encrypt("secret", CTX, key_id=keyring.key_for("acme", "user-1"))
+    key_id = keyring.key_for("acme", "user-1")
+    token = cipher.encrypt("secret", CTX, key_id=key_id)
+    raw = cipher.encrypt_bytes(b"secret", CTX, key_id=key_id)
     other = {
         "table": "facts",
         "column": "metadata",
         "row_id": "11111111-2222-4333-8444-555555555556",
     }
+    moved = dataclasses.replace(CTX, **{field: other[field]})
     with pytest.raises(DecryptionError) as info:
-        cipher.decrypt(token, dataclasses.replace(CTX, **{field: other[field]}))
+        cipher.decrypt(token, moved)
+    assert info.value.reason == "authentication_failed"
+    with pytest.raises(DecryptionError) as info:
+        _in_a_page(cipher, raw, moved)
     assert info.value.reason == "authentication_failed"
 
 
 def test_copy_to_another_tenant_is_rejected(cipher: FieldCipher, keyring: Keyring) -> None:
     token = cipher.encrypt("secret", CTX, key_id=keyring.key_for("acme", "user-1"))
+    raw = cipher.encrypt_bytes(b"secret", CTX, key_id=keyring.key_for("acme", "user-1"))
     keyring.key_for("globex", "user-1")
     with pytest.raises(DecryptionError) as info:
         cipher.decrypt(token, dataclasses.replace(CTX, tenant="globex"))
     assert info.value.reason == "wrong_owner"
+    globex = cipher.decrypt_many([(raw, dataclasses.replace(CTX, tenant="globex"))])[0]
+    assert isinstance(globex, DecryptionError) and globex.reason == "wrong_owner"
 
 
 def test_swapping_two_rows_ciphertexts_is_rejected(cipher: FieldCipher, keyring: Keyring) -> None:

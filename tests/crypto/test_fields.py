@@ -263,10 +263,15 @@ def test_unreachable_provider_refuses_protected_writes_with_503(dead_kms: Server
 
 
 def test_no_protected_plaintext_anywhere(server: Server) -> None:
-    """Every protected field in the database has its ciphertext (coverage 1.0)."""
+    """Every protected field in the database has its ciphertext (coverage 1.0): a
+    message's content when its class is higher than its metadata's, its metadata when
+    that is protected, and so on."""
     with psycopg.connect(server.pg.dsn("postgres", "engram"), autocommit=True) as conn:
         bad = conn.execute(
             """SELECT count(*) FROM messages WHERE sensitivity > 0 AND content_enc IS NULL
+                   AND metadata_sensitivity < sensitivity
+               UNION ALL SELECT count(*) FROM messages
+                   WHERE metadata_sensitivity > 0 AND metadata_enc IS NULL
                UNION ALL SELECT count(*) FROM facts WHERE sensitivity > 0 AND fact_enc IS NULL
                UNION ALL SELECT count(*) FROM users WHERE identity_sensitivity > 0
                    AND ((email IS NOT NULL AND email_enc IS NULL)
@@ -283,7 +288,7 @@ def test_no_protected_plaintext_anywhere(server: Server) -> None:
                WHERE (first_name IS NOT NULL AND first_name NOT LIKE '[%%]')
                   OR (last_name IS NOT NULL AND last_name NOT LIKE '[%%]')"""
         ).fetchone()
-    assert [b[0] for b in bad] == [0, 0, 0, 0, 0]
+    assert [b[0] for b in bad] == [0, 0, 0, 0, 0, 0]
     assert names == (0,)
 
 

@@ -99,6 +99,11 @@ def test_every_golden_ciphertext_decrypts_end_to_end(golden_keyring: Keyring) ->
         else:
             got = cipher.decrypt(entry["ciphertext"], _ctx(entry))
         assert got == entry["plaintext"]
+    # And as reads open them: a page of binary ciphertexts at once.
+    binary = [e for e in CORPUS["entries"] if e["form"] == "binary"]
+    assert binary
+    page = cipher.decrypt_many([(bytes.fromhex(e["ciphertext"]), _ctx(e)) for e in binary])
+    assert page == [e["plaintext"].encode() for e in binary]
 
 
 def test_golden_ciphertexts_still_refuse_another_row(golden_keyring: Keyring) -> None:

@@ -8,7 +8,8 @@ the same matrix through Postgres, the API and the reveal path is
 from __future__ import annotations
 
 import dataclasses
-from uuid import uuid4
+from collections.abc import Collection
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -20,8 +21,10 @@ from engram.crypto import (
     KeyState,
     MemoryKeyStore,
 )
+from engram.crypto.keyring import DataKeyRecord
 from engram.crypto.providers import LocalKeyProvider
 from engram.errors import DecryptionError, KeyUnavailableError, NotFoundError, ValidationError
+from tests.crypto.conftest import Clock
 
 CTX = FieldContext("acme", "facts", "fact", "row-1")
 P, A, D = KeyState.PRIMARY, KeyState.ACTIVE, KeyState.DISABLED
@@ -183,3 +186,93 @@ def test_an_unknown_key_id_is_a_clear_decryption_error(keyring: Keyring) -> None
     with pytest.raises(DecryptionError) as info:
         keyring.decryption_key(uuid4(), 1)
     assert info.value.reason == "unknown_key" and "restore the key table" in str(info.value)
+
+
+class CountingStore(MemoryKeyStore):
+    """The in-memory store, counting look-ups (each is a database round trip in production)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0  # page look-ups
+        self.reads = 0  # versions of one key
+
+    def versions(self, key_id: UUID) -> list[DataKeyRecord]:
+        self.reads += 1
+        return super().versions(key_id)
+
+    def versions_many(self, key_ids: Collection[UUID]) -> dict[UUID, list[DataKeyRecord]]:
+        self.lookups += 1
+        return super().versions_many(key_ids)
+
+
+def test_a_page_of_ciphertexts_reads_its_keys_in_one_look_up(
+    local: LocalKeyProvider, clock: Clock
+) -> None:
+    store = CountingStore()
+    keyring = Keyring(local, store, cache=DataKeyCache(ttl_s=60, clock=clock), clock=clock)
+    cipher = FieldCipher(keyring)
+    users = [keyring.key_for("acme", f"u{i}") for i in range(30)]
+    page = [(cipher.encrypt_bytes(f"value {i}".encode(), CTX, key_id=k), CTX)
+            for i, k in enumerate(users * 4)]  # fmt: skip
+    keyring.rotate(users[0])  # a field of an older version opens too
+    page.append((cipher.encrypt_bytes(b"newer", CTX, key_id=users[0]), CTX))
+    keyring.rotate(users[1])
+    keyring.disable(users[1], 1)
+    keyring.cache.clear()
+
+    opened = cipher.decrypt_many(page)
+    assert store.lookups == 1
+    for i, got in enumerate(opened[:-1]):
+        if i % 30 == 1:  # under the disabled version: its reason, and nothing else fails
+            assert isinstance(got, DecryptionError) and got.reason == "key_disabled"
+        else:
+            assert got == f"value {i}".encode()
+    assert opened[-1] == b"newer"
+    # Cached now: no look-up at all, until the cache's time is up (a version that did not
+    # open is not cached: it is looked up again).
+    readable = [p for i, p in enumerate(page) if i % 30 != 1]
+    assert b"value 0" in cipher.decrypt_many(readable)
+    assert store.lookups == 1
+    clock.advance(61)
+    cipher.decrypt_many(readable)
+    assert store.lookups == 2
+    # A ciphertext moved to another row still fails, alone.
+    moved = cipher.decrypt_many([(page[0][0], dataclasses.replace(CTX, row_id="row-2"))])
+    assert isinstance(moved[0], DecryptionError) and moved[0].reason == "authentication_failed"
+    unknown = cipher.decrypt_many([(b"\x01" + uuid4().bytes + b"\x00\x00\x00\x01" + bytes(28),
+                                     CTX)])  # fmt: skip
+    assert isinstance(unknown[0], DecryptionError) and unknown[0].reason == "unknown_key"
+
+
+def test_a_new_users_key_is_ready_at_once_and_a_lost_race_uses_the_winner(
+    local: LocalKeyProvider,
+) -> None:
+    store = CountingStore()
+    first = Keyring(local, store)
+    key_id = first.key_for("acme", "new")
+    before = store.reads
+    # The first write after creating the key needs neither the store nor the provider.
+    sealed = FieldCipher(first).encrypt_bytes(b"hello", CTX, key_id=key_id)
+    assert store.reads == before and len(first.cache) == 1
+
+    class Late(MemoryKeyStore):
+        """Another process's view: it looked before the first key was stored."""
+
+        looked = False
+
+        def find(self, tenant: str, user: str | None) -> UUID | None:
+            if not self.looked:
+                self.looked = True
+                return None
+            return store.find(tenant, user)
+
+        def put(self, record: DataKeyRecord) -> bool:
+            return store.put(record)  # the store keeps the first key of (tenant, user)
+
+        def versions(self, key_id: UUID) -> list[DataKeyRecord]:
+            return store.versions(key_id)
+
+    second = Keyring(local, Late())
+    assert second.key_for("acme", "new") == key_id
+    assert len(second.cache) == 0  # its own new key was never cached, so never used
+    assert FieldCipher(second).decrypt_bytes(sealed, CTX) == b"hello"

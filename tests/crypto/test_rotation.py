@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from engram.config import CryptoSettings
 from engram.crypto.cache import DataKeyCache
@@ -96,6 +97,7 @@ def _user_session(http: httpx.Client, **user: Any) -> tuple[str, str]:
 PERSON = {"email": EMAIL, "first_name": "Grace", "last_name": "Hopper",
           "metadata": {"phone": "+1 415 555 0100"}}  # fmt: skip
 SESSION_META = {"contact": EMAIL, "channel": "web"}
+DECLARED = {"sensitivity": "phi", "diagnosis": "type 2 diabetes", "clinic": "Riverside"}
 
 
 def _person(http: httpx.Client, uid: str, sid: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -250,18 +252,38 @@ def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
                 )
         assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v == 1.0) == 1.0
     # A message protected only by its metadata is covered by that metadata's ciphertext.
-    with srv.client() as http:
-        _, sid = _user_session(http)
-        body = {"messages": [{"role_type": "user", "content": "see you at noon",
-                              "metadata": {"contact": EMAIL}}]}  # fmt: skip
-        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    sid = _session_with_message(srv, "see you at noon", {"contact": EMAIL})
     with srv.superuser() as conn:
         stored = conn.execute(
             "SELECT sensitivity > 0, content_enc IS NULL, metadata_enc IS NOT NULL"
             " FROM messages WHERE session_id = %s", (sid,)
         ).fetchone()  # fmt: skip
     assert stored == (True, True, True)
-    # Take its metadata's ciphertext away and the ratio drops; put it back and it is 1.0.
+    _coverage_drops_without_metadata_ciphertext(srv, sid)
+    # A declared message's metadata is a protected field of its own: its content's
+    # ciphertext does not stand in for it.
+    sid = _session_with_message(srv, "HbA1c came back at 7.2", DECLARED)
+    with srv.superuser() as conn:
+        stored = conn.execute(
+            "SELECT content_enc IS NOT NULL, metadata_enc IS NOT NULL FROM messages"
+            " WHERE session_id = %s", (sid,)
+        ).fetchone()  # fmt: skip
+    assert stored == (True, True)
+    _coverage_drops_without_metadata_ciphertext(srv, sid)
+
+
+def _session_with_message(srv: Server, content: str, metadata: dict[str, Any]) -> str:
+    """A new user's session holding one message; its id."""
+    with srv.client() as http:
+        _, sid = _user_session(http)
+        body = {"messages": [{"role_type": "user", "content": content, "metadata": metadata}]}
+        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    return sid
+
+
+def _coverage_drops_without_metadata_ciphertext(srv: Server, sid: str) -> None:
+    """Take the session's message's metadata ciphertext away and the ratio drops; put it
+    back and it is 1.0."""
     with srv.superuser() as conn:
         (saved,) = conn.execute(
             "UPDATE messages m SET metadata_enc = NULL FROM messages o"
@@ -296,7 +318,9 @@ def test_rows_stored_before_encryption_are_sealed_by_the_next_run(srv: Server) -
                WHERE user_id = %s""",
             (EMAIL, uid),
         )
-    assert "users and sessions stored before their fields were encrypted: 2" in _keys(srv, "status")
+    assert "users, sessions and messages stored before their fields were classified: 2" in _keys(
+        srv, "status"
+    )
     _keys(srv, "reencrypt", "--now")
     with srv.superuser() as conn:
         stored = conn.execute(
@@ -310,7 +334,49 @@ def test_rows_stored_before_encryption_are_sealed_by_the_next_run(srv: Server) -
     assert _people_versions(srv, uid)  # sealed under the user's key
     with srv.client() as http:
         assert _person(http, uid, sid) == (PERSON, SESSION_META)
-    assert "stored before their fields were encrypted" not in _keys(srv, "status")
+    assert "stored before their fields were classified" not in _keys(srv, "status")
+
+
+def _message_metadata(srv: Server, sid: str) -> tuple[Any, ...]:
+    with srv.superuser() as conn:
+        row = conn.execute(
+            """SELECT metadata, metadata_sensitivity, sensitivity, get_byte(metadata_enc, 20)
+               FROM messages WHERE session_id = %s""",
+            (sid,),
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_declared_message_metadata_stored_before_0015_is_sealed_then_rotated(
+    srv: Server,
+) -> None:
+    """Before migration 0015 a declared message's metadata values were classified by the
+    detectors alone (stored in clear here); the migration marks such rows -1."""
+    sid = _session_with_message(srv, "follow-up", DECLARED)
+    with srv.superuser() as conn:
+        conn.execute(
+            """UPDATE messages SET metadata = %s, metadata_enc = NULL, metadata_sensitivity = -1
+               WHERE session_id = %s""",
+            (Jsonb(DECLARED), sid),
+        )
+    assert "users, sessions and messages stored before their fields were classified: 1" in (
+        _keys(srv, "status")
+    )
+    _keys(srv, "reencrypt", "--now")
+    redacted = {"sensitivity": "phi", "diagnosis": "[PHI]", "clinic": "[PHI]"}
+    meta, level, overall, version = _message_metadata(srv, sid)
+    assert (meta, level, overall) == (redacted, 2, 2)
+    with srv.client() as http:
+        got = http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"]
+        assert got[0]["metadata"] == DECLARED
+    # Rotation moves it to the new primary version like every other ciphertext.
+    _keys(srv, "rotate", "--now")
+    assert _message_metadata(srv, sid) == (redacted, 2, 2, version + 1)
+    with srv.client() as http:
+        got = http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"]
+        assert got[0]["metadata"] == DECLARED
+    assert "stored before their fields were classified" not in _keys(srv, "status")
 
 
 def test_scheduled_rotation_rotates_keys_older_than_configured(srv: Server) -> None:
@@ -423,10 +489,11 @@ def test_reencryption_survives_kill_9_with_concurrent_writes(tmp_path: Path) -> 
             zero = "[" + ",".join(["0.01"] * 384) + "]"
             with conn.cursor().copy(
                 "COPY messages (tenant_id, uuid, session_id, user_id, role_type, content, "
-                "token_count, embedding, search_text, sensitivity, content_enc) FROM STDIN"
+                "token_count, embedding, search_text, sensitivity, content_enc, "
+                "metadata_sensitivity) FROM STDIN"
             ) as copy:
                 for u, text, enc in rows:
-                    copy.write_row(("default", u, sid, uid, "user", text, 5, zero, "", 1, enc))
+                    copy.write_row(("default", u, sid, uid, "user", text, 5, zero, "", 1, enc, 0))
         assert _versions(srv) == {1: 100_001}
 
         _keys(srv, "rotate")  # queued: the worker below runs it

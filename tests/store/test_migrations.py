@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
+import shutil
+import subprocess
+
+import httpx
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from engram.config import load_settings
 from engram.store import migrate
-from tests.fix_server import Server
+from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +89,94 @@ def test_without_tenant_context_the_app_role_sees_nothing(server: Server, uid: s
         assert found.fetchone() == (1,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("INSERT INTO users (tenant_id, user_id) VALUES ('other', 'x')")
+
+
+@pytest.mark.slow
+def test_0015_leaves_declared_message_metadata_of_every_tenant_to_the_next_run() -> None:
+    """Upgrading a database whose declared messages kept their metadata values in clear
+    (as before 0015): those rows, in every tenant, wait for the next re-encryption run,
+    which seals them; rows with nothing to protect are classified at once."""
+    root = short_tmpdir("eg-m15-")
+    key = secrets.token_urlsafe(24)
+    srv = start_server(root / "d", api_key=key, extra=["--no-worker"])
+    try:
+        sids = {}
+        with srv.client() as http:
+            assert http.post("/v1/admin/tenants", json={"id": "t2"}).status_code == 201
+            body = {"name": "k", "role": "writer", "tenant": "t2", "read_protected": True}
+            other = http.post("/v1/admin/apikeys", json=body).json()["key"]
+            for tenant, auth in (("default", f"Api-Key {key}"), ("t2", f"Api-Key {other}")):
+                http.headers["Authorization"] = auth
+                sids[tenant] = _messages_of_every_kind(http)
+        with srv.superuser() as conn:
+            # As 0013 stored a declared message: its values classified by the detectors
+            # alone, so in clear here.
+            conn.execute(
+                "UPDATE messages SET metadata = %s, metadata_enc = NULL"
+                " WHERE metadata ->> 'diagnosis' = '[PHI]'", (Jsonb(DECLARED),)
+            )  # fmt: skip
+            conn.execute("UPDATE messages SET metadata = jsonb_build_object('visit', 'x'),"
+                         " metadata_enc = NULL WHERE metadata ->> 'visit' = '[PHI]'")  # fmt: skip
+            conn.execute("ALTER TABLE messages DROP COLUMN metadata_sensitivity")
+            conn.execute("DELETE FROM schema_migrations WHERE version = 15")
+        stop_server(srv)
+        srv = start_server(root / "d", api_key=key, extra=["--no-worker"])
+        with srv.superuser() as conn:
+            marks = dict(
+                conn.execute(
+                    "SELECT tenant_id || ' ' || role, metadata_sensitivity FROM messages"
+                ).fetchall()
+            )
+            forced = conn.execute(
+                "SELECT bool_and(relforcerowsecurity) FROM pg_class"
+                " WHERE relname IN ('messages', 'sessions')"
+            ).fetchone()
+        expected = {"declared": -1, "in a declared session": -1, "sealed": -1, "plain": 0,
+                    "declares only": 0}  # fmt: skip
+        for tenant in sids:
+            for role, mark in expected.items():
+                assert marks[f"{tenant} {role}"] == mark, (tenant, role)
+        assert forced == (True,)
+        with srv.client() as http:
+            r = http.get(f"/api/v2/sessions/{sids['default'][0]}/messages").json()
+            assert r["messages"][0]["metadata"] == DECLARED  # readable all along
+        app = srv.pg.dsn("engram_app", "engram")
+        done = subprocess.run(
+            [ENGRAM, "keys", "reencrypt", "--now", "--data-dir", str(srv.data_dir),
+             "--database-url", app], capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        with srv.superuser() as conn:
+            stored = conn.execute(
+                """SELECT role, metadata, metadata_sensitivity, metadata_enc IS NOT NULL
+                   FROM messages WHERE tenant_id = 'default' AND metadata_sensitivity <> 0
+                   ORDER BY role"""
+            ).fetchall()
+        assert stored == [
+            ("declared", {**DECLARED, "diagnosis": "[PHI]"}, 2, True),
+            ("in a declared session", {"visit": "[PHI]"}, 2, True),
+            ("sealed", {"contact": "[EMAIL]"}, 1, True),
+        ]
+    finally:
+        stop_server(srv)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+DECLARED = {"sensitivity": "phi", "diagnosis": "type 2 diabetes"}
+
+
+def _messages_of_every_kind(http: httpx.Client) -> list[str]:
+    """A user, a plain and a declared session, messages of each kind (named by their role);
+    the session ids."""
+    assert http.post("/api/v2/users", json={"user_id": "u"}).status_code == 201
+    for sid, meta in (("s", {}), ("sd", {"sensitivity": "phi"})):
+        body = {"session_id": sid, "user_id": "u", "metadata": meta}
+        assert http.post("/api/v2/sessions", json=body).status_code == 201
+    plain = [("declared", DECLARED), ("plain", {"topic": "piano"}),
+             ("sealed", {"contact": "ada@example.org"}),
+             ("declares only", {"sensitivity": "phi"})]  # fmt: skip
+    for sid, messages in (("s", plain), ("sd", [("in a declared session", {"visit": "x"})])):
+        body = {"messages": [{"role_type": "user", "role": r, "content": "hello", "metadata": m}
+                             for r, m in messages]}  # fmt: skip
+        assert http.post(f"/api/v2/sessions/{sid}/memory", json=body).status_code == 200
+    return ["s", "sd"]

@@ -99,7 +99,7 @@ def status_cmd(
         out.print(f"fields under destroyed (shredded) keys, unreadable for good: {gone}")
     if st.unclassified:
         out.print(
-            f"users and sessions stored before their fields were encrypted: "
+            f"users, sessions and messages stored before their fields were classified: "
             f"{st.unclassified} (`engram keys reencrypt` classifies and seals them)"
         )
 

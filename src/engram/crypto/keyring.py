@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,7 +34,7 @@ from engram.config import CryptoSettings
 from engram.crypto.cache import DataKey, DataKeyCache
 from engram.crypto.envelope import KEY_BYTES
 from engram.crypto.providers import build_provider
-from engram.crypto.providers.base import KeyProvider, WrappedDek
+from engram.crypto.providers.base import BatchUnwrap, KeyProvider, WrappedDek
 from engram.errors import DecryptionError, KeyUnavailableError, NotFoundError, ValidationError
 
 __all__ = [
@@ -76,12 +76,17 @@ class KeyStore(Protocol):
         """Every version of `key_id`, oldest first; empty if unknown."""
         ...
 
+    def versions_many(self, key_ids: Collection[UUID]) -> dict[UUID, list[DataKeyRecord]]:
+        """Every version of each of `key_ids`, in one look-up (unknown ids are left out)."""
+        ...
+
     def find(self, tenant: str, user: str | None) -> UUID | None:
         """The key id of (tenant, user), if one was created."""
         ...
 
-    def put(self, record: DataKeyRecord) -> None:
-        """Insert or replace the record for (key id, version)."""
+    def put(self, record: DataKeyRecord) -> bool:
+        """Insert or replace the record for (key id, version); False when it was not
+        stored: a first version for a (tenant, user) that already has one."""
         ...
 
 
@@ -98,6 +103,13 @@ class MemoryKeyStore:
                 (r for (k, _), r in self._records.items() if k == key_id), key=lambda r: r.version
             )
 
+    def versions_many(self, key_ids: Collection[UUID]) -> dict[UUID, list[DataKeyRecord]]:
+        out: dict[UUID, list[DataKeyRecord]] = {}
+        for key_id in key_ids:
+            if found := self.versions(key_id):
+                out[key_id] = found
+        return out
+
     def find(self, tenant: str, user: str | None) -> UUID | None:
         with self._lock:
             for r in self._records.values():
@@ -105,9 +117,16 @@ class MemoryKeyStore:
                     return r.key_id
             return None
 
-    def put(self, record: DataKeyRecord) -> None:
+    def put(self, record: DataKeyRecord) -> bool:
         with self._lock:
+            if record.version == 1 and any(
+                (r.tenant, r.user, r.version) == (record.tenant, record.user, 1)
+                and r.key_id != record.key_id
+                for r in self._records.values()
+            ):
+                return False
             self._records[(record.key_id, record.version)] = record
+            return True
 
 
 class Keyring:
@@ -140,7 +159,11 @@ class Keyring:
         return records
 
     def _record(self, key_id: UUID, version: int) -> DataKeyRecord:
-        for r in self.store.versions(key_id):
+        return self._pick(self.store.versions(key_id), key_id, version)
+
+    @staticmethod
+    def _pick(records: Sequence[DataKeyRecord], key_id: UUID, version: int) -> DataKeyRecord:
+        for r in records:
             if r.version == version:
                 return r
         raise DecryptionError(
@@ -152,7 +175,9 @@ class Keyring:
             "restore the key table from the same backup as the data",
         )
 
-    def _unwrap(self, record: DataKeyRecord) -> DataKey:
+    @staticmethod
+    def _usable(record: DataKeyRecord) -> WrappedDek:
+        """The wrapped key of a version that may decrypt; DecryptionError if it may not."""
         if record.state is KeyState.DISABLED:
             raise DecryptionError(
                 f"data key {record.key_id} v{record.version} is disabled",
@@ -169,7 +194,9 @@ class Keyring:
                 key_version=record.version,
                 hint="this data was crypto-shredded and cannot be recovered",
             )
-        plaintext = self._provider_for(record.wrapped).unwrap(record.wrapped)
+        return record.wrapped
+
+    def _unwrapped(self, record: DataKeyRecord, plaintext: bytes) -> DataKey:
         if len(plaintext) != KEY_BYTES:
             raise DecryptionError(
                 f"data key {record.key_id} v{record.version} unwrapped to {len(plaintext)} bytes",
@@ -180,6 +207,38 @@ class Keyring:
         key = DataKey(record.key_id, record.version, record.tenant, AESGCM(plaintext))
         self.cache.put(key)
         return key
+
+    def _unwrap(self, record: DataKeyRecord) -> DataKey:
+        wrapped = self._usable(record)
+        return self._unwrapped(record, self._provider_for(wrapped).unwrap(wrapped))
+
+    def _unwrap_many(
+        self, records: Sequence[DataKeyRecord]
+    ) -> dict[tuple[UUID, int], DataKey | DecryptionError]:
+        """Unwrap usable versions: one provider call per KEK where the provider batches."""
+        out: dict[tuple[UUID, int], DataKey | DecryptionError] = {}
+        by_provider: dict[str, list[tuple[DataKeyRecord, WrappedDek]]] = {}
+        for r in records:
+            try:
+                wrapped = self._usable(r)
+            except DecryptionError as exc:
+                out[(r.key_id, r.version)] = exc
+                continue
+            by_provider.setdefault(wrapped.provider, []).append((r, wrapped))
+        for group in by_provider.values():
+            provider = self._provider_for(group[0][1])  # KeyUnavailableError: the page fails
+            if isinstance(provider, BatchUnwrap):
+                opened = provider.unwrap_many([w for _, w in group])
+            else:
+                opened = [_unwrap_one(provider, w) for _, w in group]
+            for (r, _), plaintext in zip(group, opened, strict=True):
+                try:
+                    if isinstance(plaintext, DecryptionError):
+                        raise plaintext
+                    out[(r.key_id, r.version)] = self._unwrapped(r, plaintext)
+                except DecryptionError as exc:
+                    out[(r.key_id, r.version)] = exc
+        return out
 
     def _provider_for(self, wrapped: WrappedDek) -> KeyProvider:
         if wrapped.provider == self.provider.name:
@@ -197,6 +256,33 @@ class Keyring:
     def decryption_key(self, key_id: UUID, version: int) -> DataKey:
         """The data key version a ciphertext names, from the cache or the provider."""
         return self.cache.get(key_id, version) or self._unwrap(self._record(key_id, version))
+
+    def decryption_keys(
+        self, wanted: Iterable[tuple[UUID, int]]
+    ) -> dict[tuple[UUID, int], DataKey | DecryptionError]:
+        """The data key versions a page of ciphertexts names: the cached ones, and the rest
+        read from the store in one look-up and unwrapped together. A version that cannot
+        decrypt (unknown, disabled, destroyed, damaged) maps to its DecryptionError; an
+        unreachable provider raises KeyUnavailableError."""
+        out: dict[tuple[UUID, int], DataKey | DecryptionError] = {}
+        missing: list[tuple[UUID, int]] = []
+        for slot in set(wanted):
+            hit = self.cache.get(*slot)
+            if hit is not None:
+                out[slot] = hit
+            else:
+                missing.append(slot)
+        if not missing:
+            return out
+        stored = self.store.versions_many({k for k, _ in missing})
+        records: list[DataKeyRecord] = []
+        for key_id, version in missing:
+            try:
+                records.append(self._pick(stored.get(key_id, []), key_id, version))
+            except DecryptionError as exc:
+                out[(key_id, version)] = exc
+        out.update(self._unwrap_many(records))
+        return out
 
     def primary_version(self, key_id: UUID) -> int:
         with self._lock:
@@ -241,27 +327,48 @@ class Keyring:
             )
         return wrapped
 
-    def _save(self, record: DataKeyRecord) -> None:
-        self.store.put(record)
+    def _save(self, record: DataKeyRecord) -> bool:
+        stored = self.store.put(record)
         self.cache.evict(record.key_id, record.version)
         self._primary.pop(record.key_id, None)
+        return stored
 
     def key_for(self, tenant: str, user: str | None = None) -> UUID:
         """The data key of (tenant, user), created on first use."""
+        # Looked up each time: erasing a user deletes their key rows, and the same user
+        # id then gets a new key (a key id cached here could outlive that in another
+        # process, and data written under it would be lost).
         with self._lock:
             found = self.store.find(tenant, user)
-            return found if found is not None else self.create(tenant, user)
+            return found if found is not None else self._create_first(tenant, user)
 
-    def create(self, tenant: str, user: str | None = None) -> UUID:
-        """A new data key for (tenant, user), version 1 primary."""
+    def _create_first(self, tenant: str, user: str | None) -> UUID:
+        key_id, key, stored = self._new_key(tenant, user)
+        if not stored:
+            # Another process made the (tenant, user) key at the same moment, and the
+            # store kept that one: only it may ever encrypt.
+            winner = self.store.find(tenant, user)
+            return winner if winner is not None else key_id
+        # The new key is at hand: the first write needs neither the store nor the
+        # provider again to use it.
+        self.cache.put(key)
+        self._primary[key_id] = (self._clock() + self.cache.ttl_s, 1)
+        return key_id
+
+    def _new_key(self, tenant: str, user: str | None) -> tuple[UUID, DataKey, bool]:
         key_id = uuid4()
-        wrapped = self._wrap_checked(AESGCM.generate_key(256))
+        plaintext = AESGCM.generate_key(256)
+        wrapped = self._wrap_checked(plaintext)
         with self._lock:
-            self._save(
+            stored = self._save(
                 DataKeyRecord(key_id, 1, tenant, user, KeyState.PRIMARY, wrapped, datetime.now(UTC))
             )
         logger.info("created data key %s for tenant %s", key_id, tenant)
-        return key_id
+        return key_id, DataKey(key_id, 1, tenant, AESGCM(plaintext)), stored
+
+    def create(self, tenant: str, user: str | None = None) -> UUID:
+        """A new data key for (tenant, user), version 1 primary."""
+        return self._new_key(tenant, user)[0]
 
     def add_version(self, key_id: UUID, *, primary: bool = True) -> int:
         """A new version of `key_id`; it becomes primary unless `primary` is False."""
@@ -371,6 +478,13 @@ class Keyring:
             if r.version == version:
                 return r.state
         raise NotFoundError("data key version", f"{key_id} v{version}")
+
+
+def _unwrap_one(provider: KeyProvider, wrapped: WrappedDek) -> bytes | DecryptionError:
+    try:
+        return provider.unwrap(wrapped)
+    except DecryptionError as exc:
+        return exc
 
 
 def build_keyring(settings: CryptoSettings, data_dir: Path, store: KeyStore) -> Keyring:

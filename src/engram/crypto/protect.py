@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,17 @@ from engram.crypto.keyring import Keyring, KeyStore
 from engram.crypto.providers import build_provider
 from engram.crypto.providers.base import KeyProvider
 from engram.crypto.sensitivity import Sensitivity
+from engram.errors import DecryptionError
 
-__all__ = ["IDENTITY_FIELDS", "Keyrings", "Protector", "Sealed", "SealedIdentity", "SealedMetadata"]
+__all__ = [
+    "IDENTITY_FIELDS",
+    "Keyrings",
+    "Protector",
+    "Sealed",
+    "SealedIdentity",
+    "SealedMetadata",
+    "has_values",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +57,11 @@ _CONTROL_KEYS = frozenset({"sensitivity"})
 
 # A user's fields that are personal data whatever they hold.
 IDENTITY_FIELDS = ("email", "first_name", "last_name")
+
+
+def has_values(metadata: Mapping[str, Any]) -> bool:
+    """True when a metadata object holds anything to classify (beyond control keys)."""
+    return any(k not in _CONTROL_KEYS for k in metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +90,7 @@ class SealedIdentity:
     values: dict[str, str | None]
     ciphertexts: dict[str, bytes | None]
     sensitivity: Sensitivity
+    key_id: UUID | None = None  # the data key of the ciphertexts, if any
 
 
 class Keyrings:
@@ -184,7 +199,7 @@ class Protector:
             ctx = FieldContext(tenant, table, name, row_id)
             sealed[name] = cipher.encrypt_bytes(value.encode(), ctx, key_id=key_id)
             plain[name] = self._redacted(f)
-        return SealedIdentity(plain, sealed, level)
+        return SealedIdentity(plain, sealed, level, key_id)
 
     def seal_metadata(
         self,
@@ -192,11 +207,13 @@ class Protector:
         user: str | None,
         metadata: Mapping[str, Any],
         declared: Sensitivity = Sensitivity.NONE,
+        key_id: UUID | None = None,
     ) -> SealedMetadata:
         """How to store a metadata object: redacted values and, if any, the whole encrypted.
 
         `declared` is the least class of every value (what the caller said of the record
-        the metadata belongs to, e.g. a session's own ``sensitivity``)."""
+        the metadata belongs to, e.g. a session's own ``sensitivity``); `key_id` the data
+        key of (tenant, user) when the caller has it already."""
         if not self.enabled or not metadata:
             return SealedMetadata(dict(metadata), None, Sensitivity.NONE)
         levels: list[Sensitivity] = []
@@ -204,7 +221,7 @@ class Protector:
         level = max(levels, default=Sensitivity.NONE)
         if not any(self.classifier.protects(x) for x in levels):
             return SealedMetadata(dict(metadata), None, level)
-        key_id = self.key_for(ctx.tenant, user)
+        key_id = key_id or self.key_for(ctx.tenant, user)
         plaintext = orjson.dumps(dict(metadata))
         ciphertext = self._cipher(ctx.tenant).encrypt_bytes(plaintext, ctx, key_id=key_id)
         return SealedMetadata(redacted, ciphertext, level)
@@ -236,3 +253,16 @@ class Protector:
         plaintext = self._cipher(ctx.tenant).decrypt_bytes(ciphertext, ctx)
         value: dict[str, Any] = orjson.loads(plaintext)
         return value
+
+    def open_many(
+        self, tenant: str, fields: Sequence[tuple[FieldContext, bytes]]
+    ) -> list[Any | DecryptionError]:
+        """The plaintext of each stored field of `tenant` (a metadata column's as its
+        object), in order, with the data keys of all of them looked up at once; a field
+        that does not open is its DecryptionError (KeyUnavailableError is raised)."""
+        opened = self._cipher(tenant).decrypt_many([(blob, ctx) for ctx, blob in fields])
+        return [
+            raw if isinstance(raw, DecryptionError)
+            else orjson.loads(raw) if ctx.column == "metadata" else raw.decode()
+            for (ctx, _), raw in zip(fields, opened, strict=True)
+        ]  # fmt: skip

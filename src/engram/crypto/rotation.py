@@ -118,7 +118,7 @@ class KeyStatus:
 
     versions: list[dict[str, Any]]
     runs: list[dict[str, Any]]
-    unclassified: int = 0  # users and sessions not yet classified (the next run seals them)
+    unclassified: int = 0  # users, sessions, message metadata not yet classified (next run seals)
 
 
 def status(pool: KeyPool, keyrings: Keyrings, tenant: str) -> KeyStatus:

@@ -6,12 +6,15 @@ the tenant's policy requires, and what the detectors found.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from enum import IntEnum
 
 from engram.errors import ValidationError
 
-__all__ = ["Sensitivity", "combine", "from_metadata"]
+__all__ = ["Sensitivity", "combine", "from_metadata", "stored_class"]
+
+logger = logging.getLogger(__name__)
 
 
 class Sensitivity(IntEnum):
@@ -64,3 +67,14 @@ def from_metadata(metadata: Mapping[str, object] | None) -> Sensitivity:
     except ValidationError as exc:
         exc.field = "metadata.sensitivity"
         raise
+
+
+def stored_class(metadata: Mapping[str, object] | None) -> Sensitivity:
+    """The class stored metadata declares; NONE for a value stored before values were
+    checked on write (with a warning: its values are then classified by what they hold)."""
+    try:
+        return from_metadata(metadata)
+    except ValidationError:
+        logger.warning("stored metadata declares an unknown sensitivity; classifying its "
+                       "values by what they hold")  # fmt: skip
+        return Sensitivity.NONE

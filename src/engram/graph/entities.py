@@ -57,7 +57,6 @@ class _Known:
     normalized: str
     labels: list[str]
     aliases: list[str]
-    vector: _VEC | None = None  # set for entities created by this episode
     new: bool = False
 
 
@@ -69,6 +68,7 @@ class _Plan:
     created: list[entities.NewEntity] = field(default_factory=list)
     changes: list[tuple[uuidlib.UUID, str | None, str]] = field(default_factory=list)
     mentions: dict[tuple[uuidlib.UUID, uuidlib.UUID], None] = field(default_factory=dict)
+    vectors: _Vectors = field(default_factory=lambda: _Vectors())
 
     def see(self, row: dict[str, Any]) -> _Known:
         uuid = uuidlib.UUID(str(row["uuid"]))
@@ -105,7 +105,7 @@ async def resolve(
     (the only ones whose embedding is needed)."""
     keys = {m.name: key_of(m.name) for m in mentions}
     stored = await entities.find_by_names(conn, user_id, sorted(set(keys.values())))
-    unmatched = [m.name for m in mentions if keys[m.name] not in stored]
+    unmatched = list(dict.fromkeys(m.name for m in mentions if keys[m.name] not in stored))
     vectors = dict(zip(unmatched, await embed(unmatched), strict=True))
     nearest = dict(
         zip(
@@ -130,7 +130,8 @@ async def resolve(
         plan.created.append(
             entities.NewEntity(node, m.name, key, m.label, text, ciphertext, vectors[m.name])
         )
-        plan.known[node] = _Known(node, key, [m.label], [], vectors[m.name], new=True)
+        plan.known[node] = _Known(node, key, [m.label], [], new=True)
+        plan.vectors.add(node, vectors[m.name])
         plan.by_key[key] = node
         plan.mentions[(node, m.message)] = None
         ids[m.name] = node
@@ -169,19 +170,44 @@ def _by_name(plan: _Plan, row: dict[str, Any] | None, key: str) -> _Known | None
 def _by_embedding(
     plan: _Plan, row: dict[str, Any] | None, vector: _VEC, threshold: float
 ) -> _Known | None:
-    """The nearest name, stored or created by this episode, if close enough."""
+    """The nearest name, stored or created by this episode, if close enough (a stored
+    one on a tie, else the first created)."""
     best: _Known | None = None
     score = -2.0
     if row is not None:
         best, score = plan.see(row), float(row["score"])
-    for entity in plan.known.values():
-        if entity.new and entity.vector is not None:
-            s = _cosine(vector, entity.vector)
-            if s > score:
-                best, score = entity, s
+    created = plan.vectors.rows()
+    if len(created):
+        scores = created @ _unit(vector)
+        i = int(np.argmax(scores))
+        if float(scores[i]) > score:
+            best, score = plan.known[plan.vectors.ids[i]], float(scores[i])
     return best if best is not None and score >= threshold else None
 
 
-def _cosine(a: _VEC, b: _VEC) -> float:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    return float(a64 @ b64 / (np.linalg.norm(a64) * np.linalg.norm(b64)))
+def _unit(v: _VEC) -> np.ndarray[Any, np.dtype[np.float64]]:
+    v64 = v.astype(np.float64)
+    return v64 / max(float(np.linalg.norm(v64)), 1e-300)
+
+
+@dataclass
+class _Vectors:
+    """Unit name vectors of the entities created so far, as one growing matrix."""
+
+    ids: list[uuidlib.UUID] = field(default_factory=list)
+    _rows: np.ndarray[Any, np.dtype[np.float64]] | None = None
+
+    def add(self, uuid: uuidlib.UUID, vector: _VEC) -> None:
+        n = len(self.ids)
+        if self._rows is None or n == len(self._rows):
+            grown = np.empty((max(16, 2 * n), len(vector)), dtype=np.float64)
+            if self._rows is not None:
+                grown[:n] = self._rows
+            self._rows = grown
+        self._rows[n] = _unit(vector)
+        self.ids.append(uuid)
+
+    def rows(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        if self._rows is None:
+            return np.empty((0, 0), dtype=np.float64)
+        return self._rows[: len(self.ids)]

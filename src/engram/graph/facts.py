@@ -94,6 +94,7 @@ async def upsert(conn: Conn, planned: list[Planned], threshold: float) -> FactWr
             distance[(i, uuid)] = float(r["distance"])
     vectors = np.stack([p.vector for p in planned]).astype(np.float64)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similar: list[list[float]] = (vectors @ vectors.T).tolist()  # between the new facts
     closed: dict[uuidlib.UUID, datetime | None] = {}  # stored facts this episode closes
     new: list[_Valid] = []  # facts this episode inserts that are still valid
     expired: dict[uuidlib.UUID, datetime | None] = {}  # ... and those a later one closed
@@ -103,7 +104,7 @@ async def upsert(conn: Conn, planned: list[Planned], threshold: float) -> FactWr
 
     def dist(i: int, f: _Valid) -> float:
         if f.new:
-            return float(1 - vectors[i] @ vectors[f.index])
+            return 1 - similar[i][f.index]
         return distance[(i, f.uuid)]
 
     for i, p in enumerate(planned):

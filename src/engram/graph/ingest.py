@@ -1,7 +1,8 @@
 """Episode → graph: extract, resolve entities, upsert facts, close contradicted facts.
 
-One transaction per episode, so a crash leaves nothing half-written and the retried job
-starts from scratch; an episode already marked done is skipped (idempotent).
+One transaction per episode (or per batch of a user's queued episodes), so a crash leaves
+nothing half-written and the retried job starts from scratch; an episode already marked
+done is skipped (idempotent).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from engram.crypto.protect import Protector, Sealed
 from engram.crypto.sensitivity import Sensitivity
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import NotFoundError
-from engram.extract.types import CandidateFact, Episode, EpisodeMessage, Extraction, Extractor
+from engram.extract.types import (
+    CandidateFact,
+    Episode,
+    EpisodeMessage,
+    ExtractedEntity,
+    Extraction,
+    Extractor,
+)
 from engram.graph import entities, facts
 from engram.graph.entities import normalize_name
 from engram.memory import reveal
@@ -40,6 +48,7 @@ class GraphSettings:
     context_messages: int = 4
     candidates: int = 20  # valid facts shown to an extractor that judges contradictions
     ts_config: str = "english"
+    batch: int = 64  # a user's queued episodes extracted in one transaction, at most
 
 
 def _to_message(row: dict[str, Any]) -> EpisodeMessage:
@@ -52,6 +61,10 @@ def _to_message(row: dict[str, Any]) -> EpisodeMessage:
     )
 
 
+class _BatchFailed(Exception):
+    """A batch of several episodes failed; the job's own episode is tried alone."""
+
+
 async def process_episode(
     db: Database,
     embedder: BatchingEmbedder,
@@ -60,37 +73,94 @@ async def process_episode(
     episode_uuid: uuidlib.UUID,
     settings: GraphSettings,
     protector: Protector | None = None,
+    job_id: int | None = None,
 ) -> str:
     """Extract one episode into the user's graph; returns what happened.
 
+    With its job's id, the user's episodes queued right after it are extracted in the
+    same transaction (up to ``settings.batch`` in all) and their jobs marked done with
+    it: the graph is the same as one job at a time would make, at a fraction of the
+    cost. An extractor that judges contradictions against the stored facts sees each
+    episode alone. If a batch fails, the job's own episode is tried alone, so one bad
+    episode fails only its own job.
+
     The extractor reads the plaintext of protected messages; the facts it makes are
     classified at least as high as the message they came from, and sealed likewise."""
-    async with db.tenant(tenant) as conn:
-        row, msgs, user, context = await episodes.load(
-            conn, episode_uuid, settings.context_messages
-        )
-        if row is None:
-            return "gone"  # its session was deleted before the job ran
-        if row["status"] == "done" or row["user_id"] is None:
-            return "skipped"
-        if not msgs:
-            await episodes.mark_done(conn, episode_uuid, extractor.id, {})
-            return "empty"
-        if user is None:
-            raise NotFoundError("user", row["user_id"])
-        levels = {str(m["uuid"]): Sensitivity(m["sensitivity"]) for m in msgs}
-        if protector is not None:
-            await reveal.messages(protector, tenant, [*msgs, *context], True)
-        name = _user_name(user)
+    follow = settings.batch - 1 if not extractor.uses_candidates else 0
+    if follow > 0 and job_id is not None:
+        try:
+            return await _process(
+                db, embedder, extractor, tenant, episode_uuid, settings, protector,
+                job_id, follow,
+            )  # fmt: skip
+        except _BatchFailed as exc:
+            logger.warning(
+                "a batch from episode %s failed (%s); extracting it alone", episode_uuid, exc
+            )
+    return await _process(
+        db, embedder, extractor, tenant, episode_uuid, settings, protector, job_id, 0
+    )
+
+
+async def _process(
+    db: Database,
+    embedder: BatchingEmbedder,
+    extractor: Extractor,
+    tenant: str,
+    episode_uuid: uuidlib.UUID,
+    settings: GraphSettings,
+    protector: Protector | None,
+    job_id: int | None,
+    follow: int,
+) -> str:
+    batch = episodes.Batch()
+    try:
+        async with db.tenant(tenant) as conn:
+            batch = await episodes.load_batch(
+                conn, episode_uuid, job_id, follow, settings.context_messages
+            )
+            return await _extract(conn, embedder, extractor, tenant, batch, settings, protector)
+    except Exception as exc:
+        if len(batch.episodes) > 1:
+            raise _BatchFailed(str(exc)) from exc
+        raise
+
+
+async def _extract(
+    conn: Conn,
+    embedder: BatchingEmbedder,
+    extractor: Extractor,
+    tenant: str,
+    batch: episodes.Batch,
+    settings: GraphSettings,
+    protector: Protector | None,
+) -> str:
+    if not batch.episodes:
+        return "gone"  # its session was deleted before the job ran
+    row = batch.episodes[0]
+    if row["status"] == "done" or row["user_id"] is None:
+        return "skipped"
+    todo = [e for e in batch.episodes if batch.messages[e["uuid"]]]
+    if todo and batch.user is None:
+        raise NotFoundError("user", row["user_id"])
+    msgs = [m for e in todo for m in batch.messages[e["uuid"]]]
+    levels = {str(m["uuid"]): Sensitivity(m["sensitivity"]) for m in msgs}
+    if protector is not None:
+        context = [m for e in todo for m in batch.context[e["uuid"]]]
+        await reveal.messages(protector, tenant, [*msgs, *context], True)
+    name = _user_name(batch.user) if batch.user is not None else None
+    extractions: list[tuple[dict[str, Any], Extraction]] = []
+    for ep in todo:
+        uuid = ep["uuid"]
         episode = Episode(
             user_id=row["user_id"],
-            session_id=row["session_id"],
-            messages=[_to_message(m) for m in msgs],
+            session_id=ep["session_id"],
+            messages=[_to_message(m) for m in batch.messages[uuid]],
             user_name=name,
-            context=[_to_message(m) for m in context],
+            context=[_to_message(m) for m in batch.context[uuid]],
         )
         known: list[dict[str, Any]] = (
-            await stored_facts.candidates_for_episode(conn, episode_uuid, settings.candidates)
+            await stored_facts.candidates_for_episode(conn, uuid, settings.candidates)
             if extractor.uses_candidates
             else []
         )
@@ -100,17 +170,27 @@ async def process_episode(
             CandidateFact(str(c["uuid"]), c["subject"], c["relation"], c["object"], c["fact"])
             for c in known
         ]
-        extraction = await asyncio.to_thread(extractor.extract, episode, candidates)
-        sealer = _Sealer(protector, tenant, row["user_id"], levels)
-        writes = await _apply(conn, embedder, row["user_id"], extraction, settings, sealer)
-        # Every write of the episode in one round trip: none needs another's result.
-        async with conn.pipeline():
-            if writes is not None:
-                await writes[0].write(conn, tenant, row["user_id"])
-                await writes[1].write(conn, tenant, row["user_id"], settings.ts_config)
-            await _close_contradicted(conn, extraction, msgs[-1]["created_at"])
-            await episodes.mark_done(conn, episode_uuid, extractor.id, extraction.usage)
-    return "done"
+        extractions.append((ep, await asyncio.to_thread(extractor.extract, episode, candidates)))
+    sealer = _Sealer(protector, tenant, row["user_id"], levels)
+    writes = await _apply(
+        conn, embedder, row["user_id"], [x for _, x in extractions], settings, sealer
+    )
+    # Every write of the batch in one round trip: none needs another's result.
+    async with conn.pipeline():
+        if writes is not None:
+            await writes[0].write(conn, tenant, row["user_id"])
+            await writes[1].write(conn, tenant, row["user_id"], settings.ts_config)
+        for ep, extraction in extractions:
+            last = batch.messages[ep["uuid"]][-1]["created_at"]
+            await _close_contradicted(conn, extraction, last)
+            await episodes.mark_done(conn, ep["uuid"], extractor.id, extraction.usage)
+        for ep in batch.episodes:
+            if not batch.messages[ep["uuid"]]:
+                await episodes.mark_done(conn, ep["uuid"], extractor.id, {})
+        await episodes.finish_jobs(conn, batch.job_ids)
+    if not todo:
+        return "empty"
+    return "done" if len(batch.episodes) == 1 else f"done with {len(batch.episodes) - 1} after it"
 
 
 def _user_name(user: dict[str, Any]) -> str | None:
@@ -148,40 +228,45 @@ async def _apply(
     conn: Conn,
     embedder: BatchingEmbedder,
     user_id: str,
-    extraction: Extraction,
+    extractions: list[Extraction],
     settings: GraphSettings,
     sealer: _Sealer,
 ) -> tuple[entities.Resolution, facts.FactWrites] | None:
-    """Resolve the entities and decide the facts of an extraction; returns the writes."""
-    known = {e.name: e for e in extraction.entities}
-    names = list(known)
-    for f in extraction.facts:
-        for n in (f.subject, f.object):
-            if n not in known and n not in names:
-                names.append(n)
-    if not names and not extraction.facts:
+    """Resolve the entities and decide the facts of extractions, in order; returns the
+    writes."""
+    found = [f for x in extractions for f in x.facts]
+    # Per extraction, the names its facts use, each with its first message: an entity
+    # no fact uses is no node.
+    named: list[tuple[str, ExtractedEntity | None, uuidlib.UUID]] = []
+    for x in extractions:
+        known = {e.name: e for e in x.entities}
+        first_message: dict[str, uuidlib.UUID] = {}
+        for f in x.facts:
+            for n in (f.subject, f.object):
+                first_message.setdefault(n, uuidlib.UUID(f.source_message))
+        names = list(known)
+        for f in x.facts:
+            for n in (f.subject, f.object):
+                if n not in known and n not in names:
+                    names.append(n)
+        named += [(n, known.get(n), first_message[n]) for n in names if n in first_message]
+    if not named and not found:
         return None
-    fact_ids = [uuidlib.uuid4() for _ in extraction.facts]
-    first_message: dict[str, uuidlib.UUID] = {}
-    for f in extraction.facts:
-        for n in (f.subject, f.object):
-            first_message.setdefault(n, uuidlib.UUID(f.source_message))
-    used = [n for n in names if n in first_message]  # an entity no fact uses is no node
+    fact_ids = [uuidlib.uuid4() for _ in found]
 
     def seal() -> tuple[list[Sealed], list[entities.Mention]]:
         sealed = [
             sealer.seal("facts", "fact", fact_ids[i], f.fact, f.source_message)
-            for i, f in enumerate(extraction.facts)
+            for i, f in enumerate(found)
         ]
         mentions = []
-        for n in used:
-            entity = known.get(n)
+        for n, entity, message in named:
             node, summary = uuidlib.uuid4(), None
             if entity is not None and entity.summary:
-                s = sealer.seal("entities", "summary", node, entity.summary, str(first_message[n]))
+                s = sealer.seal("entities", "summary", node, entity.summary, str(message))
                 summary = (s.text, s.ciphertext)
             label = entity.label if entity else "other"
-            mentions.append(entities.Mention(n, label, first_message[n], node, summary))
+            mentions.append(entities.Mention(n, label, message, node, summary))
         return sealed, mentions
 
     sealed, mentions = await asyncio.to_thread(seal) if sealer.protector else seal()
@@ -204,7 +289,7 @@ async def _apply(
             fact_vectors[i], f.valid_at, f.invalid_at, uuidlib.UUID(f.source_message),
             int(sealed[i].sensitivity), sealed[i].ciphertext,
         )
-        for i, f in enumerate(extraction.facts)
+        for i, f in enumerate(found)
     ]  # fmt: skip
     return resolution, await facts.upsert(conn, planned, settings.fact_threshold)
 

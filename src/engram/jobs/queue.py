@@ -11,6 +11,7 @@ from typing import Any
 import procrastinate
 from procrastinate import RetryDecision, RetryStrategy
 from procrastinate.jobs import Job
+from procrastinate.worker import Worker
 
 from engram.errors import EngramError, ExtractionError
 from engram.graph.ingest import GraphSettings, process_episode
@@ -60,8 +61,9 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
                     entity_threshold=runtime.settings.extractor.entity_threshold,
                     fact_threshold=runtime.settings.extractor.fact_threshold,
                     ts_config=runtime.settings.text_search_config,
+                    batch=runtime.settings.worker.batch,
                 ),
-                runtime.protector,
+                runtime.protector, context.job.id,
             )  # fmt: skip
         except Exception as exc:
             reason = str(exc) if isinstance(exc, EngramError) else f"{type(exc).__name__}: {exc}"
@@ -123,6 +125,19 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
     return app
 
 
+class _Worker(Worker):
+    """procrastinate's worker, which also looks for jobs as soon as one has ended.
+
+    A user's jobs share a lock, so the next one can be taken only once the one before it
+    is recorded as ended. The stock worker looks again only on a notification of a new
+    job or at the next poll: with free slots (concurrency > 1) and the backlog of a single
+    user, every job would wait up to the poll interval."""
+
+    async def _persist_job_status(self, *args: Any, **kwargs: Any) -> None:
+        await super()._persist_job_status(*args, **kwargs)
+        self._new_job_event.set()
+
+
 async def run_worker(
     app: procrastinate.App,
     concurrency: int = 1,
@@ -139,7 +154,9 @@ async def run_worker(
     stop = asyncio.Event()
     rescuer = asyncio.create_task(_rescue_stalled(app, stalled_after_s, stop))
     try:
-        await app.run_worker_async(
+        app.perform_import_paths()  # type: ignore[no-untyped-call]
+        worker = _Worker(
+            app=app,
             queues=[episodes.QUEUE, MAINTENANCE_QUEUE],
             concurrency=concurrency,
             install_signal_handlers=False,
@@ -148,6 +165,7 @@ async def run_worker(
             listen_notify=listen_notify,
             fetch_job_polling_interval=poll_interval_s,
         )
+        await worker.run()  # type: ignore[no-untyped-call]
     finally:
         # Told by an event, not only by cancel(): a cancel that lands while the rescuer
         # waits on the database can be swallowed on the way, and shutdown would then

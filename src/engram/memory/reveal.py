@@ -11,7 +11,7 @@ gone by design.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from engram.crypto.envelope import FieldContext
@@ -21,7 +21,7 @@ from engram.errors import DecryptionError
 __all__ = ["entities", "facts", "hits", "messages", "sessions", "users"]
 
 Row = dict[str, Any]
-# (ciphertext column, plain column, table, AD column name, how to open)
+# (ciphertext column, plain column, table, AD column name)
 _Field = tuple[str, str, str, str]
 
 _MESSAGE_FIELDS: tuple[_Field, ...] = (
@@ -42,20 +42,23 @@ _SESSION_FIELDS: tuple[_Field, ...] = (("metadata_enc", "metadata", "sessions", 
 def _open_all(
     protector: Protector, tenant: str, rows: Sequence[Row], fields: tuple[_Field, ...]
 ) -> None:
+    # The whole page at once: its data keys are read and unwrapped together.
+    targets: list[tuple[Row, str]] = []
+    sealed: list[tuple[FieldContext, bytes]] = []
     for row in rows:
+        row_id = str(row["uuid"])
         for enc, plain, table, column in fields:
             blob = row.get(enc)
-            if blob is None:
-                continue
-            ctx = FieldContext(tenant, table, column, str(row["uuid"]))
-            opener: Callable[[FieldContext, bytes], Any] = (
-                protector.open_metadata if plain == "metadata" else protector.open_text
-            )
-            try:
-                row[plain] = opener(ctx, bytes(blob))
-            except DecryptionError as exc:
-                if exc.reason != "key_destroyed":
-                    raise
+            if blob is not None:
+                targets.append((row, plain))
+                sealed.append((FieldContext(tenant, table, column, row_id), bytes(blob)))
+    if not sealed:
+        return
+    for (row, plain), value in zip(targets, protector.open_many(tenant, sealed), strict=True):
+        if not isinstance(value, DecryptionError):
+            row[plain] = value
+        elif value.reason != "key_destroyed":
+            raise value
 
 
 async def _reveal(

@@ -1,10 +1,12 @@
-"""Classify and seal the users and sessions stored before encryption covered them.
+"""Classify and seal the users, sessions and message metadata stored before encryption
+covered them.
 
 Rows written before migration 0010, while encryption was off, or restored from an
-archive made before it have class -1. Every re-encryption run calls this first: each
-batch is one transaction holding its rows locked, so a run killed at any instant loses
-nothing and the next one takes the rest; a row that a request is changing meanwhile is
-skipped (the request classifies it).
+archive made before it have class -1; so has the metadata of messages stored before
+migration 0015 that declared a class (it was classified by the detectors alone) or was
+sealed. Every re-encryption run calls this first: each batch is one transaction holding
+its rows locked, so a run killed at any instant loses nothing and the next one takes the
+rest; a row that a request is changing meanwhile is skipped (the request classifies it).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import IDENTITY_FIELDS, Protector
-from engram.crypto.sensitivity import Sensitivity, from_metadata
-from engram.errors import ValidationError
+from engram.crypto.sensitivity import combine, stored_class
+from engram.errors import DecryptionError
+from engram.memory.messages import seal_message_metadata
 from engram.memory.sessions import seal_session
 from engram.memory.users import seal_user
 from engram.store import keys
@@ -43,17 +47,28 @@ def _user(protector: Protector, tenant: str, row: dict[str, Any]) -> UserFields:
     return sealed
 
 
-def _declared(metadata: dict[str, Any], tenant: str) -> Sensitivity:
-    try:
-        return from_metadata(metadata)
-    except ValidationError:  # stored before the value was checked on write
-        logger.warning("a session of tenant %s declares an unknown sensitivity; "
-                       "classifying its metadata by its values", tenant)  # fmt: skip
-        return Sensitivity.NONE
+def _message(protector: Protector, tenant: str, row: dict[str, Any]) -> tuple[Any, int, Any]:
+    """(metadata, class, ciphertext) to store for a message's metadata."""
+    metadata = row["metadata"]
+    if row["metadata_enc"] is not None:  # the plain column holds the redacted form
+        ctx = FieldContext(tenant, "messages", "metadata", str(row["uuid"]))
+        try:
+            metadata = protector.open_metadata(ctx, bytes(row["metadata_enc"]))
+        except DecryptionError as exc:
+            if exc.reason != "key_destroyed":
+                raise
+            # Shredded: sealed for good, as protected as the message.
+            return row["metadata"], row["sensitivity"], row["metadata_enc"]
+    declared = combine(stored_class(metadata), stored_class(row["session_metadata"]))
+    sealed, level = seal_message_metadata(
+        protector, tenant, row["uuid"], row["user_id"], metadata, declared
+    )
+    return sealed.value, level, sealed.ciphertext
 
 
 def seal_unclassified(pool: KeyPool, protector: Protector, tenant: str, batch: int = 500) -> int:
-    """Classify and seal every unclassified user and session of `tenant`; returns how many."""
+    """Classify and seal every unclassified user, session and message metadata of `tenant`;
+    returns how many."""
     if not protector.enabled:
         return 0
     done = 0
@@ -71,12 +86,21 @@ def seal_unclassified(pool: KeyPool, protector: Protector, tenant: str, batch: i
             for r in rows:
                 sealed, level = seal_session(
                     protector, tenant, r["uuid"], r["user_id"], r["metadata"],
-                    _declared(r["metadata"], tenant),
+                    stored_class(r["metadata"]),
                 )  # fmt: skip
                 keys.classify_session(conn, r["uuid"], sealed.value, level, sealed.ciphertext)
         done += len(rows)
         if not rows:
             break
+    while True:
+        with pool.tenant(tenant) as conn:
+            rows = keys.unclassified_messages(conn, batch)
+            for r in rows:
+                keys.classify_message(conn, r["uuid"], *_message(protector, tenant, r))
+        done += len(rows)
+        if not rows:
+            break
     if done:
-        logger.info("classified and sealed %d user(s) and session(s) of tenant %s", done, tenant)
+        logger.info("classified and sealed %d user(s), session(s) and message(s) of tenant %s",
+                    done, tenant)  # fmt: skip
     return done

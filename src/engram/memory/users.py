@@ -46,7 +46,7 @@ def seal_user(
     row = str(uuid)
     ident = protector.seal_identity(tenant, "users", row, user_id, identity)
     meta = protector.seal_metadata(FieldContext(tenant, "users", "metadata", row), user_id,
-                                   metadata)  # fmt: skip
+                                   metadata, key_id=ident.key_id)  # fmt: skip
     return users.UserFields(
         email=ident.values["email"],
         first_name=ident.values["first_name"],

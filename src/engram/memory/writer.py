@@ -12,9 +12,10 @@ from psycopg.errors import ForeignKeyViolation
 
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import Protector
-from engram.crypto.sensitivity import Sensitivity, combine, from_metadata
+from engram.crypto.sensitivity import Sensitivity, combine, from_metadata, stored_class
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import NotFoundError
+from engram.memory.messages import seal_message_metadata
 from engram.store import episodes, messages, sessions
 from engram.store.db import Database
 
@@ -50,6 +51,7 @@ class _Sealed:
     sensitivity: int
     content_enc: bytes | None
     metadata_enc: bytes | None
+    metadata_sensitivity: int
 
 
 def _seal(
@@ -59,22 +61,24 @@ def _seal(
     session_level: Sensitivity,
     episode: list[MessageIn],
 ) -> list[_Sealed]:
-    """Classify, redact and encrypt each message (blocking: may create or unwrap a key)."""
+    """Classify, redact and encrypt each message (blocking: may create or unwrap a key).
+
+    What the message or its session declares is the least class of its content and of
+    its metadata values alike."""
     out = []
     for m in episode:
         uuid = m.uuid or uuidlib.uuid4()
         declared = combine(from_metadata(m.metadata), session_level)
-        row = str(uuid)
         text = protector.seal_text(
-            FieldContext(tenant, "messages", "content", row), user_id, m.content, declared
+            FieldContext(tenant, "messages", "content", str(uuid)), user_id, m.content, declared
         )
-        meta = protector.seal_metadata(
-            FieldContext(tenant, "messages", "metadata", row), user_id, m.metadata
+        meta, meta_level = seal_message_metadata(
+            protector, tenant, uuid, user_id, m.metadata, declared
         )
-        level = max(text.sensitivity, meta.sensitivity)
+        level = max(int(text.sensitivity), meta_level)
         out.append(
-            _Sealed(uuid, text.text, text.embed_text, meta.value, int(level),
-                    text.ciphertext, meta.ciphertext)
+            _Sealed(uuid, text.text, text.embed_text, meta.value, level,
+                    text.ciphertext, meta.ciphertext, meta_level)
         )  # fmt: skip
     return out
 
@@ -96,13 +100,10 @@ async def add_messages(
     if protector.enabled:
         sealed = await asyncio.to_thread(
             _seal, protector, tenant, session["user_id"],
-            from_metadata(session["metadata"]), episode,
+            stored_class(session["metadata"]), episode,
         )  # fmt: skip
     else:
-        sealed = [
-            _Sealed(m.uuid or uuidlib.uuid4(), m.content, m.content, m.metadata, 0, None, None)
-            for m in episode
-        ]
+        sealed = _seal(protector, tenant, session["user_id"], Sensitivity.NONE, episode)
     vectors = await embedder.embed([s.embed_text for s in sealed])
     rows = [
         messages.NewMessage(
@@ -117,6 +118,7 @@ async def add_messages(
             sensitivity=s.sensitivity,
             content_enc=s.content_enc,
             metadata_enc=s.metadata_enc,
+            metadata_sensitivity=s.metadata_sensitivity,
         )
         for i, (m, s) in enumerate(zip(episode, sealed, strict=True))
     ]

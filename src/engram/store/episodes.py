@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid as uuidlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql
@@ -11,9 +12,11 @@ from psycopg.types.json import Jsonb
 from engram.store.db import Conn
 
 __all__ = [
+    "Batch",
     "add",
     "errors_for",
-    "load",
+    "finish_jobs",
+    "load_batch",
     "mark_done",
     "mark_failed",
     "of_user",
@@ -55,62 +58,108 @@ async def add(
     )
 
 
-async def load(
-    conn: Conn, episode: uuidlib.UUID, context: int
-) -> tuple[
-    dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]
-]:
-    """Lock the episode; read it, its messages, the user's name and the messages before
-    it (``context`` of them), in one round trip.
+@dataclass
+class Batch:
+    """Episodes of one user to extract together, locked, in the order their jobs run.
 
-    The statements run in order, so the later ones read the episode as locked. The
-    transaction commits without waiting for the disk: the job queue records the job's end
-    after it, durably, and that flush of the write-ahead log covers this commit too; a
-    server crash in between loses both, and the job runs again."""
-    ep = "(SELECT {} FROM episodes WHERE uuid = %(e)s)"
-    uuids = "(SELECT message_uuids FROM episodes WHERE uuid = %(e)s)::uuid[]"
+    ``episodes[0]`` is the job's own episode (None when it is gone); the rest follow it
+    in its user's queue, each with the id of its job (``job_ids``)."""
+
+    episodes: list[dict[str, Any]] = field(default_factory=list)
+    job_ids: list[int] = field(default_factory=list)
+    messages: dict[uuidlib.UUID, list[dict[str, Any]]] = field(default_factory=dict)
+    context: dict[uuidlib.UUID, list[dict[str, Any]]] = field(default_factory=dict)
+    user: dict[str, Any] | None = None
+
+
+async def load_batch(
+    conn: Conn, episode: uuidlib.UUID, job_id: int | None, follow: int, context: int
+) -> Batch:
+    """Lock the episode and up to ``follow`` pending episodes whose jobs come next in the
+    same user's queue; read their messages, the ``context`` messages before each, and the
+    user's name, in two round trips. (A job whose episode is gone is passed over: it will
+    find nothing to do.)
+
+    A user's jobs share a lock, so while this job runs no worker takes the ones after it;
+    they are taken here only as long as they are due at once and their episodes pending,
+    so the user's order holds. The transaction commits without waiting for the disk: the
+    job queue records the job's end after it, durably, and that flush of the write-ahead
+    log covers this commit too; a server crash in between loses both, and the job runs
+    again."""
+    batch = Batch()
     async with conn.pipeline():
         await conn.execute("SET LOCAL synchronous_commit = off")
-        lock = await conn.execute(
-            "SELECT * FROM episodes WHERE uuid = %(e)s FOR UPDATE", {"e": episode}
-        )
+        own = await conn.execute("SELECT * FROM episodes WHERE uuid = %s FOR UPDATE", (episode,))
+        after = None
+        if follow > 0 and job_id is not None:
+            after = await conn.execute(
+                """SELECT j.id AS job_id, j.scheduled_at <= now() IS NOT FALSE AS due, e.*
+                   FROM procrastinate_jobs j
+                   JOIN episodes e ON e.uuid = (j.args ->> 'episode_uuid')::uuid
+                   WHERE j.lock = (SELECT tenant_id || '/' || user_id FROM episodes
+                                   WHERE uuid = %(e)s)
+                     AND j.status = 'todo' AND j.id > %(job)s
+                     AND j.queue_name = %(queue)s AND j.task_name = %(task)s
+                   ORDER BY j.id LIMIT %(n)s
+                   FOR UPDATE OF j, e""",
+                {"e": episode, "job": job_id, "queue": QUEUE, "task": TASK, "n": follow},
+            )
+    row = await own.fetchone()
+    if row is None:
+        return batch
+    batch.episodes.append(row)
+    for r in await after.fetchall() if after is not None else []:
+        if not r["due"] or r["status"] != "pending" or r["user_id"] != row["user_id"]:
+            break  # the next one must wait for its turn
+        batch.job_ids.append(r.pop("job_id"))
+        r.pop("due")
+        batch.episodes.append(r)
+    ids = [e["uuid"] for e in batch.episodes]
+    async with conn.pipeline():
         msgs = await conn.execute(
-            sql.SQL(
-                """SELECT uuid, role, role_type, content, content_enc, sensitivity, created_at,
-                          seq
-                   FROM messages WHERE uuid = ANY({}) AND episode_uuid = %(e)s ORDER BY seq"""
-            ).format(sql.SQL(uuids)),
-            {"e": episode},
+            """SELECT e.uuid AS episode, m.uuid, m.role, m.role_type, m.content, m.content_enc,
+                      m.sensitivity, m.created_at, m.seq
+               FROM episodes e
+               JOIN messages m ON m.uuid = ANY(e.message_uuids) AND m.episode_uuid = e.uuid
+               WHERE e.uuid = ANY(%s) ORDER BY m.seq""",
+            (ids,),
         )
         user = await conn.execute(
-            sql.SQL(
-                "SELECT first_name, last_name, first_name_enc, last_name_enc"
-                " FROM users WHERE user_id = {}"
-            ).format(sql.SQL(ep).format(sql.SQL("user_id"))),
-            {"e": episode},
+            """SELECT first_name, last_name, first_name_enc, last_name_enc
+               FROM users WHERE user_id = %s""",
+            (row["user_id"],),
         )
         before = await conn.execute(
-            sql.SQL(
-                """SELECT * FROM (
-                       SELECT uuid, role, role_type, content, content_enc, created_at, seq
-                       FROM messages
-                       WHERE session_id = {session}
-                         AND seq < (SELECT min(seq) FROM messages
-                                    WHERE uuid = ANY({uuids}) AND episode_uuid = %(e)s)
-                       ORDER BY seq DESC LIMIT %(n)s) t
-                   ORDER BY seq"""
-            ).format(
-                session=sql.SQL(ep).format(sql.SQL("session_id")),
-                uuids=sql.SQL(uuids),
-            ),
-            {"e": episode, "n": context},
+            """SELECT e.uuid AS episode, c.*
+               FROM episodes e CROSS JOIN LATERAL (
+                   SELECT uuid, role, role_type, content, content_enc, created_at, seq
+                   FROM messages
+                   WHERE session_id = e.session_id
+                     AND seq < (SELECT min(seq) FROM messages
+                                WHERE uuid = ANY(e.message_uuids) AND episode_uuid = e.uuid)
+                   ORDER BY seq DESC LIMIT %s) c
+               WHERE e.uuid = ANY(%s) ORDER BY c.seq""",
+            (context, ids),
         )
-    return (
-        await lock.fetchone(),
-        await msgs.fetchall(),
-        await user.fetchone(),
-        await before.fetchall(),
-    )
+    for uuid in ids:
+        batch.messages[uuid], batch.context[uuid] = [], []
+    for m in await msgs.fetchall():
+        batch.messages[m.pop("episode")].append(m)
+    batch.user = await user.fetchone()
+    for m in await before.fetchall():
+        batch.context[m.pop("episode")].append(m)
+    return batch
+
+
+async def finish_jobs(conn: Conn, job_ids: list[int]) -> None:
+    """Mark the jobs of episodes extracted with another job's batch as succeeded, in
+    that job's transaction (procrastinate's own function)."""
+    if job_ids:
+        await conn.execute(
+            "SELECT procrastinate_finish_job_v1(id, 'succeeded', false)"
+            " FROM unnest(%s::bigint[]) AS id",
+            (job_ids,),
+        )
 
 
 # Token usage of every attempt is added up, so failed LLM calls are accounted for too.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "ENCRYPTED_FIELDS",
     "KeyPool",
     "PgKeyStore",
+    "classify_message",
     "classify_session",
     "classify_user",
     "encrypted_batch",
@@ -40,6 +41,7 @@ __all__ = [
     "start_run",
     "swap_ciphertext",
     "unclassified",
+    "unclassified_messages",
     "unclassified_sessions",
     "unclassified_users",
 ]
@@ -122,6 +124,21 @@ class PgKeyStore:
             ).fetchall()
         return [_record(r) for r in rows]
 
+    def versions_many(
+        self, key_ids: Collection[uuidlib.UUID]
+    ) -> dict[uuidlib.UUID, list[DataKeyRecord]]:
+        out: dict[uuidlib.UUID, list[DataKeyRecord]] = {}
+        if not key_ids:
+            return out
+        with self.pool.tenant(self.tenant) as conn:
+            rows = conn.execute(
+                "SELECT * FROM data_keys WHERE key_id = ANY(%s) ORDER BY key_id, version",
+                (list(key_ids),),
+            ).fetchall()
+        for r in rows:
+            out.setdefault(r["key_id"], []).append(_record(r))
+        return out
+
     def find(self, tenant: str, user: str | None) -> uuidlib.UUID | None:
         with self.pool.tenant(tenant) as conn:
             row = conn.execute(
@@ -131,7 +148,7 @@ class PgKeyStore:
             ).fetchone()
         return row["key_id"] if row else None
 
-    def put(self, record: DataKeyRecord) -> None:
+    def put(self, record: DataKeyRecord) -> bool:
         w = record.wrapped
         values = {
             "k": record.key_id,
@@ -153,7 +170,7 @@ class PgKeyStore:
             if cur.rowcount == 0:
                 # A first version racing another process's for the same (tenant, user)
                 # loses quietly; `Keyring.key_for` then finds the winner.
-                conn.execute(
+                cur = conn.execute(
                     """INSERT INTO data_keys (tenant_id, key_id, version, user_id, state,
                                               provider, kek_id, wrapped, created_at)
                        VALUES (current_setting('app.tenant_id'), %(k)s, %(v)s, %(u)s, %(s)s,
@@ -161,6 +178,7 @@ class PgKeyStore:
                        ON CONFLICT DO NOTHING""",
                     values,
                 )
+            return cur.rowcount == 1
 
     def all_keys(self) -> list[DataKeyRecord]:
         """Every version of every key of this tenant (for status and rotation)."""
@@ -284,7 +302,7 @@ def latest_runs(conn: SyncConn, limit: int = 5) -> list[dict[str, Any]]:
     return rows
 
 
-# --- users and sessions not classified yet (see migration 0010) -------------------------
+# --- users, sessions and messages' metadata not classified yet (migrations 0010, 0015) ---
 
 
 def unclassified_users(conn: SyncConn, limit: int) -> list[dict[str, Any]]:
@@ -333,11 +351,39 @@ def classify_session(
     )
 
 
+def unclassified_messages(conn: SyncConn, limit: int) -> list[dict[str, Any]]:
+    """Messages of the current tenant whose metadata was never classified, locked, with
+    their session's metadata (its declared class applies to them)."""
+    rows: list[dict[str, Any]] = conn.execute(
+        """SELECT m.uuid, m.user_id, m.metadata, m.metadata_enc, m.sensitivity,
+                  s.metadata AS session_metadata
+           FROM messages m LEFT JOIN sessions s USING (tenant_id, session_id)
+           WHERE m.metadata_sensitivity < 0
+           ORDER BY m.uuid LIMIT %s FOR UPDATE OF m SKIP LOCKED""",
+        (limit,),
+    ).fetchall()
+    return rows
+
+
+def classify_message(
+    conn: SyncConn, uuid: uuidlib.UUID, metadata: dict[str, Any], level: int, enc: bytes | None
+) -> None:
+    """Store a locked message's metadata as classified and sealed; the message's class
+    rises to its metadata's if that is higher (updated_at unchanged)."""
+    conn.execute(
+        """UPDATE messages SET metadata = %s, metadata_sensitivity = %s, metadata_enc = %s,
+                  sensitivity = greatest(sensitivity, %s)
+           WHERE uuid = %s""",
+        (Jsonb(metadata), level, enc, level, uuid),
+    )
+
+
 def unclassified(conn: SyncConn) -> int:
-    """Users and sessions of the current tenant not classified yet."""
+    """Users, sessions and messages' metadata of the current tenant not classified yet."""
     row = conn.execute(
         """SELECT (SELECT count(*) FROM users
                    WHERE identity_sensitivity < 0 OR metadata_sensitivity < 0)
-                + (SELECT count(*) FROM sessions WHERE metadata_sensitivity < 0) AS n"""
+                + (SELECT count(*) FROM sessions WHERE metadata_sensitivity < 0)
+                + (SELECT count(*) FROM messages WHERE metadata_sensitivity < 0) AS n"""
     ).fetchone()
     return int(row["n"]) if row else 0

@@ -43,9 +43,12 @@ class NewMessage:
     created_at: datetime | None
     embedding: np.ndarray[Any, np.dtype[np.float32]]
     # Field-level encryption: `content` and `metadata` are then the redacted forms.
+    # `sensitivity` is the message's class (content and metadata), `metadata_sensitivity`
+    # its metadata's (-1: not classified).
     sensitivity: int = 0
     content_enc: bytes | None = None
     metadata_enc: bytes | None = None
+    metadata_sensitivity: int = 0
 
 
 async def insert_many(
@@ -89,9 +92,9 @@ async def _insert_many(
         await cur.executemany(
             """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role, role_type,
                    content, metadata, token_count, created_at, embedding, search_text,
-                   episode_uuid, sensitivity, content_enc, metadata_enc)
+                   episode_uuid, sensitivity, content_enc, metadata_enc, metadata_sensitivity)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s,
-                       to_tsvector(%s::regconfig, %s), %s, %s, %s, %s)""",
+                       to_tsvector(%s::regconfig, %s), %s, %s, %s, %s, %s)""",
             [
                 (
                     tenant,
@@ -111,6 +114,7 @@ async def _insert_many(
                     m.sensitivity,
                     m.content_enc,
                     m.metadata_enc,
+                    m.metadata_sensitivity,
                 )
                 for m in messages
             ],
@@ -148,13 +152,19 @@ async def update_metadata(
     message_uuid: uuidlib.UUID,
     metadata: dict[str, Any],
     metadata_enc: bytes | None,
+    *,
+    metadata_sensitivity: int,
+    sensitivity: int,
 ) -> dict[str, Any]:
-    """Replace the metadata (the caller merged it) and its ciphertext."""
+    """Replace the metadata (the caller merged it), its ciphertext and class, and the
+    message's class."""
     cur = await conn.execute(
-        """UPDATE messages SET metadata = %s, metadata_enc = %s, updated_at = now()
+        """UPDATE messages SET metadata = %s, metadata_enc = %s, metadata_sensitivity = %s,
+                  sensitivity = %s, updated_at = now()
            WHERE session_id = %s AND uuid = %s RETURNING uuid""",
-        (Jsonb(metadata), metadata_enc, session_id, message_uuid),
-    )
+        (Jsonb(metadata), metadata_enc, metadata_sensitivity, sensitivity, session_id,
+         message_uuid),
+    )  # fmt: skip
     if await cur.fetchone() is None:
         raise NotFoundError("message", str(message_uuid))
     return await get(conn, session_id, message_uuid)

@@ -203,11 +203,14 @@ SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'),
 
 
 # Protected fields and those stored as ciphertext, per kind of field (`sensitivity > 0`
-# lets the planner use the partial indexes on it). A message or fact
-# is protected when its class is; a user's e-mail, first and last name (each when set)
-# when their group's class is; a metadata object of a user or session when its class is.
+# lets the planner use the partial indexes on it: a message's class is at least its
+# metadata's). A message or fact is protected when its class is; a message's metadata,
+# a user's or a session's when its own class is; a user's e-mail, first and last name
+# (each when set) when their group's class is.
 _COVERAGE = """
 SELECT (SELECT count(*) FROM messages WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s))
+     + (SELECT count(*) FROM messages
+        WHERE sensitivity > 0 AND metadata_sensitivity = ANY(%(l)s))
      + (SELECT count(*) FROM facts WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s))
      + (SELECT coalesce(sum((email IS NOT NULL)::int + (first_name IS NOT NULL)::int
                             + (last_name IS NOT NULL)::int), 0)
@@ -219,6 +222,8 @@ SELECT (SELECT count(*) FROM messages WHERE sensitivity > 0 AND sensitivity = AN
        (SELECT count(*) FROM messages
         WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s)
           AND (content_enc IS NOT NULL OR metadata_enc IS NOT NULL))
+     + (SELECT count(*) FROM messages
+        WHERE sensitivity > 0 AND metadata_sensitivity = ANY(%(l)s) AND metadata_enc IS NOT NULL)
      + (SELECT count(*) FROM facts
         WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s) AND fact_enc IS NOT NULL)
      + (SELECT coalesce(sum((email IS NOT NULL AND email_enc IS NOT NULL)::int

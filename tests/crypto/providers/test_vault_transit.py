@@ -142,3 +142,44 @@ def test_built_from_settings(vault: FakeVault) -> None:
     assert isinstance(p, VaultTransitKeyProvider)
     assert p.current_kek() == "k2:v1"
     p.close()
+
+
+def test_many_keys_unwrap_in_one_call_per_transit_key(
+    provider: VaultTransitKeyProvider, vault: FakeVault
+) -> None:
+    keyring = Keyring(provider, MemoryKeyStore())
+    cipher = FieldCipher(keyring)
+    ctx = FieldContext("acme", "users", "email", "row-1")
+    users = [keyring.key_for("acme", f"u{i}") for i in range(12)]
+    provider.new_kek()  # keys wrapped under engram:v1 and engram:v2 are one transit key
+    users.append(keyring.key_for("acme", "late"))
+    page = [(cipher.encrypt_bytes(f"v{i}".encode(), ctx, key_id=k), ctx)
+            for i, k in enumerate(users)]  # fmt: skip
+    keyring.cache.clear()
+    vault.calls.clear()
+    assert cipher.decrypt_many(page) == [f"v{i}".encode() for i in range(13)]
+    assert vault.calls == [("POST", "/v1/transit/decrypt/engram")]
+
+    # A damaged wrapped key fails alone, with the reason; the others still open.
+    damaged = keyring.versions(users[3])[0]
+    assert damaged.wrapped is not None
+    blob = bytearray(damaged.wrapped.blob)
+    blob[-3] = ord("A") if blob[-3] != ord("A") else ord("B")
+    keyring.store.put(dataclasses.replace(
+        damaged, wrapped=dataclasses.replace(damaged.wrapped, blob=bytes(blob))))  # fmt: skip
+    keyring.cache.clear()
+    wrapped = [r.wrapped for k in users[2:5] for r in keyring.versions(k) if r.wrapped]
+    opened = provider.unwrap_many(wrapped)
+    assert isinstance(opened[1], DecryptionError) and opened[1].reason == "unwrap_failed"
+    assert all(isinstance(o, bytes) and len(o) == 32 for o in (opened[0], opened[2]))
+    got = cipher.decrypt_many(page)
+    assert isinstance(got[3], DecryptionError) and got[3].reason == "unwrap_failed"
+    assert [g for i, g in enumerate(got) if i != 3] == [
+        f"v{i}".encode() for i in range(13) if i != 3
+    ]
+    # Vault sealed: the whole page waits for it (503), nothing half-read.
+    keyring.cache.clear()
+    vault.sealed = True
+    with pytest.raises(KeyUnavailableError) as info:
+        cipher.decrypt_many(page)
+    assert info.value.reason == "unreachable"

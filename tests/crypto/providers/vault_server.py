@@ -90,9 +90,9 @@ def _handler(state: FakeVault) -> type[BaseHTTPRequestHandler]:
         def _errors(self, status: int, *errors: str) -> None:
             self._send(status, {"errors": list(errors)})
 
-        def _data(self, data: dict[str, Any]) -> None:
+        def _data(self, data: dict[str, Any], status: int = 200) -> None:
             self._send(
-                200,
+                status,
                 {
                     "request_id": str(uuid.uuid4()),
                     "lease_id": "",
@@ -180,24 +180,39 @@ def _handler(state: FakeVault) -> type[BaseHTTPRequestHandler]:
         def _decrypt(self, name: str, key: TransitKey | None, body: dict[str, Any]) -> None:
             if key is None:
                 return self._errors(400, "encryption key not found")
-            m = _CIPHERTEXT.fullmatch(str(body.get("ciphertext", "")))
-            if m is None:
-                return self._errors(400, "invalid ciphertext: no prefix")
-            version = int(m.group(1))
-            if version < key.min_decryption_version:
-                return self._errors(
-                    400, "ciphertext or signature version is disallowed by policy (too old)"
-                )
-            if version not in key.versions:
-                return self._errors(400, "invalid ciphertext: version is greater than latest")
-            try:
-                raw = base64.b64decode(m.group(2), validate=True)
-                plaintext = AESGCM(key.versions[version]).decrypt(raw[:12], raw[12:], None)
-            except (binascii.Error, InvalidTag, ValueError):
-                return self._errors(400, "cipher: message authentication failed")
-            self._data({"plaintext": base64.b64encode(plaintext).decode()})
+            batch = body.get("batch_input")
+            if batch is None:
+                error, plaintext = _open(key, body.get("ciphertext", ""))
+                if error:
+                    return self._errors(400, error)
+                return self._data({"plaintext": plaintext})
+            # As Vault: every item's result, and 400 when any of them failed.
+            results = []
+            for item in batch:
+                error, plaintext = _open(key, item.get("ciphertext", ""))
+                results.append({"error": error} if error else {"plaintext": plaintext})
+            failed = any("error" in r for r in results)
+            self._data({"batch_results": results}, 400 if failed else 200)
 
     return Handler
+
+
+def _open(key: TransitKey, ciphertext: object) -> tuple[str, str]:
+    """(error, base64 plaintext) of one transit ciphertext, as Vault words its errors."""
+    m = _CIPHERTEXT.fullmatch(str(ciphertext))
+    if m is None:
+        return "invalid ciphertext: no prefix", ""
+    version = int(m.group(1))
+    if version < key.min_decryption_version:
+        return "ciphertext or signature version is disallowed by policy (too old)", ""
+    if version not in key.versions:
+        return "invalid ciphertext: version is greater than latest", ""
+    try:
+        raw = base64.b64decode(m.group(2), validate=True)
+        plaintext = AESGCM(key.versions[version]).decrypt(raw[:12], raw[12:], None)
+    except (binascii.Error, InvalidTag, ValueError):
+        return "cipher: message authentication failed", ""
+    return "", base64.b64encode(plaintext).decode()
 
 
 @contextmanager

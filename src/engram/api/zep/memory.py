@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,12 +20,10 @@ from engram.api.zep.schemas import (
     fact_json,
     message_json,
 )
-from engram.crypto.envelope import FieldContext
-from engram.crypto.sensitivity import from_metadata
 from engram.errors import ValidationError
 from engram.memory import MessageIn, add_messages, reveal
 from engram.memory.focus import recall
-from engram.memory.guard import refuse_unreadable
+from engram.memory.messages import update_message as change_message
 from engram.store import messages, sessions
 
 __all__ = ["router"]
@@ -165,24 +162,6 @@ async def update_message(
     session_id: str, message_uuid: UUID, body: UpdateMessageRequest, db: Db, tenant: Tenant,
     protector: Protect, plaintext: ReadProtected,
 ) -> Any:  # fmt: skip
-    from_metadata(body.metadata)  # a bad "sensitivity" is refused before anything changes
-    async with db.tenant(tenant) as conn:
-        await sessions.get(conn, session_id)
-        row = await messages.lock(conn, session_id, message_uuid)
-        refuse_unreadable(protector, row, f"message {message_uuid}")
-        current = dict(row)
-        # Merge into the real metadata, not its redacted form (decrypting needs the key,
-        # whoever the caller is: they only see the result as their role allows).
-        await reveal.messages(protector, tenant, [current], True)
-        merged = {**current["metadata"], **body.metadata}
-        sealed = await asyncio.to_thread(
-            protector.seal_metadata,
-            FieldContext(tenant, "messages", "metadata", str(message_uuid)),
-            row["user_id"],
-            merged,
-        )
-        row = await messages.update_metadata(
-            conn, session_id, message_uuid, sealed.value, sealed.ciphertext
-        )
+    row = await change_message(db, protector, tenant, session_id, message_uuid, body.metadata)
     await reveal.messages(protector, tenant, [row], plaintext)
     return message_json(row)

@@ -3,10 +3,13 @@ and unwraps data keys with them, never handing a KEK out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["KeyProvider", "WrappedDek"]
+from engram.errors import DecryptionError
+
+__all__ = ["BatchUnwrap", "KeyProvider", "WrappedDek"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,4 +58,15 @@ class KeyProvider(Protocol):
 
     def close(self) -> None:
         """Release connections and sessions."""
+        ...
+
+
+@runtime_checkable
+class BatchUnwrap(Protocol):
+    """A provider that unwraps many data keys in one call per KEK (the keyring falls
+    back to one `unwrap` per key for the others)."""
+
+    def unwrap_many(self, wrapped: Sequence[WrappedDek]) -> list[bytes | DecryptionError]:
+        """The data key inside each of `wrapped`, in order; one that does not open is its
+        DecryptionError. KeyUnavailableError when the provider cannot be used now."""
         ...

@@ -1,7 +1,8 @@
 """The `vault-transit` key provider: HashiCorp Vault's transit secrets engine over HTTP.
 
-Wrap is ``POST /v1/<mount>/encrypt/<key>``, unwrap ``POST /v1/<mount>/decrypt/<key>``, a new
-KEK ``POST /v1/<mount>/keys/<key>/rotate``; the token goes in ``X-Vault-Token``. The wrapped
+Wrap is ``POST /v1/<mount>/encrypt/<key>``, unwrap ``POST /v1/<mount>/decrypt/<key>`` (many
+data keys at once with ``batch_input``), a new KEK ``POST /v1/<mount>/keys/<key>/rotate``;
+the token goes in ``X-Vault-Token``. The wrapped
 blob is Vault's own ciphertext (``vault:v<n>:<base64>``), whose version picks the key
 version on decrypt; the KEK id is ``<key>:v<n>``.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +124,8 @@ class VaultTransitKeyProvider:
             raise self._fail(f"{what}: Vault returned no ciphertext", "server_error")
         return WrappedDek(self.name, f"{self.key_name}:v{m.group(1)}", ciphertext.encode())
 
-    def unwrap(self, wrapped: WrappedDek) -> bytes:
+    @staticmethod
+    def _ciphertext(wrapped: WrappedDek) -> str:
         ciphertext = wrapped.blob.decode("ascii", "replace")
         m = _CIPHERTEXT.fullmatch(ciphertext)
         if m is None or f"v{m.group(1)}" != wrapped.kek_id.rpartition(":")[2]:
@@ -131,24 +134,67 @@ class VaultTransitKeyProvider:
                 reason="unwrap_failed",
                 hint="the stored data key is damaged; restore the key table from a backup",
             )
+        return ciphertext
+
+    def _refused(self, what: str, kek_id: str, errors: list[Any]) -> DecryptionError:
+        if any("not found" in str(e) for e in errors):
+            raise self._fail(f"{what}: {'; '.join(map(str, errors))}", "kek_missing")
+        return DecryptionError(
+            f"Vault refused the wrapped data key under {kek_id}: " + "; ".join(map(str, errors)),
+            reason="unwrap_failed",
+            hint="the data key is damaged, or its key version is below min_decryption_version",
+        )
+
+    def _plaintext(self, what: str, data: dict[str, Any]) -> bytes:
+        try:
+            return base64.b64decode(str(data["plaintext"]), validate=True)
+        except (KeyError, ValueError) as exc:
+            raise self._fail(f"{what}: Vault returned no plaintext", "server_error") from exc
+
+    def unwrap(self, wrapped: WrappedDek) -> bytes:
+        ciphertext = self._ciphertext(wrapped)
         name = wrapped.kek_id.rpartition(":")[0]
         what = f"decrypt with transit key {name}"
         response = self._request(what, "POST", f"decrypt/{name}", {"ciphertext": ciphertext})
         if response.status_code == 400:
             errors = response.json().get("errors", []) if response.content else []
-            if any("not found" in str(e) for e in errors):
-                raise self._fail(f"{what}: {'; '.join(map(str, errors))}", "kek_missing")
-            raise DecryptionError(
-                f"Vault refused the wrapped data key under {wrapped.kek_id}: "
-                + "; ".join(map(str, errors)),
-                reason="unwrap_failed",
-                hint="the data key is damaged, or its key version is below min_decryption_version",
-            )
-        data = self._check(what, response)
-        try:
-            return base64.b64decode(str(data["plaintext"]), validate=True)
-        except (KeyError, ValueError) as exc:
-            raise self._fail(f"{what}: Vault returned no plaintext", "server_error") from exc
+            raise self._refused(what, wrapped.kek_id, errors)
+        return self._plaintext(what, self._check(what, response))
+
+    def unwrap_many(self, wrapped: Sequence[WrappedDek]) -> list[bytes | DecryptionError]:
+        """One ``decrypt`` call per transit key, its data keys in ``batch_input``."""
+        out: list[bytes | DecryptionError] = []
+        by_name: dict[str, list[tuple[int, str]]] = {}
+        for i, w in enumerate(wrapped):
+            try:
+                by_name.setdefault(w.kek_id.rpartition(":")[0], []).append((i, self._ciphertext(w)))
+                out.append(b"")
+            except DecryptionError as exc:
+                out.append(exc)
+        for name, items in by_name.items():
+            what = f"decrypt {len(items)} data key(s) with transit key {name}"
+            body = {"batch_input": [{"ciphertext": c} for _, c in items]}
+            response = self._request(what, "POST", f"decrypt/{name}", body)
+            # Vault answers 400 when any item failed, with every item's result in the body.
+            payload = response.json() if response.status_code == 400 and response.content else {}
+            data = payload.get("data") if isinstance(payload, dict) else None
+            if not isinstance(data, dict):
+                if response.status_code == 400:
+                    error = self._refused(what, name, payload.get("errors", []))
+                    for i, _ in items:
+                        out[i] = error
+                    continue
+                data = self._check(what, response)
+            results = data.get("batch_results")
+            if not isinstance(results, list) or len(results) != len(items):
+                raise self._fail(f"{what}: Vault returned no result for each key", "server_error")
+            for (i, _), result in zip(items, results, strict=True):
+                if not isinstance(result, dict) or result.get("error"):
+                    problem = result.get("error") if isinstance(result, dict) else result
+                    out[i] = self._refused(what, wrapped[i].kek_id, [problem])
+                else:
+                    out[i] = self._plaintext(what, result)
+        return out
 
     def new_kek(self) -> str:
         what = f"rotate transit key {self.key_name}"

@@ -1,0 +1,102 @@
+"""Messages' metadata as stored: classified at least as the message's declared class, sealed.
+
+A message's declared ``sensitivity`` (in its own metadata, or its session's) is the least
+class of its content and of its metadata values, so ``{"sensitivity": "phi", "diagnosis":
+...}`` stores the diagnosis only as ciphertext, its plain value ``[PHI]``. The metadata
+has its own class (`metadata_sensitivity`); the message's class is the higher of its
+content's and its metadata's. Ciphertexts use the data key of the session's user and
+bind the message's uuid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+from typing import Any
+
+from engram.crypto.envelope import FieldContext
+from engram.crypto.protect import Protector, SealedMetadata, has_values
+from engram.crypto.sensitivity import Sensitivity, combine, from_metadata, stored_class
+from engram.errors import ValidationError
+from engram.memory import reveal
+from engram.memory.guard import refuse_unreadable
+from engram.store import messages, sessions
+from engram.store.db import Database
+
+__all__ = ["seal_message_metadata", "update_message"]
+
+Row = dict[str, Any]
+
+
+def seal_message_metadata(
+    protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str | None,
+    metadata: dict[str, Any], declared: Sensitivity,
+) -> tuple[SealedMetadata, int]:  # fmt: skip
+    """How to store a message's metadata, and its class (blocking: may create or unwrap a
+    key). With encryption off, metadata with values is not classified (-1), so that the
+    first re-encryption run after it is turned on classifies and seals it."""
+    ctx = FieldContext(tenant, "messages", "metadata", str(uuid))
+    sealed = protector.seal_metadata(ctx, user_id, metadata, declared)
+    if protector.enabled:
+        return sealed, int(sealed.sensitivity)
+    return sealed, -1 if has_values(metadata) else 0
+
+
+def _refuse_new_class(current: dict[str, Any], change: dict[str, Any], uuid: uuidlib.UUID) -> None:
+    # The content was classified (and redacted) under the class declared when it was
+    # written: a higher one now would leave it short of it, and a lower one would store
+    # metadata values in clear that the caller may not be allowed to read.
+    if "sensitivity" not in change:
+        return
+    before, after = stored_class(current), from_metadata(change)
+    if after != before:
+        raise ValidationError(
+            f"message {uuid} was stored with sensitivity {before.label!r}; an update cannot "
+            f"change it to {after.label!r}",
+            field="metadata.sensitivity",
+            hint="leave sensitivity out of the update, or add the message again with the "
+            "sensitivity it should have",
+        )
+
+
+def _reseal(
+    protector: Protector, tenant: str, row: Row, metadata: dict[str, Any], declared: Sensitivity
+) -> tuple[SealedMetadata, int, int]:
+    sealed, level = seal_message_metadata(
+        protector, tenant, row["uuid"], row["user_id"], metadata, declared
+    )
+    if not protector.enabled:
+        return sealed, level, int(row["sensitivity"])
+    content = protector.classify(row["content"], declared).sensitivity
+    return sealed, level, max(int(content), level)
+
+
+async def update_message(
+    db: Database,
+    protector: Protector,
+    tenant: str,
+    session_id: str,
+    message_uuid: uuidlib.UUID,
+    metadata: dict[str, Any],
+) -> Row:
+    """Merge metadata key by key into a message's; its declared class cannot change."""
+    from_metadata(metadata)  # a bad "sensitivity" is refused before anything changes
+    async with db.tenant(tenant) as conn:
+        session = await sessions.get(conn, session_id)
+        row = await messages.lock(conn, session_id, message_uuid)
+        refuse_unreadable(protector, row, f"message {message_uuid}")
+        # Merge into the real metadata, not its redacted form (decrypting needs the key,
+        # whoever the caller is: they only see the result as their role allows).
+        current = dict(row)
+        await reveal.messages(protector, tenant, [current], True)
+        _refuse_new_class(current["metadata"], metadata, message_uuid)
+        merged = {**current["metadata"], **metadata}
+        declared = combine(stored_class(merged), stored_class(session["metadata"]))
+        args = (protector, tenant, current, merged, declared)
+        sealed, level, overall = (
+            await asyncio.to_thread(_reseal, *args) if protector.enabled else _reseal(*args)
+        )
+        return await messages.update_metadata(
+            conn, session_id, message_uuid, sealed.value, sealed.ciphertext,
+            metadata_sensitivity=level, sensitivity=overall,
+        )  # fmt: skip
