@@ -371,6 +371,28 @@ def test_session_declared_class_covers_its_metadata(
     assert _rows(server, "SELECT content FROM messages WHERE session_id = %s", sid) == [("[PHI]",)]
 
 
+def test_a_session_declared_class_cannot_be_lowered(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    sid = _setup(http, uid, {"sensitivity": "phi", "topic": "diabetes follow-up"})
+    query = (
+        "SELECT metadata, metadata_sensitivity, metadata_enc FROM sessions WHERE session_id = %s"
+    )
+    before = _rows(server, query, sid)
+    for lower in ("none", "pii"):
+        r = http.patch(f"/api/v2/sessions/{sid}", json={"metadata": {"sensitivity": lower}})
+        assert r.status_code == 400, r.text
+        assert "cannot lower" in r.text and "new session" in r.text
+        assert _rows(server, query, sid) == before
+    # Raising it is allowed: the values stay protected, at the higher class.
+    r = http.patch(f"/api/v2/sessions/{sid}", json={"metadata": {"sensitivity": "secret"}})
+    assert r.status_code == 200, r.text
+    meta, level, ciphertext = _rows(server, query, sid)[0]
+    assert meta["topic"] != "diabetes follow-up" and level == 3 and ciphertext is not None
+    got = http.get(f"/api/v2/sessions/{sid}").json()["metadata"]
+    assert got == {"sensitivity": "secret", "topic": "diabetes follow-up"}
+
+
 def test_callers_without_read_protected_get_the_redacted_form(
     server: Server, http: httpx.Client, uid: str
 ) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import Protector, SealedMetadata
-from engram.crypto.sensitivity import Sensitivity, from_metadata
-from engram.errors import NotFoundError
+from engram.crypto.sensitivity import Sensitivity, from_metadata, stored_class
+from engram.errors import NotFoundError, ValidationError
 from engram.memory import reveal
 from engram.memory.guard import refuse_unreadable
 from engram.store import sessions, users
@@ -73,6 +73,22 @@ async def add_session(
         )  # fmt: skip
 
 
+def _refuse_lower_class(current: dict[str, Any], change: dict[str, Any], session_id: str) -> None:
+    # Lowering the class would store values in clear that were protected, and a caller
+    # not allowed to read them would then read them back. Raising it protects more.
+    if "sensitivity" not in change:
+        return
+    before, after = stored_class(current), from_metadata(change)
+    if after < before:
+        raise ValidationError(
+            f"session {session_id!r} is declared {before.label!r}; an update cannot lower "
+            f"it to {after.label!r}",
+            field="metadata.sensitivity",
+            hint="leave sensitivity out of the update or raise it; to store the values at a "
+            "lower class, start a new session",
+        )
+
+
 async def update_session(
     db: Database,
     protector: Protector,
@@ -88,6 +104,7 @@ async def update_session(
         refuse_unreadable(protector, row, f"session {session_id!r}")
         current = dict(row)
         await reveal.sessions(protector, tenant, [current], True)
+        _refuse_lower_class(current["metadata"], metadata or {}, session_id)
         merged = {**current["metadata"], **(metadata or {})}
         sealed, level = await _seal(protector, tenant, row["uuid"], row["user_id"], merged)
         return await sessions.update(
