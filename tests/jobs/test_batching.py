@@ -4,18 +4,15 @@ one episode at a time, each job still marked done, and one bad episode fails alo
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
+from tests.fix_server import ENGRAM, Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,15 +40,6 @@ CONVERSATION = [
     ["Jonas moved to Munich."],
 ]
 START = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def api_only() -> Iterator[Server]:
-    root = short_tmpdir("egb-")
-    srv = start_server(root / "d", api_key=secrets.token_urlsafe(16), extra=["--no-worker"])
-    yield srv
-    stop_server(srv)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def _add_user(

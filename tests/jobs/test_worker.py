@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
+from tests.fix_server import ENGRAM, Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def api_only() -> Iterator[Server]:
-    """A server that runs no worker, so jobs wait for `engram worker`."""
-    root = short_tmpdir("egw-")
-    srv = start_server(root / "d", api_key=secrets.token_urlsafe(16), extra=["--no-worker"])
-    yield srv
-    stop_server(srv)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def _cli(server: Server, *args: str, env: dict[str, str] | None = None) -> str:

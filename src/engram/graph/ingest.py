@@ -86,44 +86,29 @@ async def process_episode(
 
     The extractor reads the plaintext of protected messages; the facts it makes are
     classified at least as high as the message they came from, and sealed likewise."""
+
+    async def run(follow: int) -> str:
+        batch = episodes.Batch()
+        try:
+            async with db.tenant(tenant) as conn:
+                batch = await episodes.load_batch(
+                    conn, episode_uuid, job_id, follow, settings.context_messages
+                )
+                return await _extract(conn, embedder, extractor, tenant, batch, settings, protector)
+        except Exception as exc:
+            if len(batch.episodes) > 1:
+                raise _BatchFailed(str(exc)) from exc
+            raise
+
     follow = settings.batch - 1 if not extractor.uses_candidates else 0
     if follow > 0 and job_id is not None:
         try:
-            return await _process(
-                db, embedder, extractor, tenant, episode_uuid, settings, protector,
-                job_id, follow,
-            )  # fmt: skip
+            return await run(follow)
         except _BatchFailed as exc:
             logger.warning(
                 "a batch from episode %s failed (%s); extracting it alone", episode_uuid, exc
             )
-    return await _process(
-        db, embedder, extractor, tenant, episode_uuid, settings, protector, job_id, 0
-    )
-
-
-async def _process(
-    db: Database,
-    embedder: BatchingEmbedder,
-    extractor: Extractor,
-    tenant: str,
-    episode_uuid: uuidlib.UUID,
-    settings: GraphSettings,
-    protector: Protector | None,
-    job_id: int | None,
-    follow: int,
-) -> str:
-    batch = episodes.Batch()
-    try:
-        async with db.tenant(tenant) as conn:
-            batch = await episodes.load_batch(
-                conn, episode_uuid, job_id, follow, settings.context_messages
-            )
-            return await _extract(conn, embedder, extractor, tenant, batch, settings, protector)
-    except Exception as exc:
-        if len(batch.episodes) > 1:
-            raise _BatchFailed(str(exc)) from exc
-        raise
+    return await run(0)
 
 
 async def _extract(

@@ -70,55 +70,43 @@ async def insert_many(
             hint="give each message its own uuid, or leave uuid out",
         )
     try:
-        await _insert_many(conn, tenant, session_id, user_id, messages, ts_config, episode)
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role, role_type,
+                       content, metadata, token_count, created_at, embedding, search_text,
+                       episode_uuid, sensitivity, content_enc, metadata_enc, metadata_sensitivity)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s,
+                           to_tsvector(%s::regconfig, %s), %s, %s, %s, %s, %s)""",
+                [
+                    (
+                        tenant,
+                        m.uuid,
+                        session_id,
+                        user_id,
+                        m.role,
+                        m.role_type,
+                        m.content,
+                        Jsonb(m.metadata),
+                        m.token_count,
+                        m.created_at,
+                        m.embedding,
+                        ts_config,
+                        m.content,
+                        episode,
+                        m.sensitivity,
+                        m.content_enc,
+                        m.metadata_enc,
+                        m.metadata_sensitivity,
+                    )
+                    for m in messages
+                ],
+            )
     except UniqueViolation as exc:
         raise ConflictError(
             "a message with one of these uuids already exists",
             field="messages.uuid",
             hint="leave uuid out to have one assigned, or use a new one",
         ) from exc
-
-
-async def _insert_many(
-    conn: Conn,
-    tenant: str,
-    session_id: str,
-    user_id: str | None,
-    messages: list[NewMessage],
-    ts_config: str,
-    episode: uuidlib.UUID | None,
-) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """INSERT INTO messages (tenant_id, uuid, session_id, user_id, role, role_type,
-                   content, metadata, token_count, created_at, embedding, search_text,
-                   episode_uuid, sensitivity, content_enc, metadata_enc, metadata_sensitivity)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s,
-                       to_tsvector(%s::regconfig, %s), %s, %s, %s, %s, %s)""",
-            [
-                (
-                    tenant,
-                    m.uuid,
-                    session_id,
-                    user_id,
-                    m.role,
-                    m.role_type,
-                    m.content,
-                    Jsonb(m.metadata),
-                    m.token_count,
-                    m.created_at,
-                    m.embedding,
-                    ts_config,
-                    m.content,
-                    episode,
-                    m.sensitivity,
-                    m.content_enc,
-                    m.metadata_enc,
-                    m.metadata_sensitivity,
-                )
-                for m in messages
-            ],
-        )
 
 
 async def get(conn: Conn, session_id: str, message_uuid: uuidlib.UUID) -> dict[str, Any]:
