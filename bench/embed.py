@@ -1,8 +1,7 @@
 """Embedder benchmark: throughput, query latency, memory and quality on LoCoMo turns.
 
 Each variant runs in its own process (clean RSS): the local int8 graph (the default), the
-local fp32 graph, int8 with several texts per run (for comparison only: its vectors depend
-on batch-mates), and the sentence-transformers baseline, which is also the quality
+local fp32 graph, and the sentence-transformers baseline, which is also the quality
 reference. Usage: python bench/embed.py [--json OUT] [--variants int8,fp32,...]
 The wall-clock figures need an idle machine; msg_per_s_at_full_cores (from CPU time) is
 steadier when other processes share it.
@@ -36,7 +35,7 @@ from common import (
 
 NAME = "embed"
 BATCHES = (10, 40, 64)
-VARIANTS = ("int8", "fp32", "int8-batched", "sentence-transformers")
+VARIANTS = ("int8", "fp32", "sentence-transformers")
 
 
 def load_locomo() -> tuple[list[str], list[str]]:
@@ -71,8 +70,6 @@ def build(variant: str, model_dir: Path | None) -> tuple[Callable[[Sequence[str]
     from engram.embed.local import LocalEmbedder
 
     embedder = LocalEmbedder(model_dir, precision="fp32" if variant == "fp32" else "int8")
-    if variant == "int8-batched":
-        embedder._rows_per_run = 64  # comparison only: vectors then depend on batch-mates
     return embedder.embed, embedder
 
 
