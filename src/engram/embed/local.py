@@ -2,8 +2,8 @@
 
 ``prepare_model`` turns the packaged safetensors into ONNX files once (``engram model
 prepare``); ``LocalEmbedder`` runs them with the ``tokenizers`` library. On a 2-core EPYC
-(bench/embed.py) int8 is ~2.3x faster than fp32 with vectors at mean cosine 0.998 to
-sentence-transformers' and 0.94 top-10 retrieval agreement, so int8 is the default.
+(bench/embed.py) int8 is ~2x faster than fp32 with vectors at mean cosine 0.9987 to
+sentence-transformers' and 0.95 top-10 retrieval agreement, so int8 is the default.
 """
 
 from __future__ import annotations
