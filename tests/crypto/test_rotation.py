@@ -568,3 +568,30 @@ def test_reencryption_survives_kill_9_with_concurrent_writes(tmp_path: Path) -> 
             worker.kill()
             worker.wait()
         stop_server(srv)
+
+
+def _keyring(srv: Server, pool: KeyPool) -> Any:
+    rings = Keyrings(
+        LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
+        lambda t: PgKeyStore(pool, t),
+        DataKeyCache(ttl_s=60),
+    )
+    return rings.get("default")
+
+
+def test_a_new_users_key_made_twice_keeps_the_stored_one(srv: Server) -> None:
+    """Creating a user makes its key without looking first; if another process stored
+    one for the same user meanwhile, that one is used and no second key is stored."""
+    pool = KeyPool(_app_dsn(srv))
+    try:
+        first = _keyring(srv, pool).key_for("default", "race-user", new=True)
+        again = _keyring(srv, pool).key_for("default", "race-user", new=True)
+        looked_up = _keyring(srv, pool).key_for("default", "race-user")
+    finally:
+        pool.close()
+    assert again == first == looked_up
+    with srv.superuser() as conn:
+        rows = conn.execute(
+            "SELECT key_id, version, state FROM data_keys WHERE user_id = 'race-user'"
+        ).fetchall()
+    assert rows == [(first, 1, "primary")]

@@ -67,11 +67,13 @@ class DataKeyCache:
                 self._entries.popitem(last=False)
 
     def evict(self, key_id: UUID, version: int | None = None) -> None:
-        """Forget one version of a key, or all its versions."""
+        """Forget one version of a key, or all its versions (a scan of the cache)."""
         with self._lock:
+            if version is not None:
+                self._entries.pop((key_id, version), None)
+                return
             for k in [k for k in self._entries if k[0] == key_id]:
-                if version is None or k[1] == version:
-                    del self._entries[k]
+                del self._entries[k]
 
     def clear(self) -> None:
         with self._lock:

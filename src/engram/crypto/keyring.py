@@ -305,6 +305,18 @@ class Keyring:
             )
         raise ValidationError(f"data key {key_id} has no primary version", hint="promote one")
 
+    def ready(self, key_id: UUID) -> bool:
+        """Whether `encryption_key(key_id)` would answer from memory (no store, no provider)."""
+        with self._lock:
+            hit = self._primary.get(key_id)
+            fresh = hit is not None and hit[0] > self._clock()
+        return fresh and hit is not None and self.cache.get(key_id, hit[1]) is not None
+
+    def cached(self, slots: Iterable[tuple[UUID, int]]) -> bool:
+        """Whether every (key id, version) is in memory: `decryption_keys` would not read
+        the store or call the provider."""
+        return all(self.cache.get(*slot) is not None for slot in set(slots))
+
     def forget_primaries(self) -> None:
         """Look the primary versions up again (another process may have rotated)."""
         with self._lock:
@@ -333,13 +345,16 @@ class Keyring:
         self._primary.pop(record.key_id, None)
         return stored
 
-    def key_for(self, tenant: str, user: str | None = None) -> UUID:
-        """The data key of (tenant, user), created on first use."""
+    def key_for(self, tenant: str, user: str | None = None, *, new: bool = False) -> UUID:
+        """The data key of (tenant, user), created on first use.
+
+        ``new``: the user is being created, so make the key without looking first; if one
+        exists after all, the store keeps it and it is returned."""
         # Looked up each time: erasing a user deletes their key rows, and the same user
         # id then gets a new key (a key id cached here could outlive that in another
         # process, and data written under it would be lost).
         with self._lock:
-            found = self.store.find(tenant, user)
+            found = None if new else self.store.find(tenant, user)
             return found if found is not None else self._create_first(tenant, user)
 
     def _create_first(self, tenant: str, user: str | None) -> UUID:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from engram.config import CryptoSettings
 from engram.crypto.cache import DataKeyCache
 from engram.crypto.cipher import FieldCipher
 from engram.crypto.detect import Classifier, Redaction
-from engram.crypto.envelope import FieldContext
+from engram.crypto.envelope import FieldContext, header_of, key_of
 from engram.crypto.keyring import Keyring, KeyStore
 from engram.crypto.providers import build_provider
 from engram.crypto.providers.base import KeyProvider
@@ -90,7 +90,35 @@ class SealedIdentity:
     values: dict[str, str | None]
     ciphertexts: dict[str, bytes | None]
     sensitivity: Sensitivity
-    key_id: UUID | None = None  # the data key of the ciphertexts, if any
+
+
+class KeyRef:
+    """The data key of one (tenant, user), looked up or created on first use, then kept.
+
+    One is made per write, so that the fields of one write (a user's identity and
+    metadata, an episode's messages) take one look-up between them, and writes that
+    protect nothing take none. ``looked_up``: the write already read the key id in its own
+    transaction (``store.keys.key_id_of``) and found ``key_id``, or None when the user has
+    no key yet, which is then made without looking again (if one appears meanwhile, the
+    stored one wins and is used)."""
+
+    def __init__(
+        self, keyring: Keyring, tenant: str, user: str | None, *,
+        looked_up: bool = False, key_id: UUID | None = None,
+    ) -> None:  # fmt: skip
+        self._keyring, self._tenant, self._user = keyring, tenant, user
+        self._looked_up = looked_up
+        self._key_id = key_id
+
+    def __call__(self) -> UUID:
+        if self._key_id is None:
+            self._key_id = self._keyring.key_for(self._tenant, self._user, new=self._looked_up)
+        return self._key_id
+
+    def ready(self) -> bool:
+        """Whether sealing under this key needs no store and no provider (its id is known
+        and its primary version is in memory): then it is CPU only, fit for the event loop."""
+        return self._key_id is not None and self._keyring.ready(self._key_id)
 
 
 class Keyrings:
@@ -153,8 +181,15 @@ class Protector:
 
     def key_for(self, tenant: str, user: str | None) -> UUID:
         """The data key of (tenant, user), created on first use."""
+        return self.key_ref(tenant, user)()
+
+    def key_ref(
+        self, tenant: str, user: str | None, *, looked_up: bool = False,
+        key_id: UUID | None = None,
+    ) -> KeyRef:  # fmt: skip
+        """The data key of (tenant, user) for one write (see KeyRef)."""
         assert self.keyrings is not None
-        return self.keyrings.get(tenant).key_for(tenant, user)
+        return KeyRef(self.keyrings.get(tenant), tenant, user, looked_up=looked_up, key_id=key_id)
 
     def seal_text(
         self,
@@ -162,14 +197,15 @@ class Protector:
         user: str | None,
         text: str,
         declared: Sensitivity = Sensitivity.NONE,
+        key: KeyRef | None = None,
     ) -> Sealed:
-        """How to store `text` in the field `ctx` of `user`'s row."""
+        """How to store `text` in the field `ctx` of `user`'s row (`key`: the write's)."""
         if not self.enabled:
             return Sealed(text, None, Sensitivity.NONE, text)
         found = self.classify(text, declared)
         if not self.classifier.protects(found.sensitivity):
             return Sealed(text, None, found.sensitivity, text)
-        key_id = self.key_for(ctx.tenant, user)
+        key_id = (key or self.key_ref(ctx.tenant, user))()
         ciphertext = self._cipher(ctx.tenant).encrypt_bytes(text.encode(), ctx, key_id=key_id)
         redacted = self._redacted(found)
         embed = text if self.embed_plaintext else redacted
@@ -177,7 +213,7 @@ class Protector:
 
     def seal_identity(
         self, tenant: str, table: str, row_id: str, user: str | None,
-        values: Mapping[str, str | None],
+        values: Mapping[str, str | None], key: KeyRef | None = None,
     ) -> SealedIdentity:  # fmt: skip
         """How to store a user's identity fields (each is the column of that name).
 
@@ -189,7 +225,7 @@ class Protector:
         level = max((f.sensitivity for f in found.values()), default=Sensitivity.NONE)
         if not self.classifier.protects(level):
             return SealedIdentity(dict(values), dict.fromkeys(values), level)
-        key_id = self.key_for(tenant, user)
+        key_id = (key or self.key_ref(tenant, user))()
         cipher = self._cipher(tenant)
         plain: dict[str, str | None] = dict(values)
         sealed: dict[str, bytes | None] = dict.fromkeys(values)
@@ -199,7 +235,7 @@ class Protector:
             ctx = FieldContext(tenant, table, name, row_id)
             sealed[name] = cipher.encrypt_bytes(value.encode(), ctx, key_id=key_id)
             plain[name] = self._redacted(f)
-        return SealedIdentity(plain, sealed, level, key_id)
+        return SealedIdentity(plain, sealed, level)
 
     def seal_metadata(
         self,
@@ -207,13 +243,13 @@ class Protector:
         user: str | None,
         metadata: Mapping[str, Any],
         declared: Sensitivity = Sensitivity.NONE,
-        key_id: UUID | None = None,
+        key: KeyRef | None = None,
     ) -> SealedMetadata:
         """How to store a metadata object: redacted values and, if any, the whole encrypted.
 
         `declared` is the least class of every value (what the caller said of the record
-        the metadata belongs to, e.g. a session's own ``sensitivity``); `key_id` the data
-        key of (tenant, user) when the caller has it already."""
+        the metadata belongs to, e.g. a session's own ``sensitivity``); `key` the write's
+        data key of (tenant, user)."""
         if not self.enabled or not metadata:
             return SealedMetadata(dict(metadata), None, Sensitivity.NONE)
         levels: list[Sensitivity] = []
@@ -221,7 +257,7 @@ class Protector:
         level = max(levels, default=Sensitivity.NONE)
         if not any(self.classifier.protects(x) for x in levels):
             return SealedMetadata(dict(metadata), None, level)
-        key_id = key_id or self.key_for(ctx.tenant, user)
+        key_id = (key or self.key_ref(ctx.tenant, user))()
         plaintext = orjson.dumps(dict(metadata))
         ciphertext = self._cipher(ctx.tenant).encrypt_bytes(plaintext, ctx, key_id=key_id)
         return SealedMetadata(redacted, ciphertext, level)
@@ -253,6 +289,17 @@ class Protector:
         plaintext = self._cipher(ctx.tenant).decrypt_bytes(ciphertext, ctx)
         value: dict[str, Any] = orjson.loads(plaintext)
         return value
+
+    def cached(self, tenant: str, blobs: Iterable[bytes]) -> bool:
+        """Whether every key these ciphertexts name is in memory, so that opening them is
+        CPU only (False for anything that is not a ciphertext)."""
+        if self.keyrings is None:
+            return False
+        try:
+            slots = [key_of(header_of(b)) for b in blobs]
+        except DecryptionError:
+            return False
+        return self.keyrings.get(tenant).cached(slots)
 
     def open_many(
         self, tenant: str, fields: Sequence[tuple[FieldContext, bytes]]

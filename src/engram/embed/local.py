@@ -175,9 +175,7 @@ class LocalEmbedder:
         ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(lengths, kind="stable")
-        runs = plan_buckets(
-            lengths[order].tolist(), max_rows=ROWS_PER_RUN, parts=self._threads
-        )
+        runs = plan_buckets(lengths[order].tolist(), max_rows=ROWS_PER_RUN, parts=self._threads)
 
         def run(rows: range) -> None:
             members = order[rows.start : rows.stop]

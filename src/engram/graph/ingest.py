@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from engram.crypto.envelope import FieldContext
-from engram.crypto.protect import Protector, Sealed
+from engram.crypto.protect import KeyRef, Protector, Sealed
 from engram.crypto.sensitivity import Sensitivity
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import NotFoundError
@@ -197,15 +197,19 @@ class _Sealer:
     tenant: str
     user_id: str
     levels: dict[str, Sensitivity]  # message uuid -> its class
+    key: KeyRef | None = None  # the user's data key, looked up once when first needed
 
     def seal(self, table: str, column: str, uuid: uuidlib.UUID, text: str, message: str) -> Sealed:
         if self.protector is None:
             return Sealed(text, None, Sensitivity.NONE, text)
+        if self.key is None:
+            self.key = self.protector.key_ref(self.tenant, self.user_id)
         return self.protector.seal_text(
             FieldContext(self.tenant, table, column, str(uuid)),
             self.user_id,
             text,
             self.levels.get(message, Sensitivity.NONE),
+            self.key,
         )
 
 

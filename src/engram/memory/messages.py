@@ -15,7 +15,7 @@ import uuid as uuidlib
 from typing import Any
 
 from engram.crypto.envelope import FieldContext
-from engram.crypto.protect import Protector, SealedMetadata, has_values
+from engram.crypto.protect import KeyRef, Protector, SealedMetadata, has_values
 from engram.crypto.sensitivity import Sensitivity, combine, from_metadata, stored_class
 from engram.errors import ValidationError
 from engram.memory import reveal
@@ -30,13 +30,13 @@ Row = dict[str, Any]
 
 def seal_message_metadata(
     protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str | None,
-    metadata: dict[str, Any], declared: Sensitivity,
+    metadata: dict[str, Any], declared: Sensitivity, key: KeyRef | None = None,
 ) -> tuple[SealedMetadata, int]:  # fmt: skip
     """How to store a message's metadata, and its class (blocking: may create or unwrap a
     key). With encryption off, metadata with values is not classified (-1), so that the
     first re-encryption run after it is turned on classifies and seals it."""
     ctx = FieldContext(tenant, "messages", "metadata", str(uuid))
-    sealed = protector.seal_metadata(ctx, user_id, metadata, declared)
+    sealed = protector.seal_metadata(ctx, user_id, metadata, declared, key)
     if protector.enabled:
         return sealed, int(sealed.sensitivity)
     return sealed, -1 if has_values(metadata) else 0

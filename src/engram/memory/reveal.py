@@ -3,9 +3,9 @@
 Rows come from the store with their ciphertext columns (`content_enc`, `metadata_enc`,
 `fact_enc`, `summary_enc`, `email_enc`, `first_name_enc`, `last_name_enc`); these
 functions put the plaintext in the plain columns when the caller may read it, and always
-drop the ciphertext columns. Decryption runs off the event loop (an uncached key means
-a call to the key provider). A value whose key was shredded stays redacted: that data is
-gone by design.
+drop the ciphertext columns. Decryption runs off the event loop when a key is not in
+memory (that means a call to the key provider), on it when every key is. A value whose
+key was shredded stays redacted: that data is gone by design.
 """
 
 from __future__ import annotations
@@ -68,9 +68,12 @@ async def _reveal(
     allowed: bool,
     fields: tuple[_Field, ...],
 ) -> None:
-    sealed = any(row.get(f[0]) is not None for row in rows for f in fields)
-    if allowed and sealed and protector.keyrings is not None:
-        await asyncio.to_thread(_open_all, protector, tenant, rows, fields)
+    blobs = [bytes(b) for row in rows for f in fields if (b := row.get(f[0])) is not None]
+    if allowed and blobs and protector.keyrings is not None:
+        if protector.cached(tenant, blobs):  # CPU only: a thread hop would cost more
+            _open_all(protector, tenant, rows, fields)
+        else:
+            await asyncio.to_thread(_open_all, protector, tenant, rows, fields)
     for row in rows:
         for f in fields:
             row.pop(f[0], None)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
+from functools import partial
 from typing import Any
 
 from engram.crypto.envelope import FieldContext
-from engram.crypto.protect import Protector, SealedMetadata
+from engram.crypto.protect import KeyRef, Protector, SealedMetadata
 from engram.crypto.sensitivity import Sensitivity, from_metadata, stored_class
 from engram.errors import NotFoundError, ValidationError
 from engram.memory import reveal
-from engram.memory.guard import refuse_unreadable
-from engram.store import sessions, users
+from engram.memory.guard import off_loop, refuse_unreadable
+from engram.store import keys, sessions, users
 from engram.store.db import Database
 
 __all__ = ["add_session", "seal_session", "update_session"]
@@ -27,25 +28,22 @@ Row = dict[str, Any]
 
 def seal_session(
     protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str | None,
-    metadata: dict[str, Any], declared: Sensitivity,
+    metadata: dict[str, Any], declared: Sensitivity, key: KeyRef | None = None,
 ) -> tuple[SealedMetadata, int]:  # fmt: skip
     """How to store a session's metadata, and its class (-1, not classified, with
     encryption off; blocking: may create or unwrap a key)."""
     ctx = FieldContext(tenant, "sessions", "metadata", str(uuid))
-    sealed = protector.seal_metadata(ctx, user_id, metadata, declared)
+    sealed = protector.seal_metadata(ctx, user_id, metadata, declared, key)
     return sealed, int(sealed.sensitivity) if protector.enabled else -1
 
 
 async def _seal(
     protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str | None,
-    metadata: dict[str, Any],
+    metadata: dict[str, Any], key: KeyRef | None = None,
 ) -> tuple[SealedMetadata, int]:  # fmt: skip
     declared = from_metadata(metadata)
-    if protector.enabled and metadata:
-        return await asyncio.to_thread(
-            seal_session, protector, tenant, uuid, user_id, metadata, declared
-        )
-    return seal_session(protector, tenant, uuid, user_id, metadata, declared)
+    seal = partial(seal_session, protector, tenant, uuid, user_id, metadata, declared, key)
+    return await asyncio.to_thread(seal) if metadata and off_loop(protector, key) else seal()
 
 
 async def add_session(
@@ -59,13 +57,17 @@ async def add_session(
 ) -> Row:
     """Store a new session of `user_id` (404 for an unknown user); the row as stored."""
     from_metadata(metadata)  # a bad "sensitivity" is refused before anything is stored
-    async with db.tenant(tenant) as conn:
+    key = None
+    async with db.tenant(tenant, pipeline=True) as conn:
         if user_id is not None and not await users.exists(conn, user_id):
             raise NotFoundError("user", user_id)
         if await sessions.exists(conn, session_id):  # 409 before any key work
             raise sessions.conflict(session_id)
+        if protector.enabled and metadata:
+            found = await keys.key_id_of(conn, user_id)
+            key = protector.key_ref(tenant, user_id, looked_up=True, key_id=found)
     uuid = uuidlib.uuid4()
-    sealed, level = await _seal(protector, tenant, uuid, user_id, metadata or {})
+    sealed, level = await _seal(protector, tenant, uuid, user_id, metadata or {}, key)
     async with db.tenant(tenant) as conn:
         return await sessions.add(
             conn, tenant, session_id, uuid, user_id, sealed.value, fact_rating_instruction,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from engram.crypto.envelope import FieldContext
-from engram.crypto.protect import IDENTITY_FIELDS, Protector
+from engram.crypto.protect import IDENTITY_FIELDS, KeyRef, Protector
 from engram.memory import reveal
-from engram.memory.guard import refuse_unreadable
-from engram.store import users
+from engram.memory.guard import off_loop, refuse_unreadable
+from engram.store import keys, users
 from engram.store.db import Database
 
 __all__ = ["add_user", "seal_user", "update_user"]
@@ -32,8 +33,10 @@ def seal_user(
     user_id: str,
     identity: Mapping[str, str | None],
     metadata: dict[str, Any],
+    key: KeyRef | None = None,
 ) -> users.UserFields:
-    """How to store the user's fields (blocking: may create or unwrap a key).
+    """How to store the user's fields (blocking: may create or unwrap a key; `key`: the
+    write's, when it looked the key up already).
 
     With encryption off nothing is classified (class -1), so that the first re-encryption
     run after it is turned on classifies and seals the row."""
@@ -44,9 +47,10 @@ def seal_user(
             identity_sensitivity=-1, metadata_sensitivity=-1,
         )  # fmt: skip
     row = str(uuid)
-    ident = protector.seal_identity(tenant, "users", row, user_id, identity)
+    key = key or protector.key_ref(tenant, user_id)
+    ident = protector.seal_identity(tenant, "users", row, user_id, identity, key)
     meta = protector.seal_metadata(FieldContext(tenant, "users", "metadata", row), user_id,
-                                   metadata, key_id=ident.key_id)  # fmt: skip
+                                   metadata, key=key)  # fmt: skip
     return users.UserFields(
         email=ident.values["email"],
         first_name=ident.values["first_name"],
@@ -63,12 +67,10 @@ def seal_user(
 
 async def _sealed(
     protector: Protector, tenant: str, uuid: uuidlib.UUID, user_id: str,
-    identity: dict[str, str | None], metadata: dict[str, Any],
+    identity: dict[str, str | None], metadata: dict[str, Any], key: KeyRef | None = None,
 ) -> users.UserFields:  # fmt: skip
-    if protector.enabled:
-        return await asyncio.to_thread(seal_user, protector, tenant, uuid, user_id, identity,
-                                       metadata)  # fmt: skip
-    return seal_user(protector, tenant, uuid, user_id, identity, metadata)
+    seal = partial(seal_user, protector, tenant, uuid, user_id, identity, metadata, key)
+    return await asyncio.to_thread(seal) if off_loop(protector, key) else seal()
 
 
 async def add_user(
@@ -77,10 +79,16 @@ async def add_user(
     """Store a new user (`fields`: email, first_name, last_name, metadata); the row as stored."""
     uuid = uuidlib.uuid4()
     identity = {k: fields.get(k) for k in IDENTITY_FIELDS}
-    async with db.tenant(tenant) as conn:
+    key = None
+    async with db.tenant(tenant, pipeline=True) as conn:
         if await users.exists(conn, user_id):  # 409 before any key work
             raise users.conflict(user_id)
-    sealed = await _sealed(protector, tenant, uuid, user_id, identity, fields.get("metadata") or {})
+        if protector.enabled:
+            found = await keys.key_id_of(conn, user_id)
+            key = protector.key_ref(tenant, user_id, looked_up=True, key_id=found)
+    sealed = await _sealed(
+        protector, tenant, uuid, user_id, identity, fields.get("metadata") or {}, key
+    )
     async with db.tenant(tenant) as conn:
         return await users.add(conn, tenant, user_id, uuid, sealed)
 

@@ -6,17 +6,19 @@ import asyncio
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from psycopg.errors import ForeignKeyViolation
 
 from engram.crypto.envelope import FieldContext
-from engram.crypto.protect import Protector
+from engram.crypto.protect import KeyRef, Protector
 from engram.crypto.sensitivity import Sensitivity, combine, from_metadata, stored_class
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import NotFoundError
+from engram.memory.guard import off_loop
 from engram.memory.messages import seal_message_metadata
-from engram.store import episodes, messages, sessions
+from engram.store import episodes, keys, messages, sessions
 from engram.store.db import Database
 
 __all__ = ["MessageIn", "add_messages", "estimate_tokens"]
@@ -60,20 +62,24 @@ def _seal(
     user_id: str | None,
     session_level: Sensitivity,
     episode: list[MessageIn],
+    key: KeyRef | None = None,
 ) -> list[_Sealed]:
     """Classify, redact and encrypt each message (blocking: may create or unwrap a key).
 
     What the message or its session declares is the least class of its content and of
     its metadata values alike."""
     out = []
+    if key is None and protector.enabled:
+        key = protector.key_ref(tenant, user_id)
     for m in episode:
         uuid = m.uuid or uuidlib.uuid4()
         declared = combine(from_metadata(m.metadata), session_level)
         text = protector.seal_text(
-            FieldContext(tenant, "messages", "content", str(uuid)), user_id, m.content, declared
-        )
+            FieldContext(tenant, "messages", "content", str(uuid)), user_id, m.content, declared,
+            key,
+        )  # fmt: skip
         meta, meta_level = seal_message_metadata(
-            protector, tenant, uuid, user_id, m.metadata, declared
+            protector, tenant, uuid, user_id, m.metadata, declared, key
         )
         level = max(int(text.sensitivity), meta_level)
         out.append(
@@ -95,15 +101,15 @@ async def add_messages(
     """Store an episode and enqueue its extraction; its messages are searchable at once."""
     for m in episode:
         from_metadata(m.metadata)  # a bad "sensitivity" is refused before anything is stored
-    async with db.tenant(tenant) as conn:
+    key = None
+    async with db.tenant(tenant, pipeline=True) as conn:
         session = await sessions.get(conn, session_id)  # 404 before any work
-    if protector.enabled:
-        sealed = await asyncio.to_thread(
-            _seal, protector, tenant, session["user_id"],
-            stored_class(session["metadata"]), episode,
-        )  # fmt: skip
-    else:
-        sealed = _seal(protector, tenant, session["user_id"], Sensitivity.NONE, episode)
+        if protector.enabled:
+            found = await keys.key_id_of(conn, session["user_id"])
+            key = protector.key_ref(tenant, session["user_id"], looked_up=True, key_id=found)
+    level = stored_class(session["metadata"]) if protector.enabled else Sensitivity.NONE
+    seal = partial(_seal, protector, tenant, session["user_id"], level, episode, key)
+    sealed = await asyncio.to_thread(seal) if off_loop(protector, key) else seal()
     vectors = await embedder.embed([s.embed_text for s in sealed])
     rows = [
         messages.NewMessage(
