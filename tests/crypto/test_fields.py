@@ -220,6 +220,33 @@ def test_data_keys_are_per_user_and_wrapped(server: Server, http: httpx.Client, 
     assert all(k[4] > 32 for k in keys)  # wrapped, never the bare 32-byte key
 
 
+def test_a_new_users_key_is_stored_with_the_user_and_only_then(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    """Creating a user makes its data key in the user's own transaction: one key for a
+    user with protected fields, none for one without, and none more for a refused
+    duplicate; the stored key opens the user's fields."""
+    plain = uid + "p"
+    assert (
+        http.post("/api/v2/users", json={"user_id": plain, "metadata": {"plan": "pro"}}).status_code
+        == 201
+    )
+    body = {"user_id": uid, "email": EMAIL, "first_name": "Ada", "metadata": {"mail": EMAIL}}
+    assert http.post("/api/v2/users", json=body).status_code == 201
+    assert http.post("/api/v2/users", json=body).status_code == 400  # taken, as Zep says it
+    keys = _rows(
+        server,
+        "SELECT user_id, version, state FROM data_keys WHERE user_id IN (%s, %s)",
+        uid,
+        plain,
+    )
+    assert keys == [(uid, 1, "primary")]
+    got = http.get(f"/api/v2/users/{uid}").json()
+    assert (got["email"], got["first_name"], got["metadata"]["mail"]) == (EMAIL, "Ada", EMAIL)
+    stored = _rows(server, "SELECT email, email_enc IS NOT NULL FROM users WHERE user_id = %s", uid)
+    assert stored == [("[EMAIL]", True)]
+
+
 @pytest.fixture(scope="module")
 def dead_kms() -> Iterator[Server]:
     """A server whose key provider (Vault transit) is not reachable."""

@@ -366,20 +366,40 @@ class Keyring:
             return winner if winner is not None else key_id
         # The new key is at hand: the first write needs neither the store nor the
         # provider again to use it.
-        self.cache.put(key)
-        self._primary[key_id] = (self._clock() + self.cache.ttl_s, 1)
+        self.adopt(key)
         return key_id
 
-    def _new_key(self, tenant: str, user: str | None) -> tuple[UUID, DataKey, bool]:
+    def draft(self, tenant: str, user: str | None) -> tuple[DataKeyRecord, DataKey]:
+        """A new data key for (tenant, user), version 1 primary, wrapped and checked but not
+        stored: the caller stores the record (in its own transaction, say) and calls
+        `adopt` before using the key, `forget` if the record was not stored."""
         key_id = uuid4()
         plaintext = AESGCM.generate_key(256)
         wrapped = self._wrap_checked(plaintext)
+        record = DataKeyRecord(
+            key_id, 1, tenant, user, KeyState.PRIMARY, wrapped, datetime.now(UTC)
+        )
+        return record, DataKey(key_id, 1, tenant, AESGCM(plaintext))
+
+    def adopt(self, key: DataKey) -> None:
+        """Keep a drafted key in memory as its key's primary version: sealing under it
+        then needs neither the store nor the provider."""
+        self.cache.put(key)
         with self._lock:
-            stored = self._save(
-                DataKeyRecord(key_id, 1, tenant, user, KeyState.PRIMARY, wrapped, datetime.now(UTC))
-            )
-        logger.info("created data key %s for tenant %s", key_id, tenant)
-        return key_id, DataKey(key_id, 1, tenant, AESGCM(plaintext)), stored
+            self._primary[key.key_id] = (self._clock() + self.cache.ttl_s, key.version)
+
+    def forget(self, key_id: UUID) -> None:
+        """Drop a key from memory (a draft whose record was not stored)."""
+        self.cache.evict(key_id)
+        with self._lock:
+            self._primary.pop(key_id, None)
+
+    def _new_key(self, tenant: str, user: str | None) -> tuple[UUID, DataKey, bool]:
+        record, key = self.draft(tenant, user)
+        with self._lock:
+            stored = self._save(record)
+        logger.info("created data key %s for tenant %s", record.key_id, tenant)
+        return record.key_id, key, stored
 
     def create(self, tenant: str, user: str | None = None) -> UUID:
         """A new data key for (tenant, user), version 1 primary."""

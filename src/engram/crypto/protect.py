@@ -34,7 +34,7 @@ from engram.crypto.cache import DataKeyCache
 from engram.crypto.cipher import FieldCipher
 from engram.crypto.detect import Classifier, Redaction
 from engram.crypto.envelope import FieldContext, header_of, key_of
-from engram.crypto.keyring import Keyring, KeyStore
+from engram.crypto.keyring import DataKeyRecord, Keyring, KeyStore
 from engram.crypto.providers import build_provider
 from engram.crypto.providers.base import KeyProvider
 from engram.crypto.sensitivity import Sensitivity
@@ -100,25 +100,42 @@ class KeyRef:
     protect nothing take none. ``looked_up``: the write already read the key id in its own
     transaction (``store.keys.key_id_of``) and found ``key_id``, or None when the user has
     no key yet, which is then made without looking again (if one appears meanwhile, the
-    stored one wins and is used)."""
+    stored one wins and is used). ``draft``: a missing key is made but not stored;
+    ``pending`` then holds its record, for the write to store in its own transaction."""
 
     def __init__(
         self, keyring: Keyring, tenant: str, user: str | None, *,
-        looked_up: bool = False, key_id: UUID | None = None,
+        looked_up: bool = False, key_id: UUID | None = None, draft: bool = False,
     ) -> None:  # fmt: skip
         self._keyring, self._tenant, self._user = keyring, tenant, user
         self._looked_up = looked_up
         self._key_id = key_id
+        self._draft = draft and looked_up and key_id is None
+        self.pending: DataKeyRecord | None = None
 
     def __call__(self) -> UUID:
         if self._key_id is None:
-            self._key_id = self._keyring.key_for(self._tenant, self._user, new=self._looked_up)
+            if self._draft:
+                self.pending, key = self._keyring.draft(self._tenant, self._user)
+                self._keyring.adopt(key)
+                self._key_id = key.key_id
+            else:
+                self._key_id = self._keyring.key_for(self._tenant, self._user, new=self._looked_up)
         return self._key_id
 
     def ready(self) -> bool:
-        """Whether sealing under this key needs no store and no provider (its id is known
-        and its primary version is in memory): then it is CPU only, fit for the event loop."""
-        return self._key_id is not None and self._keyring.ready(self._key_id)
+        """Whether sealing under this key needs no store and no remote provider: its id is
+        known and its primary version in memory, or it is to be drafted by a provider that
+        wraps in this process. Sealing is then CPU only, fit for the event loop."""
+        if self._key_id is None:
+            return self._draft and bool(getattr(self._keyring.provider, "in_process", False))
+        return self._keyring.ready(self._key_id)
+
+    def drop(self) -> None:
+        """Forget a drafted key whose record the write did not store."""
+        if self.pending is not None:
+            self._keyring.forget(self.pending.key_id)
+            self.pending = None
 
 
 class Keyrings:
@@ -185,11 +202,14 @@ class Protector:
 
     def key_ref(
         self, tenant: str, user: str | None, *, looked_up: bool = False,
-        key_id: UUID | None = None,
+        key_id: UUID | None = None, draft: bool = False,
     ) -> KeyRef:  # fmt: skip
         """The data key of (tenant, user) for one write (see KeyRef)."""
         assert self.keyrings is not None
-        return KeyRef(self.keyrings.get(tenant), tenant, user, looked_up=looked_up, key_id=key_id)
+        return KeyRef(
+            self.keyrings.get(tenant), tenant, user,
+            looked_up=looked_up, key_id=key_id, draft=draft,
+        )  # fmt: skip
 
     def seal_text(
         self,

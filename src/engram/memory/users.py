@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+from psycopg.errors import UniqueViolation
+
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import IDENTITY_FIELDS, KeyRef, Protector
 from engram.memory import reveal
@@ -74,9 +76,13 @@ async def _sealed(
 
 
 async def add_user(
-    db: Database, protector: Protector, tenant: str, user_id: str, fields: dict[str, Any]
-) -> Row:
-    """Store a new user (`fields`: email, first_name, last_name, metadata); the row as stored."""
+    db: Database, protector: Protector, tenant: str, user_id: str, fields: dict[str, Any],
+    *, retried: bool = False,
+) -> Row:  # fmt: skip
+    """Store a new user (`fields`: email, first_name, last_name, metadata); the row as stored.
+
+    A new user's data key, when one is needed, is made here and stored in the same
+    transaction as the user, not in one of its own."""
     uuid = uuidlib.uuid4()
     identity = {k: fields.get(k) for k in IDENTITY_FIELDS}
     key = None
@@ -85,12 +91,23 @@ async def add_user(
             raise users.conflict(user_id)
         if protector.enabled:
             found = await keys.key_id_of(conn, user_id)
-            key = protector.key_ref(tenant, user_id, looked_up=True, key_id=found)
+            key = protector.key_ref(tenant, user_id, looked_up=True, key_id=found, draft=True)
     sealed = await _sealed(
         protector, tenant, uuid, user_id, identity, fields.get("metadata") or {}, key
     )
-    async with db.tenant(tenant) as conn:
-        return await users.add(conn, tenant, user_id, uuid, sealed)
+    pending = key.pending if key is not None else None
+    try:
+        async with db.tenant(tenant) as conn:
+            if pending is not None:
+                await keys.put_key(conn, pending)
+            return await users.add(conn, tenant, user_id, uuid, sealed)
+    except BaseException as exc:
+        if key is not None:
+            key.drop()  # its record was not stored
+        if isinstance(exc, UniqueViolation) and keys.is_owner_conflict(exc) and not retried:
+            # Another write made this user's key meanwhile: seal again under that one.
+            return await add_user(db, protector, tenant, user_id, fields, retried=True)
+        raise
 
 
 async def update_user(

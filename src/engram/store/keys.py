@@ -113,6 +113,44 @@ async def key_id_of(conn: Conn, user: str | None) -> uuidlib.UUID | None:
     return row["key_id"] if row else None
 
 
+# Insert a key version, or update the stored one (state, wrapping) when it exists.
+_PUT_KEY = """INSERT INTO data_keys (tenant_id, key_id, version, user_id, state, provider,
+                                    kek_id, wrapped, created_at)
+              VALUES (current_setting('app.tenant_id'), %(k)s, %(v)s, %(u)s, %(s)s, %(p)s,
+                      %(kek)s, %(w)s, %(c)s)
+              ON CONFLICT (tenant_id, key_id, version) DO UPDATE
+              SET state = excluded.state, provider = excluded.provider, kek_id = excluded.kek_id,
+                  wrapped = excluded.wrapped, updated_at = now()
+              RETURNING key_id"""
+
+
+def _key_values(record: DataKeyRecord) -> dict[str, Any]:
+    w = record.wrapped
+    return {
+        "k": record.key_id,
+        "v": record.version,
+        "u": record.user,
+        "s": record.state.value,
+        "p": w.provider if w else None,
+        "kek": w.kek_id if w else None,
+        "w": w.blob if w else None,
+        "c": record.created_at,
+    }
+
+
+async def put_key(conn: Conn, record: DataKeyRecord) -> None:
+    """Store a drafted data key in the caller's transaction (a new user's, with the user).
+
+    UniqueViolation on ``data_keys_owner_idx`` if (tenant, user) has a key already."""
+    cur = await conn.execute(_PUT_KEY, _key_values(record))
+    await cur.fetchone()  # its error, if any, surfaces here (pipeline mode), not later
+
+
+def is_owner_conflict(exc: psycopg.errors.UniqueViolation) -> bool:
+    """Whether the violation is a second key for one (tenant, user)."""
+    return exc.diag.constraint_name == "data_keys_owner_idx"
+
+
 def _record(row: dict[str, Any]) -> DataKeyRecord:
     wrapped = (
         WrappedDek(row["provider"], row["kek_id"], bytes(row["wrapped"]))
@@ -165,31 +203,9 @@ class PgKeyStore:
         return row["key_id"] if row else None
 
     def put(self, record: DataKeyRecord) -> bool:
-        w = record.wrapped
-        values = {
-            "k": record.key_id,
-            "v": record.version,
-            "u": record.user,
-            "s": record.state.value,
-            "p": w.provider if w else None,
-            "kek": w.kek_id if w else None,
-            "w": w.blob if w else None,
-            "c": record.created_at,
-        }
         try:
             with self.pool.tenant(record.tenant, pipeline=True) as conn:
-                stored = conn.execute(
-                    """INSERT INTO data_keys (tenant_id, key_id, version, user_id, state,
-                                              provider, kek_id, wrapped, created_at)
-                       VALUES (current_setting('app.tenant_id'), %(k)s, %(v)s, %(u)s, %(s)s,
-                               %(p)s, %(kek)s, %(w)s, %(c)s)
-                       ON CONFLICT (tenant_id, key_id, version) DO UPDATE
-                       SET state = excluded.state, provider = excluded.provider,
-                           kek_id = excluded.kek_id, wrapped = excluded.wrapped,
-                           updated_at = now()
-                       RETURNING key_id""",
-                    values,
-                ).fetchone()
+                stored = conn.execute(_PUT_KEY, _key_values(record)).fetchone()
         except psycopg.errors.UniqueViolation:
             # A first version racing another process's for the same (tenant, user) loses
             # (data_keys_owner_idx); `Keyring.key_for` then finds the winner.

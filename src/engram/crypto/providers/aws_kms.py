@@ -39,6 +39,7 @@ _BAD_BLOB = {"InvalidCiphertextException", "IncorrectKeyException"}
 
 class AwsKmsKeyProvider:
     name = "aws-kms"
+    in_process = False
 
     def __init__(
         self,

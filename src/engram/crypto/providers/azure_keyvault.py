@@ -56,6 +56,7 @@ class StaticTokenCredential:
 
 class AzureKeyVaultKeyProvider:
     name = "azure-keyvault"
+    in_process = False
 
     def __init__(
         self,

@@ -35,6 +35,9 @@ class KeyProvider(Protocol):
     """
 
     name: str
+    # True when wrap and unwrap are computed in this process (no network, no device):
+    # then making a data key is CPU only and may run on the event loop.
+    in_process: bool
 
     def current_kek(self) -> str:
         """The id of the KEK new data keys are wrapped with."""

@@ -58,6 +58,7 @@ _BAD_BLOB = (
 
 class Pkcs11KeyProvider:
     name = "pkcs11"
+    in_process = False
 
     def __init__(
         self,

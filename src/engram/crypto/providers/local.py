@@ -40,6 +40,7 @@ _BLOB_VERSION = 1
 
 class LocalKeyProvider:
     name = "local"
+    in_process = True
 
     def __init__(self, path: Path) -> None:
         self.path = path

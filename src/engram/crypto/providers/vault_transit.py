@@ -30,6 +30,7 @@ _CIPHERTEXT = re.compile(r"vault:v(\d+):[A-Za-z0-9+/=]+")
 
 class VaultTransitKeyProvider:
     name = "vault-transit"
+    in_process = False
 
     def __init__(
         self,
