@@ -110,6 +110,9 @@ class WorkerSettings(BaseModel):
     # Workers hear of new jobs at once by LISTEN/NOTIFY on a direct connection, and poll
     # this often as well; behind a transaction pooler they only poll.
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Succeeded jobs are deleted (with their events) this long after they ended, by an
+    # hourly maintenance job; failed ones stay for `engram jobs list|retry`.
+    keep_succeeded_hours: int = Field(default=168, ge=1)
 
 
 class VectorSettings(BaseModel):

@@ -112,3 +112,46 @@ def test_retrying_a_job_that_did_not_fail_is_refused(api_only: Server) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert unknown.returncode == 2 and "not found" in unknown.stderr
+
+
+def _jobs(server: Server) -> dict[str, int]:
+    with server.superuser() as conn:
+        rows = conn.execute(
+            "SELECT status::text, count(*) FROM procrastinate_jobs "
+            "WHERE task_name = 'engram.extract_episode' GROUP BY 1"
+        ).fetchall()
+    return {str(s): int(n) for s, n in rows}
+
+
+def test_succeeded_jobs_are_removed_after_the_configured_hours(api_only: Server) -> None:
+    import procrastinate
+
+    _seed(api_only)
+    worker = _start_worker(api_only)
+    try:
+        _wait(lambda: _episode_states(api_only) == ["done", "done"])
+        with api_only.superuser() as conn:  # both jobs ended 200 h ago; say one failed
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM procrastinate_jobs WHERE task_name = 'engram.extract_episode' "
+                "ORDER BY id"
+            )]  # fmt: skip
+            conn.execute(
+                "UPDATE procrastinate_events SET at = at - interval '200 hours' "
+                "WHERE job_id = ANY(%s)",
+                (ids,),
+            )
+            conn.execute("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = %s", (ids[1],))
+        assert _jobs(api_only) == {"succeeded": 1, "failed": 1}
+        queue = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(conninfo=api_only.pg.dsn("engram_app"))
+        )
+        with queue.open():  # what the hourly schedule defers
+            queue.configure_task("engram.remove_succeeded_jobs", queue="maintenance").defer(
+                timestamp=int(time.time())
+            )
+        _wait(lambda: "succeeded" not in _jobs(api_only))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    assert _jobs(api_only) == {"failed": 1}  # failed jobs stay for `engram jobs retry`
+    assert _episode_states(api_only) == ["done", "done"]  # episodes keep their own state

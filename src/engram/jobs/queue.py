@@ -25,6 +25,7 @@ MAINTENANCE_QUEUE = "maintenance"
 REENCRYPT_TASK = "engram.reencrypt"
 ROTATE_TASK = "engram.rotate_keys"
 RETENTION_TASK = "engram.retention"
+CLEANUP_TASK = "engram.remove_succeeded_jobs"
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,19 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
         assert runtime.db is not None
         report = await run_retention(runtime.db, runtime.settings)
         logger.info("retention run of %s: %s", timestamp, report)
+
+    # The jobs table would otherwise grow by a row (and its events) per episode for ever.
+    @app.periodic(cron="41 * * * *", periodic_id="remove-succeeded-jobs")
+    @app.task(
+        name=CLEANUP_TASK,
+        queue=MAINTENANCE_QUEUE,
+        queueing_lock="engram-remove-succeeded-jobs",
+        pass_context=True,
+    )
+    async def remove_succeeded_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
+        hours = runtime.settings.worker.keep_succeeded_hours
+        await context.app.job_manager.delete_old_jobs(nb_hours=hours, include_failed=False)
+        logger.info("removed jobs that succeeded more than %d hours before %s", hours, timestamp)
 
     if runtime.settings.crypto.rotate_every_days:
 
