@@ -595,3 +595,59 @@ def test_a_new_users_key_made_twice_keeps_the_stored_one(srv: Server) -> None:
             "SELECT key_id, version, state FROM data_keys WHERE user_id = 'race-user'"
         ).fetchall()
     assert rows == [(first, 1, "primary")]
+
+
+def test_a_key_stored_while_a_user_was_being_created_is_the_one_used(
+    srv: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a user looks its key up, drafts one when there is none, and stores it with
+    the user. If another write stored a key for that user id in between (simulated: the
+    look-up misses a key that exists), the user is sealed again under the stored key and
+    no second key is kept."""
+    import asyncio
+
+    from engram.memory.users import add_user
+    from engram.store import keys
+    from engram.store.db import Database
+
+    pool = KeyPool(_app_dsn(srv))
+    rings = Keyrings(
+        LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
+        lambda t: PgKeyStore(pool, t),
+        DataKeyCache(ttl_s=60),
+    )
+    protector = Protector(CryptoSettings(), rings)
+    uid = "raced-" + secrets.token_hex(4)
+    existing = rings.get("default").key_for("default", uid)
+    looked_up = keys.key_id_of
+    misses: list[str] = []
+
+    async def miss_once(conn: Any, user: str | None) -> Any:
+        if not misses:
+            misses.append(str(user))
+            return None
+        return await looked_up(conn, user)
+
+    monkeypatch.setattr(keys, "key_id_of", miss_once)
+
+    async def main() -> dict[str, Any]:
+        db = Database(_app_dsn(srv), min_size=1, max_size=2, timeout_s=10)
+        await db.open()
+        try:
+            fields = {"email": EMAIL, "first_name": "Grace", "metadata": {"mail": EMAIL}}
+            return await add_user(db, protector, "default", uid, fields)
+        finally:
+            await db.close()
+
+    try:
+        row = asyncio.run(main())
+    finally:
+        pool.close()
+    assert misses == [uid] and row["user_id"] == uid
+    with srv.superuser() as conn:
+        stored = conn.execute("SELECT key_id FROM data_keys WHERE user_id = %s", (uid,)).fetchall()
+        blob = conn.execute("SELECT email_enc FROM users WHERE user_id = %s", (uid,)).fetchone()
+    assert stored == [(existing,)]
+    assert uuidlib.UUID(bytes=bytes(blob[0])[1:17]) == existing  # sealed under the stored key
+    with srv.client() as http:
+        assert http.get(f"/api/v2/users/{uid}").json()["email"] == EMAIL

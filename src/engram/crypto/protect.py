@@ -196,10 +196,6 @@ class Protector:
         assert self.keyrings is not None
         return FieldCipher(self.keyrings.get(tenant))
 
-    def key_for(self, tenant: str, user: str | None) -> UUID:
-        """The data key of (tenant, user), created on first use."""
-        return self.key_ref(tenant, user)()
-
     def key_ref(
         self, tenant: str, user: str | None, *, looked_up: bool = False,
         key_id: UUID | None = None, draft: bool = False,

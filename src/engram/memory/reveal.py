@@ -68,11 +68,11 @@ async def _reveal(
     allowed: bool,
     fields: tuple[_Field, ...],
 ) -> None:
-    blobs = [bytes(b) for row in rows for f in fields if (b := row.get(f[0])) is not None]
-    if allowed and blobs and protector.keyrings is not None:
-        if protector.cached(tenant, blobs):  # CPU only: a thread hop would cost more
+    if allowed and protector.keyrings is not None:
+        blobs = [bytes(b) for row in rows for f in fields if (b := row.get(f[0])) is not None]
+        if blobs and protector.cached(tenant, blobs):  # CPU only: cheaper than a thread hop
             _open_all(protector, tenant, rows, fields)
-        else:
+        elif blobs:
             await asyncio.to_thread(_open_all, protector, tenant, rows, fields)
     for row in rows:
         for f in fields:

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from psycopg.errors import UniqueViolation
-
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import IDENTITY_FIELDS, KeyRef, Protector
 from engram.memory import reveal
@@ -92,20 +90,19 @@ async def add_user(
         if protector.enabled:
             found = await keys.key_id_of(conn, user_id)
             key = protector.key_ref(tenant, user_id, looked_up=True, key_id=found, draft=True)
-    sealed = await _sealed(
-        protector, tenant, uuid, user_id, identity, fields.get("metadata") or {}, key
-    )
-    pending = key.pending if key is not None else None
     try:
+        sealed = await _sealed(
+            protector, tenant, uuid, user_id, identity, fields.get("metadata") or {}, key
+        )
         async with db.tenant(tenant) as conn:
-            if pending is not None:
-                await keys.put_key(conn, pending)
+            if key is not None and key.pending is not None:
+                await keys.put_key(conn, key.pending)
             return await users.add(conn, tenant, user_id, uuid, sealed)
     except BaseException as exc:
         if key is not None:
-            key.drop()  # its record was not stored
-        if isinstance(exc, UniqueViolation) and keys.is_owner_conflict(exc) and not retried:
-            # Another write made this user's key meanwhile: seal again under that one.
+            key.drop()  # a key drafted here and not stored is forgotten
+        if isinstance(exc, keys.KeyTaken) and not retried:
+            # Another write stored this user's key meanwhile: seal again under that one.
             return await add_user(db, protector, tenant, user_id, fields, retried=True)
         raise
 

@@ -29,14 +29,17 @@ from engram.store.users import UserFields
 __all__ = [
     "ENCRYPTED_FIELDS",
     "KeyPool",
+    "KeyTaken",
     "PgKeyStore",
     "classify_message",
     "classify_session",
     "classify_user",
     "encrypted_batch",
     "finish_run",
+    "key_id_of",
     "key_versions_in_use",
     "latest_runs",
+    "put_key",
     "run",
     "save_checkpoint",
     "start_run",
@@ -138,17 +141,20 @@ def _key_values(record: DataKeyRecord) -> dict[str, Any]:
     }
 
 
+class KeyTaken(Exception):
+    """(tenant, user) has a data key already: another write stored one meanwhile."""
+
+
 async def put_key(conn: Conn, record: DataKeyRecord) -> None:
-    """Store a drafted data key in the caller's transaction (a new user's, with the user).
-
-    UniqueViolation on ``data_keys_owner_idx`` if (tenant, user) has a key already."""
-    cur = await conn.execute(_PUT_KEY, _key_values(record))
-    await cur.fetchone()  # its error, if any, surfaces here (pipeline mode), not later
-
-
-def is_owner_conflict(exc: psycopg.errors.UniqueViolation) -> bool:
-    """Whether the violation is a second key for one (tenant, user)."""
-    return exc.diag.constraint_name == "data_keys_owner_idx"
+    """Store a drafted data key in the caller's transaction (a new user's, with the user);
+    KeyTaken if (tenant, user) has a key already (the transaction is then aborted)."""
+    try:
+        cur = await conn.execute(_PUT_KEY, _key_values(record))
+        await cur.fetchone()  # its error, if any, surfaces here (pipeline mode), not later
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "data_keys_owner_idx":
+            raise KeyTaken(f"user {record.user!r} has a data key already") from exc
+        raise
 
 
 def _record(row: dict[str, Any]) -> DataKeyRecord:
