@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from uuid import UUID
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engram.crypto.cache import DataKey
 from engram.crypto.envelope import (
     Envelope,
     FieldContext,
+    head_or_none,
     header_of,
     key_of,
     open_bytes,
@@ -43,38 +46,61 @@ class FieldCipher:
     @staticmethod
     def _open_with(key: DataKey, env: Envelope, ctx: FieldContext) -> bytes:
         if key.tenant != ctx.tenant:
-            raise _wrong_owner(key, ctx)
+            raise _wrong_owner(key, ctx.tenant)
         return unseal(key.aead, env, ctx)
 
     def decrypt_bytes(self, ciphertext: bytes, ctx: FieldContext) -> bytes:
         """The plaintext of a binary ciphertext; DecryptionError if it does not open."""
         return self._open(Envelope.from_bytes(ciphertext), ctx)
 
+    def openers(
+        self, heads: Iterable[bytes], tenant: str, *, cached_only: bool = False
+    ) -> dict[bytes, AESGCM | DecryptionError] | None:
+        """What opens the ciphertexts with each header (`head_or_none`) in fields of
+        `tenant`: the data key version's AEAD, or why none does (unknown, disabled,
+        destroyed, or another tenant's key). The cached versions, and the rest read from
+        the store in one look-up and unwrapped as one batch; with `cached_only`, None
+        unless every one is in memory (then nothing reads the store or calls the
+        provider). KeyUnavailableError if a key is needed from an unreachable provider."""
+        slots = {h: key_of(h) for h in heads}
+        keys: Mapping[tuple[UUID, int], DataKey | DecryptionError] | None
+        if cached_only:
+            keys = self.keyring.cached_keys(slots.values())
+            if keys is None:
+                return None
+        else:
+            keys = self.keyring.decryption_keys(slots.values())
+        out: dict[bytes, AESGCM | DecryptionError] = {}
+        for head, slot in slots.items():
+            key = keys[slot]
+            if isinstance(key, DecryptionError):
+                out[head] = key
+            elif key.tenant != tenant:
+                out[head] = _wrong_owner(key, tenant)
+            else:
+                out[head] = key.aead
+        return out
+
     def decrypt_many(
         self, items: Sequence[tuple[bytes, FieldContext]]
     ) -> list[bytes | DecryptionError]:
-        """The plaintexts of many binary ciphertexts, in order, their keys looked up
-        together (those not cached: one store look-up, unwrapped as one batch). One that
-        does not open is its DecryptionError; KeyUnavailableError if a key is needed from
-        an unreachable provider."""
-        heads: list[bytes | DecryptionError] = []
-        for blob, _ in items:
-            try:
-                heads.append(header_of(blob))
-            except DecryptionError as exc:
-                heads.append(exc)
-        slots = {h: key_of(h) for h in heads if isinstance(h, bytes)}
-        keys = self.keyring.decryption_keys(slots.values())
-        by_head = {h: keys[slot] for h, slot in slots.items()}
+        """The plaintexts of many binary ciphertexts, in order, their keys
+        looked up together (see `openers`). One that does not open is its
+        DecryptionError; KeyUnavailableError if a key is needed from an unreachable
+        provider."""
+        heads = [head_or_none(blob) for blob, _ in items]
+        wanted = {h for h in heads if h is not None}
+        openers = {t: self.openers(wanted, t) or {} for t in {ctx.tenant for _, ctx in items}}
         out: list[bytes | DecryptionError] = []
         for head, (blob, ctx) in zip(heads, items, strict=True):
-            key = head if isinstance(head, DecryptionError) else by_head[head]
             try:
-                if isinstance(key, DecryptionError):
-                    raise key
-                if key.tenant != ctx.tenant:
-                    raise _wrong_owner(key, ctx)
-                out.append(open_bytes(key.aead, blob, ctx))
+                if head is None:
+                    header_of(blob)  # raises what is wrong
+                    raise AssertionError("unreachable")
+                aead = openers[ctx.tenant][head]
+                if isinstance(aead, DecryptionError):
+                    raise aead
+                out.append(open_bytes(aead, blob, ctx))
             except DecryptionError as exc:
                 out.append(exc)
         return out
@@ -101,9 +127,9 @@ class FieldCipher:
         return None if env is None else env.to_bytes()
 
 
-def _wrong_owner(key: DataKey, ctx: FieldContext) -> DecryptionError:
+def _wrong_owner(key: DataKey, tenant: str) -> DecryptionError:
     return DecryptionError(
-        f"data key {key.key_id} belongs to another tenant than {ctx.tenant!r}",
+        f"data key {key.key_id} belongs to another tenant than {tenant!r}",
         reason="wrong_owner",
         key_id=str(key.key_id),
         key_version=key.version,

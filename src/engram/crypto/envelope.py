@@ -39,10 +39,15 @@ __all__ = [
     "TEXT_PREFIX",
     "Envelope",
     "FieldContext",
+    "failed",
+    "field_label",
+    "head_or_none",
     "header_of",
     "is_ciphertext",
     "key_of",
     "open_bytes",
+    "open_raw",
+    "row_label",
     "seal",
     "unseal",
 ]
@@ -53,7 +58,9 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 TEXT_PREFIX = f"enc:v{FORMAT_VERSION}:"
 _HEADER = struct.Struct(">B16sI")
-_MIN_BYTES = _HEADER.size + NONCE_BYTES + TAG_BYTES
+_HEAD = _HEADER.size
+_BODY = _HEAD + NONCE_BYTES
+_MIN_BYTES = _BODY + TAG_BYTES
 _AAD_LABEL = b"engram/field"
 _TEXT = re.compile(r"enc:v(\d{1,3}):([A-Za-z0-9_-]*)")
 _HINT = "the value was altered or copied from another field; restore it from a backup"
@@ -213,11 +220,37 @@ def key_of(header: bytes) -> tuple[UUID, int]:
     return _key_id(key_id), int(key_version)
 
 
+def head_or_none(data: bytes) -> bytes | None:
+    """The header of a binary ciphertext, or None if `data` is not one (`header_of` says
+    why)."""
+    return data[:_HEAD] if len(data) >= _MIN_BYTES and data[0] == FORMAT_VERSION else None
+
+
+def field_label(tenant: str, table: str, column: str) -> bytes:
+    """The part of a field's associated data that all rows of one column share; the row
+    id's part (`row_label`) follows it."""
+    return _column_label(tenant, table, column)
+
+
+def row_label(row_id: str) -> bytes:
+    return _part(row_id)
+
+
 def open_bytes(aead: AESGCM, data: bytes, ctx: FieldContext) -> bytes:
     """Decrypt a binary ciphertext whose header `header_of` checked, for the field `ctx`."""
-    start = _HEADER.size + NONCE_BYTES
     try:
-        return aead.decrypt(data[_HEADER.size : start], data[start:],
-                            data[: _HEADER.size] + ctx.encode())  # fmt: skip
+        return open_raw(aead, data, ctx.encode())
     except InvalidTag:
-        raise _failed(*key_of(data[: _HEADER.size]), ctx) from None
+        raise _failed(*key_of(data[:_HEAD]), ctx) from None
+
+
+def open_raw(aead: AESGCM, data: bytes, context: bytes) -> bytes:
+    """Decrypt a binary ciphertext whose header was checked, its field's associated data
+    being `context` (`FieldContext.encode`, or `field_label` + `row_label`); InvalidTag if
+    it was altered or moved. The hot loop of a page of rows: no objects per field."""
+    return aead.decrypt(data[_HEAD:_BODY], data[_BODY:], data[:_HEAD] + context)
+
+
+def failed(header: bytes, ctx: FieldContext) -> DecryptionError:
+    """The error for a ciphertext with this header that did not open as the field `ctx`."""
+    return _failed(*key_of(header), ctx)

@@ -312,10 +312,18 @@ class Keyring:
             fresh = hit is not None and hit[0] > self._clock()
         return fresh and hit is not None and self.cache.get(key_id, hit[1]) is not None
 
-    def cached(self, slots: Iterable[tuple[UUID, int]]) -> bool:
-        """Whether every (key id, version) is in memory: `decryption_keys` would not read
-        the store or call the provider."""
-        return all(self.cache.get(*slot) is not None for slot in set(slots))
+    def cached_keys(
+        self, slots: Iterable[tuple[UUID, int]]
+    ) -> dict[tuple[UUID, int], DataKey] | None:
+        """The data key versions named, when every one is in memory; else None (then
+        `decryption_keys` reads the store or calls the provider)."""
+        out: dict[tuple[UUID, int], DataKey] = {}
+        for slot in slots:
+            hit = self.cache.get(*slot)
+            if hit is None:
+                return None
+            out[slot] = hit
+        return out
 
     def forget_primaries(self) -> None:
         """Look the primary versions up again (another process may have rotated)."""

@@ -14,51 +14,25 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from engram.crypto.envelope import FieldContext
-from engram.crypto.protect import Protector
-from engram.errors import DecryptionError
+from engram.crypto.protect import Column, Protector
 
 __all__ = ["entities", "facts", "hits", "messages", "sessions", "users"]
 
 Row = dict[str, Any]
-# (ciphertext column, plain column, table, AD column name)
-_Field = tuple[str, str, str, str]
 
-_MESSAGE_FIELDS: tuple[_Field, ...] = (
-    ("content_enc", "content", "messages", "content"),
-    ("metadata_enc", "metadata", "messages", "metadata"),
+_MESSAGE_FIELDS = (
+    Column("content_enc", "content", "messages", "content"),
+    Column("metadata_enc", "metadata", "messages", "metadata", json=True),
 )
-_FACT_FIELDS: tuple[_Field, ...] = (("fact_enc", "fact", "facts", "fact"),)
-_ENTITY_FIELDS: tuple[_Field, ...] = (("summary_enc", "summary", "entities", "summary"),)
-_USER_FIELDS: tuple[_Field, ...] = (
-    ("email_enc", "email", "users", "email"),
-    ("first_name_enc", "first_name", "users", "first_name"),
-    ("last_name_enc", "last_name", "users", "last_name"),
-    ("metadata_enc", "metadata", "users", "metadata"),
+_FACT_FIELDS = (Column("fact_enc", "fact", "facts", "fact"),)
+_ENTITY_FIELDS = (Column("summary_enc", "summary", "entities", "summary"),)
+_USER_FIELDS = (
+    Column("email_enc", "email", "users", "email"),
+    Column("first_name_enc", "first_name", "users", "first_name"),
+    Column("last_name_enc", "last_name", "users", "last_name"),
+    Column("metadata_enc", "metadata", "users", "metadata", json=True),
 )
-_SESSION_FIELDS: tuple[_Field, ...] = (("metadata_enc", "metadata", "sessions", "metadata"),)
-
-
-def _open_all(
-    protector: Protector, tenant: str, rows: Sequence[Row], fields: tuple[_Field, ...]
-) -> None:
-    # The whole page at once: its data keys are read and unwrapped together.
-    targets: list[tuple[Row, str]] = []
-    sealed: list[tuple[FieldContext, bytes]] = []
-    for row in rows:
-        row_id = str(row["uuid"])
-        for enc, plain, table, column in fields:
-            blob = row.get(enc)
-            if blob is not None:
-                targets.append((row, plain))
-                sealed.append((FieldContext(tenant, table, column, row_id), bytes(blob)))
-    if not sealed:
-        return
-    for (row, plain), value in zip(targets, protector.open_many(tenant, sealed), strict=True):
-        if not isinstance(value, DecryptionError):
-            row[plain] = value
-        elif value.reason != "key_destroyed":
-            raise value
+_SESSION_FIELDS = (Column("metadata_enc", "metadata", "sessions", "metadata", json=True),)
 
 
 async def _reveal(
@@ -66,17 +40,22 @@ async def _reveal(
     tenant: str,
     rows: Sequence[Row],
     allowed: bool,
-    fields: tuple[_Field, ...],
+    fields: tuple[Column, ...],
 ) -> None:
     if allowed and protector.keyrings is not None:
-        blobs = [bytes(b) for row in rows for f in fields if (b := row.get(f[0])) is not None]
-        if blobs and protector.cached(tenant, blobs):  # CPU only: cheaper than a thread hop
-            _open_all(protector, tenant, rows, fields)
-        elif blobs:
-            await asyncio.to_thread(_open_all, protector, tenant, rows, fields)
+        page = protector.page(tenant, rows, fields)
+        if page:
+            # The whole page at once: its data keys are read and unwrapped together.
+            if page.in_memory():  # CPU only: cheaper than a thread hop
+                errors = page.open()
+            else:
+                errors = await asyncio.to_thread(page.open)
+            for exc in errors:
+                if exc.reason != "key_destroyed":
+                    raise exc
     for row in rows:
         for f in fields:
-            row.pop(f[0], None)
+            row.pop(f.enc, None)
 
 
 async def messages(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
