@@ -58,14 +58,17 @@ async def add_session(
     """Store a new session of `user_id` (404 for an unknown user); the row as stored."""
     from_metadata(metadata)  # a bad "sensitivity" is refused before anything is stored
     key = None
-    async with db.tenant(tenant, pipeline=True) as conn:
-        if user_id is not None and not await users.exists(conn, user_id):
+    async with db.tenant(tenant, pipeline=True) as conn:  # one round trip for the checks
+        known = await users.send_exists(conn, user_id) if user_id is not None else None
+        taken = await sessions.send_exists(conn, session_id)
+        found = await keys.send_key_id_of(conn, user_id) if protector.enabled and metadata else None
+        if user_id is not None and known is not None and not await known.result():
             raise NotFoundError("user", user_id)
-        if await sessions.exists(conn, session_id):  # 409 before any key work
+        if await taken.result():  # 409 before any key work
             raise sessions.conflict(session_id)
-        if protector.enabled and metadata:
-            found = await keys.key_id_of(conn, user_id)
-            key = protector.key_ref(tenant, user_id, looked_up=True, key_id=found)
+        if found is not None:
+            key_id = await found.result()
+            key = protector.key_ref(tenant, user_id, looked_up=True, key_id=key_id)
     uuid = uuidlib.uuid4()
     sealed, level = await _seal(protector, tenant, uuid, user_id, metadata or {}, key)
     async with db.tenant(tenant) as conn:

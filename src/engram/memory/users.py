@@ -85,19 +85,20 @@ async def add_user(
     identity = {k: fields.get(k) for k in IDENTITY_FIELDS}
     key = None
     async with db.tenant(tenant, pipeline=True) as conn:
-        if await users.exists(conn, user_id):  # 409 before any key work
+        taken = await users.send_exists(conn, user_id)
+        found = await keys.send_key_id_of(conn, user_id) if protector.enabled else None
+        if await taken.result():  # 409 before any key work
             raise users.conflict(user_id)
-        if protector.enabled:
-            found = await keys.key_id_of(conn, user_id)
-            key = protector.key_ref(tenant, user_id, looked_up=True, key_id=found, draft=True)
+        if found is not None:
+            key_id = await found.result()
+            key = protector.key_ref(tenant, user_id, looked_up=True, key_id=key_id, draft=True)
     try:
         sealed = await _sealed(
             protector, tenant, uuid, user_id, identity, fields.get("metadata") or {}, key
         )
-        async with db.tenant(tenant) as conn:
-            if key is not None and key.pending is not None:
-                await keys.put_key(conn, key.pending)
-            return await users.add(conn, tenant, user_id, uuid, sealed)
+        async with db.tenant(tenant, pipeline=True) as conn:
+            pending = key.pending if key is not None else None
+            return await users.add(conn, tenant, user_id, uuid, sealed, key=pending)
     except BaseException as exc:
         if key is not None:
             key.drop()  # a key drafted here and not stored is forgotten

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from pgvector.psycopg import register_vector_async
@@ -14,11 +14,30 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from engram.errors import UnavailableError
 
-__all__ = ["Conn", "Database"]
+__all__ = ["Conn", "Database", "Pending"]
 
 logger = logging.getLogger(__name__)
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
+T = TypeVar("T")
+
+
+class Pending(Generic[T]):
+    """A single-row query sent but not read yet. On a connection in pipeline mode, the
+    queries sent one after the other and read afterwards share one round trip; a
+    statement's error is raised by `result` (of it, or of a query sent after it)."""
+
+    __slots__ = ("_cursor", "_read")
+
+    def __init__(
+        self,
+        cursor: psycopg.AsyncCursor[dict[str, Any]],
+        read: Callable[[dict[str, Any] | None], T],
+    ) -> None:
+        self._cursor, self._read = cursor, read
+
+    async def result(self) -> T:
+        return self._read(await self._cursor.fetchone())
 
 
 class Database:

@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from engram.crypto.keyring import DataKeyRecord, KeyState
 from engram.crypto.providers.base import WrappedDek
 from engram.errors import UnavailableError
-from engram.store.db import Conn
+from engram.store.db import Conn, Pending
 from engram.store.users import UserFields
 
 __all__ = [
@@ -37,11 +37,13 @@ __all__ = [
     "encrypted_batch",
     "finish_run",
     "key_id_of",
+    "key_taken",
     "key_versions_in_use",
     "latest_runs",
-    "put_key",
     "run",
     "save_checkpoint",
+    "send_key_id_of",
+    "send_put_key",
     "start_run",
     "swap_ciphertext",
     "unclassified",
@@ -111,9 +113,13 @@ class KeyPool:
 async def key_id_of(conn: Conn, user: str | None) -> uuidlib.UUID | None:
     """The data key id of `user` in the connection's tenant, or None: the same look-up as
     `PgKeyStore.find`, inside a write's own transaction (no extra one of its own)."""
+    return await (await send_key_id_of(conn, user)).result()
+
+
+async def send_key_id_of(conn: Conn, user: str | None) -> Pending[uuidlib.UUID | None]:
+    """`key_id_of`, sent now and read later (see `Pending`)."""
     cur = await conn.execute(_FIND_KEY, (user,))
-    row = await cur.fetchone()
-    return row["key_id"] if row else None
+    return Pending(cur, lambda row: row["key_id"] if row else None)
 
 
 # Insert a key version, or update the stored one (state, wrapping) when it exists.
@@ -145,16 +151,19 @@ class KeyTaken(Exception):
     """(tenant, user) has a data key already: another write stored one meanwhile."""
 
 
-async def put_key(conn: Conn, record: DataKeyRecord) -> None:
-    """Store a drafted data key in the caller's transaction (a new user's, with the user);
-    KeyTaken if (tenant, user) has a key already (the transaction is then aborted)."""
-    try:
-        cur = await conn.execute(_PUT_KEY, _key_values(record))
-        await cur.fetchone()  # its error, if any, surfaces here (pipeline mode), not later
-    except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name == "data_keys_owner_idx":
-            raise KeyTaken(f"user {record.user!r} has a data key already") from exc
-        raise
+async def send_put_key(conn: Conn, record: DataKeyRecord) -> None:
+    """Send the insert of a drafted data key (a new user's, stored with the user) in the
+    caller's transaction. On a pipelined connection its error surfaces with the next
+    result read: pass that UniqueViolation to `key_taken`."""
+    await conn.execute(_PUT_KEY, _key_values(record))
+
+
+def key_taken(exc: psycopg.errors.UniqueViolation, user: str | None) -> KeyTaken | None:
+    """KeyTaken when `exc` says (tenant, `user`) has a data key already (another write
+    stored one meanwhile), else None."""
+    if exc.diag.constraint_name == "data_keys_owner_idx":
+        return KeyTaken(f"user {user!r} has a data key already")
+    return None
 
 
 def _record(row: dict[str, Any]) -> DataKeyRecord:

@@ -14,10 +14,10 @@ from psycopg.errors import ForeignKeyViolation, UniqueViolation
 from psycopg.types.json import Jsonb
 
 from engram.errors import ConflictError, NotFoundError
-from engram.store.db import Conn
+from engram.store.db import Conn, Pending
 
 __all__ = ["add", "conflict", "count", "exists", "get", "list_for_user", "list_ordered", "lock",
-           "touch", "update"]  # fmt: skip
+           "send_exists", "touch", "update"]  # fmt: skip
 
 _COLUMNS = sql.SQL("""session_id, id, uuid, user_id, metadata, fact_rating_instruction,
     created_at, updated_at, ended_at, metadata_sensitivity, metadata_enc""")
@@ -73,8 +73,13 @@ def conflict(session_id: str) -> ConflictError:
 
 
 async def exists(conn: Conn, session_id: str) -> bool:
+    return await (await send_exists(conn, session_id)).result()
+
+
+async def send_exists(conn: Conn, session_id: str) -> Pending[bool]:
+    """`exists`, sent now and read later (see `Pending`)."""
     cur = await conn.execute("SELECT 1 FROM sessions WHERE session_id = %s", (session_id,))
-    return await cur.fetchone() is not None
+    return Pending(cur, lambda row: row is not None)
 
 
 async def get(conn: Conn, session_id: str) -> dict[str, Any]:

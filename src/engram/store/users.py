@@ -15,11 +15,13 @@ from psycopg import sql
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
+from engram.crypto.keyring import DataKeyRecord
 from engram.errors import ConflictError, NotFoundError
-from engram.store.db import Conn
+from engram.store import keys
+from engram.store.db import Conn, Pending
 
 __all__ = ["UserFields", "add", "conflict", "count", "delete", "exists", "get", "list_ordered",
-           "lock", "replace"]  # fmt: skip
+           "lock", "replace", "send_exists"]  # fmt: skip
 
 _COLUMNS = sql.SQL("""user_id, id, uuid, email, first_name, last_name, metadata,
     created_at, updated_at, identity_sensitivity, email_enc, first_name_enc, last_name_enc,
@@ -59,24 +61,29 @@ class UserFields:
 
 
 async def add(
-    conn: Conn, tenant: str, user_id: str, uuid: uuidlib.UUID, fields: UserFields
-) -> dict[str, Any]:
-    """Insert a user whose ciphertexts were bound to `uuid`."""
+    conn: Conn, tenant: str, user_id: str, uuid: uuidlib.UUID, fields: UserFields,
+    key: DataKeyRecord | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Insert a user whose ciphertexts were bound to `uuid`, and `key` with it: the user's
+    data key, drafted for this user. On a pipelined connection the key, the user and the
+    row read back share one round trip. ConflictError if the user id is taken; KeyTaken
+    if the user has a data key already (another write stored one meanwhile)."""
     try:
-        async with conn.transaction():
-            await conn.execute(
-                """INSERT INTO users (tenant_id, user_id, uuid, email, first_name, last_name,
-                       metadata, identity_sensitivity, email_enc, first_name_enc,
-                       last_name_enc, metadata_sensitivity, metadata_enc)
-                   VALUES (%(tenant)s, %(user_id)s, %(uuid)s, %(email)s, %(first_name)s,
-                       %(last_name)s, %(metadata)s, %(identity_sensitivity)s, %(email_enc)s,
-                       %(first_name_enc)s, %(last_name_enc)s, %(metadata_sensitivity)s,
-                       %(metadata_enc)s)""",
-                {"tenant": tenant, "user_id": user_id, "uuid": uuid, **fields.params()},
-            )
+        if key is not None:
+            await keys.send_put_key(conn, key)
+        await conn.execute(
+            """INSERT INTO users (tenant_id, user_id, uuid, email, first_name, last_name,
+                   metadata, identity_sensitivity, email_enc, first_name_enc,
+                   last_name_enc, metadata_sensitivity, metadata_enc)
+               VALUES (%(tenant)s, %(user_id)s, %(uuid)s, %(email)s, %(first_name)s,
+                   %(last_name)s, %(metadata)s, %(identity_sensitivity)s, %(email_enc)s,
+                   %(first_name_enc)s, %(last_name_enc)s, %(metadata_sensitivity)s,
+                   %(metadata_enc)s)""",
+            {"tenant": tenant, "user_id": user_id, "uuid": uuid, **fields.params()},
+        )
+        return await get(conn, user_id)
     except UniqueViolation as exc:
-        raise conflict(user_id) from exc
-    return await get(conn, user_id)
+        raise (keys.key_taken(exc, user_id) or conflict(user_id)) from exc
 
 
 def conflict(user_id: str) -> ConflictError:
@@ -109,8 +116,13 @@ async def lock(conn: Conn, user_id: str) -> dict[str, Any]:
 
 
 async def exists(conn: Conn, user_id: str) -> bool:
+    return await (await send_exists(conn, user_id)).result()
+
+
+async def send_exists(conn: Conn, user_id: str) -> Pending[bool]:
+    """`exists`, sent now and read later (see `Pending`)."""
     cur = await conn.execute("SELECT 1 FROM users WHERE user_id = %s", (user_id,))
-    return await cur.fetchone() is not None
+    return Pending(cur, lambda row: row is not None)
 
 
 async def replace(conn: Conn, user_id: str, fields: UserFields) -> dict[str, Any]:
