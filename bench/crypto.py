@@ -10,7 +10,8 @@ message per `POST memory`, reads are `GET memory?lastn=10`, one request at a tim
 Then users and sessions: `--people` users created with e-mail, first and last name and
 metadata (each with a session whose metadata holds the e-mail; every one of those fields
 is protected when encryption is on), then reads of single users (`GET users/{id}`) and of
-pages of 100 users (`GET users-ordered`: 100 users, so 100 data keys to open). Then, on
+pages of 10 users (the API's default page size) and of 100 (`GET users-ordered`: 100
+users, so 100 data keys and 400 fields to open). Then, on
 the encrypting server, `engram keys rotate --now` re-encrypts every protected field while
 reads keep going; reports fields/s and the read p95 during the run.
 
@@ -104,7 +105,7 @@ async def _reads(server: BenchServer, n: int, stop: asyncio.Event | None = None)
 
 async def _people(clients: dict[str, httpx.AsyncClient], n: int) -> dict[str, dict[str, Any]]:
     """Create `n` users each with a session, then read them back; latencies per kind."""
-    users, sessions, gets, pages = _lists(), _lists(), _lists(), _lists()
+    users, sessions, gets, pages, small = _lists(), _lists(), _lists(), _lists(), _lists()
     for i in range(n):
         user = {
             "user_id": f"p{i}",
@@ -126,8 +127,12 @@ async def _people(clients: dict[str, httpx.AsyncClient], n: int) -> dict[str, di
         page = 1 + i % max(1, n // 100)
         url = f"/api/v2/users-ordered?pageNumber={page}&pageSize=100"
         await _in_turn(clients, pages, i, "GET", url)
+    for i in range(n):  # the API's default page size
+        url = f"/api/v2/users-ordered?pageNumber={1 + i % max(1, n // 10)}&pageSize=10"
+        await _in_turn(clients, small, i, "GET", url)
     return {m: {"user_add": percentiles(users[m]), "session_add": percentiles(sessions[m]),
-                "user_get": percentiles(gets[m]), "users_page_100": percentiles(pages[m])}
+                "user_get": percentiles(gets[m]), "users_page_100": percentiles(pages[m]),
+                "users_page_10": percentiles(small[m])}
             for m in MODES}  # fmt: skip
 
 
@@ -224,7 +229,7 @@ async def main() -> None:
          f"{on['read']['p50']:.1f} / {on['read']['p95']:.1f}",
          f"{on['read']['p95'] / off['read']['p95'] - 1:+.0%}"],
     ]  # fmt: skip
-    for kind in ("user_add", "session_add", "user_get", "users_page_100"):
+    for kind in ("user_add", "session_add", "user_get", "users_page_10", "users_page_100"):
         rows.append([f"{kind} p50 / p95 ms", f"{off[kind]['p50']:.1f} / {off[kind]['p95']:.1f}",
                      f"{on[kind]['p50']:.1f} / {on[kind]['p95']:.1f}",
                      f"{on[kind]['p95'] / off[kind]['p95'] - 1:+.0%}"])  # fmt: skip

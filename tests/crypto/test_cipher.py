@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from engram.crypto import FieldCipher, FieldContext, Keyring
+from engram.crypto.protect import Column, SealedPage
 from engram.errors import DecryptionError
 
 CTX = FieldContext("acme", "messages", "content", "11111111-2222-4333-8444-555555555555")
@@ -24,10 +25,32 @@ def _in_a_page(cipher: FieldCipher, raw: bytes, ctx: FieldContext) -> bytes:
     return opened[1]
 
 
-# Both ways a binary ciphertext is opened: alone, and in a page.
+def _in_rows(cipher: FieldCipher, raw: bytes, ctx: FieldContext) -> bytes:
+    """Open `raw` as the API's reads do: a field of a page of rows (SealedPage), between
+    two rows that open; raise what it fails with."""
+    key_id = cipher.keyring.key_for(ctx.tenant, "user-2")
+    rows: list[dict[str, object]] = []
+    for row_id in ("row-before", ctx.row_id, "row-after"):
+        where = dataclasses.replace(ctx, row_id=row_id)
+        rows.append({"id": row_id, "enc": cipher.encrypt_bytes(b"other", where, key_id=key_id)})
+    rows[1]["enc"] = raw
+    page = SealedPage(cipher, ctx.tenant, rows, [Column("enc", "text", ctx.table, ctx.column)],
+                      "id")  # fmt: skip
+    errors = page.open()
+    assert rows[0]["text"] == rows[2]["text"] == "other"  # one bad field spoils nothing else
+    if errors:
+        assert len(errors) == 1 and "text" not in rows[1]
+        raise errors[0]
+    text = rows[1]["text"]
+    assert isinstance(text, str)
+    return text.encode()
+
+
+# Every way a binary ciphertext is opened: alone, in a list, in a page of rows.
 OPEN = {
     "alone": lambda c, raw, ctx: c.decrypt_bytes(raw, ctx),
     "page": _in_a_page,
+    "rows": _in_rows,
 }
 
 
@@ -127,9 +150,10 @@ def test_copy_to_another_row_column_or_table_is_rejected(
     with pytest.raises(DecryptionError) as info:
         cipher.decrypt(token, moved)
     assert info.value.reason == "authentication_failed"
-    with pytest.raises(DecryptionError) as info:
-        _in_a_page(cipher, raw, moved)
-    assert info.value.reason == "authentication_failed"
+    for how in ("page", "rows"):
+        with pytest.raises(DecryptionError) as info:
+            OPEN[how](cipher, raw, moved)
+        assert info.value.reason == "authentication_failed"
 
 
 def test_copy_to_another_tenant_is_rejected(cipher: FieldCipher, keyring: Keyring) -> None:
@@ -141,6 +165,9 @@ def test_copy_to_another_tenant_is_rejected(cipher: FieldCipher, keyring: Keyrin
     assert info.value.reason == "wrong_owner"
     globex = cipher.decrypt_many([(raw, dataclasses.replace(CTX, tenant="globex"))])[0]
     assert isinstance(globex, DecryptionError) and globex.reason == "wrong_owner"
+    with pytest.raises(DecryptionError) as info:
+        _in_rows(cipher, raw, dataclasses.replace(CTX, tenant="globex"))
+    assert info.value.reason == "wrong_owner"
 
 
 def test_swapping_two_rows_ciphertexts_is_rejected(cipher: FieldCipher, keyring: Keyring) -> None:
