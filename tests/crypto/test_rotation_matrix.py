@@ -226,3 +226,18 @@ def test_old_version_destroyed(matrix: Matrix, writer: str) -> None:
     assert session.json()["metadata"] == {"contact": "[EMAIL]", "keyset": writer}
     assert got["content"] == f"written under {writer}: mail [EMAIL]"
     assert got["metadata"] == {"card": "[PAYMENT_CARD]"}
+
+
+def test_a_new_user_is_sealed_under_its_new_key_with_no_key_cache(matrix: Matrix) -> None:
+    """The matrix's server keeps no unwrapped key in memory (dek_cache_ttl_s 0): a new
+    user's key, made for the request and stored with the user, seals and reads all the
+    same, and the user's data is under it."""
+    user_id = f"mx-new-{secrets.token_hex(3)}"
+    with matrix.server.client() as http:
+        r = http.post("/api/v2/users", json={"user_id": user_id, "email": EMAIL})
+        assert r.status_code == 201, r.text
+        assert http.get(f"/api/v2/users/{user_id}").json()["email"] == EMAIL
+    assert _versions(matrix.server, user_id) == {1: 1}
+    with matrix.server.superuser() as conn:
+        keys = conn.execute("SELECT count(*) FROM data_keys WHERE user_id = %s", (user_id,))
+        assert keys.fetchone() == (1,)

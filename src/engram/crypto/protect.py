@@ -32,7 +32,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engram.config import CryptoSettings
-from engram.crypto.cache import DataKeyCache
+from engram.crypto import envelope
+from engram.crypto.cache import DataKey, DataKeyCache
 from engram.crypto.cipher import FieldCipher
 from engram.crypto.detect import Classifier, Redaction
 from engram.crypto.envelope import (
@@ -123,17 +124,25 @@ class KeyRef:
         self._looked_up = looked_up
         self._key_id = key_id
         self._draft = draft and looked_up and key_id is None
+        self._drafted: DataKey | None = None
         self.pending: DataKeyRecord | None = None
 
     def __call__(self) -> UUID:
         if self._key_id is None:
             if self._draft:
-                self.pending, key = self._keyring.draft(self._tenant, self._user)
-                self._keyring.adopt(key)
-                self._key_id = key.key_id
+                self.pending, self._drafted = self._keyring.draft(self._tenant, self._user)
+                self._keyring.adopt(self._drafted)
+                self._key_id = self._drafted.key_id
             else:
                 self._key_id = self._keyring.key_for(self._tenant, self._user, new=self._looked_up)
         return self._key_id
+
+    def data_key(self) -> DataKey:
+        """The primary version to seal under. A drafted key is this write's own, whatever
+        the cache keeps (with ``dek_cache_ttl_s`` 0 it keeps nothing, and the record is
+        not stored until the write is)."""
+        key_id = self()
+        return self._drafted or self._keyring.encryption_key(key_id)
 
     def ready(self) -> bool:
         """Whether sealing under this key needs no store and no remote provider: its id is
@@ -147,7 +156,12 @@ class KeyRef:
         """Forget a drafted key whose record the write did not store."""
         if self.pending is not None:
             self._keyring.forget(self.pending.key_id)
-            self.pending = None
+            self.pending = self._drafted = None
+
+
+def _seal(key: DataKey, plaintext: bytes, ctx: FieldContext) -> bytes:
+    """The binary ciphertext of `plaintext` for the field `ctx` under `key`."""
+    return envelope.seal(key.aead, key.key_id, key.version, plaintext, ctx).to_bytes()
 
 
 class Keyrings:
@@ -233,8 +247,8 @@ class Protector:
         found = self.classify(text, declared)
         if not self.classifier.protects(found.sensitivity):
             return Sealed(text, None, found.sensitivity, text)
-        key_id = (key or self.key_ref(ctx.tenant, user))()
-        ciphertext = self._cipher(ctx.tenant).encrypt_bytes(text.encode(), ctx, key_id=key_id)
+        data_key = (key or self.key_ref(ctx.tenant, user)).data_key()
+        ciphertext = _seal(data_key, text.encode(), ctx)
         redacted = self._redacted(found)
         embed = text if self.embed_plaintext else redacted
         return Sealed(redacted, ciphertext, found.sensitivity, embed)
@@ -253,15 +267,14 @@ class Protector:
         level = max((f.sensitivity for f in found.values()), default=Sensitivity.NONE)
         if not self.classifier.protects(level):
             return SealedIdentity(dict(values), dict.fromkeys(values), level)
-        key_id = (key or self.key_ref(tenant, user))()
-        cipher = self._cipher(tenant)
+        data_key = (key or self.key_ref(tenant, user)).data_key()
         plain: dict[str, str | None] = dict(values)
         sealed: dict[str, bytes | None] = dict.fromkeys(values)
         for name, f in found.items():
             value = values[name]
             assert value is not None
             ctx = FieldContext(tenant, table, name, row_id)
-            sealed[name] = cipher.encrypt_bytes(value.encode(), ctx, key_id=key_id)
+            sealed[name] = _seal(data_key, value.encode(), ctx)
             plain[name] = self._redacted(f)
         return SealedIdentity(plain, sealed, level)
 
@@ -285,9 +298,8 @@ class Protector:
         level = max(levels, default=Sensitivity.NONE)
         if not any(self.classifier.protects(x) for x in levels):
             return SealedMetadata(dict(metadata), None, level)
-        key_id = (key or self.key_ref(ctx.tenant, user))()
-        plaintext = orjson.dumps(dict(metadata))
-        ciphertext = self._cipher(ctx.tenant).encrypt_bytes(plaintext, ctx, key_id=key_id)
+        data_key = (key or self.key_ref(ctx.tenant, user)).data_key()
+        ciphertext = _seal(data_key, orjson.dumps(dict(metadata)), ctx)
         return SealedMetadata(redacted, ciphertext, level)
 
     def _redact_values(

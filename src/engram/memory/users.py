@@ -86,11 +86,15 @@ async def add_user(
     key = None
     async with db.tenant(tenant, pipeline=True) as conn:
         taken = await users.send_exists(conn, user_id)
-        found = await keys.send_key_id_of(conn, user_id) if protector.enabled else None
+        # A new user has no data key yet, so the first attempt drafts one without looking;
+        # if the user has one all the same (its id was used before, or another write just
+        # made it), storing the draft fails (KeyTaken) and the retry looks the key up.
+        looks = protector.enabled and retried
+        found = await keys.send_key_id_of(conn, user_id) if looks else None
         if await taken.result():  # 409 before any key work
             raise users.conflict(user_id)
-        if found is not None:
-            key_id = await found.result()
+        if protector.enabled:
+            key_id = await found.result() if found is not None else None
             key = protector.key_ref(tenant, user_id, looked_up=True, key_id=key_id, draft=True)
     try:
         sealed = await _sealed(
