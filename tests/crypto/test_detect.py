@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+
 import pytest
 
 from engram.config import CryptoSettings
@@ -171,3 +174,27 @@ def test_large_text_is_fast_enough() -> None:
     spans = detect(text)
     assert time.perf_counter() - start < 2.0
     assert {s.kind for s in spans} == {"email", "ip_address"}
+
+
+# Digits spelt as look-alike letters, "@" as " at "; and the same digits in another script.
+_SPELT = str.maketrans({**dict(zip("0123456789", "olzeasgtbq", strict=True)), "@": " at "})
+_ARABIC = str.maketrans(dict(zip("0123456789", "٠١٢٣٤٥٦٧٨٩", strict=True)))
+
+
+def test_skipping_a_detector_where_it_needs_a_digit_or_at_sign_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A detector with `needs` (a digit, an "@") is not run on text without it: on the
+    positives and near misses, and on them with their digits and "@" spelt out or written
+    in another script, the spans are the same as with every detector run everywhere."""
+    module = importlib.import_module("engram.crypto.detect")  # the package's `detect` is a function
+
+    texts = [t for t, _, _ in POSITIVES] + NEGATIVES
+    texts += [t.translate(_SPELT) for t in texts] + [t.translate(_ARABIC) for t in texts]
+    assert any(module.DETECTORS[i].needs for i in range(len(module.DETECTORS)))
+    gated = [detect(t) for t in texts]
+    everywhere = tuple(dataclasses.replace(d, needs=None) for d in module.DETECTORS)
+    monkeypatch.setattr(module, "_enabled", lambda disabled: everywhere)
+    assert [detect(t) for t in texts] == gated
+    skipped = [t for t in texts if not module.DETECTORS[-1].needs.search(t)]  # type: ignore[union-attr]
+    assert len(skipped) > len(texts) // 3  # the gates were tried where they skip

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -43,20 +45,32 @@ class Redaction(NamedTuple):
     sensitivity: Sensitivity
 
 
-def _enabled(disabled: Collection[str]) -> list[Detector]:
-    unknown = set(disabled) - DETECTOR_KINDS
+def _enabled(disabled: Collection[str]) -> tuple[Detector, ...]:
+    return _enabled_set(frozenset(disabled))
+
+
+@functools.lru_cache(maxsize=64)
+def _enabled_set(disabled: frozenset[str]) -> tuple[Detector, ...]:
+    unknown = disabled - DETECTOR_KINDS
     if unknown:
         raise ConfigError(
             f"unknown detector(s): {', '.join(sorted(unknown))}",
             hint=f"choose from {', '.join(sorted(DETECTOR_KINDS))}",
         )
-    return [d for d in DETECTORS if d.kind not in disabled]
+    return tuple(d for d in DETECTORS if d.kind not in disabled)
 
 
 def detect(text: str, *, disabled: Collection[str] = ()) -> list[Span]:
     """Every sensitive value in `text`, in order; overlaps go to the higher priority."""
     found: list[tuple[int, int, int, Detector]] = []
+    present: dict[re.Pattern[str], bool] = {}
     for detector in _enabled(disabled):
+        if detector.needs is not None:
+            ok = present.get(detector.needs)
+            if ok is None:
+                ok = present[detector.needs] = detector.needs.search(text) is not None
+            if not ok:
+                continue
         for start, end in detector.find(text):
             if end > start:
                 found.append((detector.priority, end - start, start, detector))
