@@ -148,3 +148,20 @@ def test_cache_evict_one_or_all_versions(clock: Clock) -> None:
     assert cache.get(k, 1) is None and cache.get(k, 2) is not None
     cache.evict(k)
     assert len(cache) == 0
+
+
+def test_a_page_of_keys_is_served_only_when_every_one_is_cached_and_fresh(clock: Clock) -> None:
+    from uuid import uuid4
+
+    cache = DataKeyCache(ttl_s=10, max_entries=10, clock=clock)
+    keys = [DataKey(uuid4(), 1, "acme", AESGCM(AESGCM.generate_key(256))) for _ in range(3)]
+    for key in keys[:2]:
+        cache.put(key)
+    clock.advance(5)
+    cache.put(keys[2])
+    slots = [(k.key_id, k.version) for k in keys]
+    assert cache.get_many(slots) == dict(zip(slots, keys, strict=True))
+    assert cache.get_many([*slots, (uuid4(), 1)]) is None  # one missing: none
+    clock.advance(6)  # the first two expired, the third is fresh
+    assert cache.get_many(slots) is None
+    assert cache.get_many(slots[2:]) == {slots[2]: keys[2]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -55,6 +55,20 @@ class DataKeyCache:
                 return None
             self._entries.move_to_end((key_id, version))
             return entry[1]
+
+    def get_many(self, slots: Iterable[tuple[UUID, int]]) -> dict[tuple[UUID, int], DataKey] | None:
+        """The cached key of every slot, or None when one is absent or expired (a page's
+        keys: one lock and one clock reading for all of them)."""
+        now = self._clock()
+        out: dict[tuple[UUID, int], DataKey] = {}
+        with self._lock:
+            for slot in slots:
+                entry = self._entries.get(slot)
+                if entry is None or entry[0] <= now:
+                    return None
+                self._entries.move_to_end(slot)
+                out[slot] = entry[1]
+        return out
 
     def put(self, key: DataKey) -> None:
         if self.ttl_s <= 0:

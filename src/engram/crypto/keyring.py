@@ -317,13 +317,7 @@ class Keyring:
     ) -> dict[tuple[UUID, int], DataKey] | None:
         """The data key versions named, when every one is in memory; else None (then
         `decryption_keys` reads the store or calls the provider)."""
-        out: dict[tuple[UUID, int], DataKey] = {}
-        for slot in slots:
-            hit = self.cache.get(*slot)
-            if hit is None:
-                return None
-            out[slot] = hit
-        return out
+        return self.cache.get_many(slots)
 
     def forget_primaries(self) -> None:
         """Look the primary versions up again (another process may have rotated)."""

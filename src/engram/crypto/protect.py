@@ -362,9 +362,7 @@ class SealedPage:
     ) -> None:  # fmt: skip
         self._cipher, self._tenant, self._id_key = cipher, tenant, id_key
         labels = [field_label(tenant, c.table, c.name) for c in columns]
-        self._rows: list[
-            tuple[dict[str, Any], list[tuple[Column, bytes, bytes, bytes | None]]]
-        ] = []
+        self._rows: list[tuple[dict[str, Any], list[tuple[Column, bytes, bytes, bytes]]]] = []
         self._heads: set[bytes] = set()
         for row in rows:
             fields = []
@@ -372,9 +370,9 @@ class SealedPage:
                 blob = row.get(col.enc)
                 if blob is not None:
                     blob = bytes(blob)
-                    head = head_or_none(blob)
+                    head = head_or_none(blob) or b""
                     fields.append((col, label, blob, head))
-                    if head is not None:
+                    if head:
                         self._heads.add(head)
             if fields:
                 self._rows.append((row, fields))
@@ -399,22 +397,22 @@ class SealedPage:
             openers = self._openers = self._cipher.openers(self._heads, self._tenant)
             assert openers is not None
         errors: list[DecryptionError] = []
+        loads = orjson.loads
         for row, fields in self._rows:
             row_id = str(row[self._id_key])
             tail = row_label(row_id)
             for col, label, blob, head in fields:
-                aead = openers.get(head) if head is not None else None
-                if isinstance(aead, AESGCM):
+                aead = openers.get(head)  # a malformed one's head is b"", never a key
+                if type(aead) is AESGCM:
                     try:
                         raw = open_raw(aead, blob, label + tail)
                     except InvalidTag:
-                        assert head is not None
                         errors.append(
                             failed(head, FieldContext(self._tenant, col.table, col.name, row_id))
                         )
                         continue
-                    row[col.plain] = orjson.loads(raw) if col.json else raw.decode()
-                elif aead is not None:
+                    row[col.plain] = loads(raw) if col.json else raw.decode()
+                elif isinstance(aead, DecryptionError):
                     errors.append(aead)
                 else:
                     try:
