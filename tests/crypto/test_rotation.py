@@ -417,14 +417,20 @@ def test_scheduled_rotation_rotates_keys_older_than_configured(srv: Server) -> N
     assert got[0]["content"] == f"mail {EMAIL}"
 
 
-def _seal_many(srv: Server, uid: str, n: int) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
-    """`n` protected rows sealed by Engram's own code, and their plaintext hashes."""
-    pool = KeyPool(_app_dsn(srv))
-    rings = Keyrings(
+def _keyrings(srv: Server, pool: KeyPool) -> Keyrings:
+    """Keyrings on the server's key file and its database (through `pool`), as the server
+    builds them."""
+    return Keyrings(
         LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
         lambda t: PgKeyStore(pool, t),
         DataKeyCache(ttl_s=60),
     )
+
+
+def _seal_many(srv: Server, uid: str, n: int) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
+    """`n` protected rows sealed by Engram's own code, and their plaintext hashes."""
+    pool = KeyPool(_app_dsn(srv))
+    rings = _keyrings(srv, pool)
     protector = Protector(CryptoSettings(), rings)
     rows, hashes = [], {}
     try:
@@ -443,11 +449,7 @@ def _seal_many(srv: Server, uid: str, n: int) -> tuple[list[tuple[Any, ...]], di
 
 def _all_decrypt(srv: Server) -> dict[str, str]:
     pool = KeyPool(_app_dsn(srv))
-    rings = Keyrings(
-        LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
-        lambda t: PgKeyStore(pool, t),
-        DataKeyCache(ttl_s=60),
-    )
+    rings = _keyrings(srv, pool)
     protector = Protector(CryptoSettings(), rings)
     out = {}
     try:
@@ -575,23 +577,14 @@ def test_reencryption_survives_kill_9_with_concurrent_writes(tmp_path: Path) -> 
         stop_server(srv)
 
 
-def _keyring(srv: Server, pool: KeyPool) -> Any:
-    rings = Keyrings(
-        LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
-        lambda t: PgKeyStore(pool, t),
-        DataKeyCache(ttl_s=60),
-    )
-    return rings.get("default")
-
-
 def test_a_new_users_key_made_twice_keeps_the_stored_one(srv: Server) -> None:
     """Creating a user makes its key without looking first; if another process stored
     one for the same user meanwhile, that one is used and no second key is stored."""
     pool = KeyPool(_app_dsn(srv))
     try:
-        first = _keyring(srv, pool).key_for("default", "race-user", new=True)
-        again = _keyring(srv, pool).key_for("default", "race-user", new=True)
-        looked_up = _keyring(srv, pool).key_for("default", "race-user")
+        first = _keyrings(srv, pool).get("default").key_for("default", "race-user", new=True)
+        again = _keyrings(srv, pool).get("default").key_for("default", "race-user", new=True)
+        looked_up = _keyrings(srv, pool).get("default").key_for("default", "race-user")
     finally:
         pool.close()
     assert again == first == looked_up
@@ -616,11 +609,7 @@ def test_a_user_id_with_a_data_key_already_is_sealed_under_that_key(
     from engram.store.db import Database
 
     pool = KeyPool(_app_dsn(srv))
-    rings = Keyrings(
-        LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
-        lambda t: PgKeyStore(pool, t),
-        DataKeyCache(ttl_s=60),
-    )
+    rings = _keyrings(srv, pool)
     protector = Protector(CryptoSettings(), rings)
     uid = "raced-" + secrets.token_hex(4)
     existing = rings.get("default").key_for("default", uid)

@@ -76,7 +76,7 @@ class FieldContext:
     row_id: str
 
     def encode(self) -> bytes:
-        return _column_label(self.tenant, self.table, self.column) + _part(self.row_id)
+        return field_label(self.tenant, self.table, self.column) + _part(self.row_id)
 
 
 def _part(value: str) -> bytes:
@@ -84,10 +84,11 @@ def _part(value: str) -> bytes:
     return struct.pack(">I", len(raw)) + raw
 
 
-# A page of rows repeats the same few columns: their part of the associated data is
-# built once (the row id, the only part that changes, is appended per field).
 @functools.lru_cache(maxsize=4096)
-def _column_label(tenant: str, table: str, column: str) -> bytes:
+def field_label(tenant: str, table: str, column: str) -> bytes:
+    """The part of a field's associated data that all rows of one column share, built
+    once (a page of rows repeats the same few columns); the row id's part (`row_label`)
+    follows it."""
     return _AAD_LABEL + _part(tenant) + _part(table) + _part(column)
 
 
@@ -226,13 +227,8 @@ def head_or_none(data: bytes) -> bytes | None:
     return data[:_HEAD] if len(data) >= _MIN_BYTES and data[0] == FORMAT_VERSION else None
 
 
-def field_label(tenant: str, table: str, column: str) -> bytes:
-    """The part of a field's associated data that all rows of one column share; the row
-    id's part (`row_label`) follows it."""
-    return _column_label(tenant, table, column)
-
-
 def row_label(row_id: str) -> bytes:
+    """The row id's part of a field's associated data; `field_label` precedes it."""
     return _part(row_id)
 
 

@@ -110,11 +110,12 @@ class KeyRef:
 
     One is made per write, so that the fields of one write (a user's identity and
     metadata, an episode's messages) take one look-up between them, and writes that
-    protect nothing take none. ``looked_up``: the write already read the key id in its own
-    transaction (``store.keys.key_id_of``) and found ``key_id``, or None when the user has
-    no key yet, which is then made without looking again (if one appears meanwhile, the
-    stored one wins and is used). ``draft``: a missing key is made but not stored;
-    ``pending`` then holds its record, for the write to store in its own transaction."""
+    protect nothing take none. ``looked_up``: the write knows the key id already:
+    ``key_id``, read in its own transaction (``store.keys.send_key_id_of``), or None when
+    the user has no key yet (found none, or is being created), which is then made without
+    looking (if one is stored meanwhile, the stored one wins). ``draft``: a missing key is
+    made but not stored; ``pending`` then holds its record, for the write to store in its
+    own transaction (and `drop` forgets it if the write fails)."""
 
     def __init__(
         self, keyring: Keyring, tenant: str, user: str | None, *,

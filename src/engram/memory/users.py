@@ -107,7 +107,8 @@ async def add_user(
         if key is not None:
             key.drop()  # a key drafted here and not stored is forgotten
         if isinstance(exc, keys.KeyTaken) and not retried:
-            # Another write stored this user's key meanwhile: seal again under that one.
+            # The user id has a key already (used before, or stored meanwhile by another
+            # write): look it up and seal again under that one.
             return await add_user(db, protector, tenant, user_id, fields, retried=True)
         raise
 

@@ -12,7 +12,7 @@ import logging
 import uuid as uuidlib
 from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -22,9 +22,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engram.crypto.keyring import DataKeyRecord, KeyState
 from engram.crypto.providers.base import WrappedDek
-from engram.errors import UnavailableError
+from engram.errors import ConflictError, UnavailableError
 from engram.store.db import Conn, Pending
-from engram.store.users import UserFields
+
+if TYPE_CHECKING:  # store.users imports this module (a new user's key goes in with it)
+    from engram.store.users import UserFields
 
 __all__ = [
     "ENCRYPTED_FIELDS",
@@ -147,8 +149,9 @@ def _key_values(record: DataKeyRecord) -> dict[str, Any]:
     }
 
 
-class KeyTaken(Exception):
-    """(tenant, user) has a data key already: another write stored one meanwhile."""
+class KeyTaken(ConflictError):
+    """(tenant, user) has a data key already: another write stored one meanwhile (409 if
+    it reaches a caller: creating the user retries once itself)."""
 
 
 async def send_put_key(conn: Conn, record: DataKeyRecord) -> None:
@@ -162,7 +165,10 @@ def key_taken(exc: psycopg.errors.UniqueViolation, user: str | None) -> KeyTaken
     """KeyTaken when `exc` says (tenant, `user`) has a data key already (another write
     stored one meanwhile), else None."""
     if exc.diag.constraint_name == "data_keys_owner_idx":
-        return KeyTaken(f"user {user!r} has a data key already")
+        return KeyTaken(
+            f"user {user!r} was given a data key by another request at the same time",
+            hint="send the request again",
+        )
     return None
 
 
