@@ -243,7 +243,9 @@ def test_a_new_users_key_is_stored_with_the_user_and_only_then(
     assert keys == [(uid, 1, "primary")]
     got = http.get(f"/api/v2/users/{uid}").json()
     assert (got["email"], got["first_name"], got["metadata"]["mail"]) == (EMAIL, "Ada", EMAIL)
-    stored = _rows(server, "SELECT email, email_enc IS NOT NULL FROM users WHERE user_id = %s", uid)
+    stored = _rows(
+        server, "SELECT email, profile_enc IS NOT NULL FROM users WHERE user_id = %s", uid
+    )
     assert stored == [("[EMAIL]", True)]
 
 
@@ -301,11 +303,13 @@ def test_no_protected_plaintext_anywhere(server: Server) -> None:
                    WHERE metadata_sensitivity > 0 AND metadata_enc IS NULL
                UNION ALL SELECT count(*) FROM facts WHERE sensitivity > 0 AND fact_enc IS NULL
                UNION ALL SELECT count(*) FROM users WHERE identity_sensitivity > 0
-                   AND ((email IS NOT NULL AND email_enc IS NULL)
-                        OR (first_name IS NOT NULL AND first_name_enc IS NULL)
-                        OR (last_name IS NOT NULL AND last_name_enc IS NULL))
+                   AND ((email IS NOT NULL AND coalesce(profile_enc, email_enc) IS NULL)
+                        OR (first_name IS NOT NULL
+                            AND coalesce(profile_enc, first_name_enc) IS NULL)
+                        OR (last_name IS NOT NULL
+                            AND coalesce(profile_enc, last_name_enc) IS NULL))
                UNION ALL SELECT count(*) FROM users
-                   WHERE metadata_sensitivity > 0 AND metadata_enc IS NULL
+                   WHERE metadata_sensitivity > 0 AND coalesce(profile_enc, metadata_enc) IS NULL
                UNION ALL SELECT count(*) FROM sessions
                    WHERE metadata_sensitivity > 0 AND metadata_enc IS NULL"""
         ).fetchall()
@@ -336,14 +340,17 @@ def test_user_and_session_fields_are_stored_only_as_ciphertext(
     user = _rows(
         server,
         """SELECT email, first_name, last_name, metadata, identity_sensitivity,
-                  metadata_sensitivity, email_enc, first_name_enc, last_name_enc, metadata_enc
+                  metadata_sensitivity, profile_enc, email_enc, first_name_enc, last_name_enc,
+                  metadata_enc
            FROM users WHERE user_id = %s""",
         uid,
     )[0]
     assert user[:6] == (
         "[EMAIL]", "[PII]", "[PII]", {"card": "[PAYMENT_CARD]", "plan": "pro"}, 1, 3,
     )  # fmt: skip
-    assert all(enc is not None and bytes(enc)[0] == 1 for enc in user[6:])
+    # One ciphertext holds them all; the per-field columns of older rows stay empty.
+    assert user[6] is not None and bytes(user[6])[0] == 1
+    assert user[7:] == (None, None, None, None)
     session = _rows(
         server,
         "SELECT metadata, metadata_sensitivity, metadata_enc FROM sessions WHERE session_id = %s",
@@ -476,7 +483,7 @@ def test_user_ciphertext_copied_to_another_user_does_not_open(
         assert r.status_code == 201
     with server.superuser() as conn:
         conn.execute(
-            """UPDATE users SET email_enc = (SELECT email_enc FROM users WHERE user_id = %s)
+            """UPDATE users SET profile_enc = (SELECT profile_enc FROM users WHERE user_id = %s)
                WHERE user_id = %s""",
             (uid, uid + "b"),
         )

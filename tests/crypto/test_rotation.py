@@ -112,7 +112,8 @@ def _people_versions(server: Server, uid: str) -> dict[int, int]:
     with server.superuser() as conn:
         rows = conn.execute(
             """SELECT get_byte(c, 20), count(*) FROM (
-                   SELECT unnest(ARRAY[email_enc, first_name_enc, last_name_enc, metadata_enc])
+                   SELECT unnest(ARRAY[profile_enc, email_enc, first_name_enc, last_name_enc,
+                                       metadata_enc])
                    FROM users WHERE user_id = %(u)s
                    UNION ALL SELECT metadata_enc FROM sessions WHERE user_id = %(u)s) t(c)
                WHERE c IS NOT NULL GROUP BY 1""",
@@ -124,7 +125,7 @@ def _people_versions(server: Server, uid: str) -> dict[int, int]:
 def test_rotate_reencrypt_retire_destroy_shred(srv: Server) -> None:
     with srv.client() as http:
         uid, sid = _user_session(http, **PERSON)
-        assert _people_versions(srv, uid) == {1: 5}  # 3 identity fields, 2 metadata objects
+        assert _people_versions(srv, uid) == {1: 2}  # the user's profile, the session's metadata
         texts = [f"note {i}: write to {EMAIL}" for i in range(30)]
         r = http.post(
             f"/api/v2/sessions/{sid}/memory",
@@ -136,7 +137,7 @@ def test_rotate_reencrypt_retire_destroy_shred(srv: Server) -> None:
         out = _keys(srv, "rotate", "--now")
         assert "re-encrypted" in out
         assert _versions(srv, sid) == {2: 30}
-        assert _people_versions(srv, uid) == {2: 5}
+        assert _people_versions(srv, uid) == {2: 2}
         assert _person(http, uid, sid) == (PERSON, SESSION_META)
         got = [
             m["content"] for m in http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"]
@@ -234,11 +235,7 @@ def test_coverage_metric_reads_one_and_drops_for_plaintext(srv: Server) -> None:
     # Users' identity and the metadata of users and sessions count too.
     with srv.client() as http:
         uid, sid = _user_session(http, **PERSON)
-    for table, column in (
-        ("users", "last_name_enc"),
-        ("users", "metadata_enc"),
-        ("sessions", "metadata_enc"),
-    ):
+    for table, column in (("users", "profile_enc"), ("sessions", "metadata_enc")):
         ident = {"t": sql.Identifier(table), "c": sql.Identifier(column)}
         with srv.superuser() as conn:
             (saved,) = conn.execute(
@@ -340,6 +337,66 @@ def test_rows_stored_before_encryption_are_sealed_by_the_next_run(srv: Server) -
     with srv.client() as http:
         assert _person(http, uid, sid) == (PERSON, SESSION_META)
     assert "stored before their fields were classified" not in _keys(srv, "status")
+
+
+def test_a_user_sealed_field_by_field_before_migration_0017_reads_rotates_and_converts(
+    srv: Server,
+) -> None:
+    """Users written before migration 0017 have a ciphertext per field (`email_enc`,
+    `first_name_enc`, `last_name_enc`, `metadata_enc`), not one `profile_enc`: they read
+    as before, count as covered, rotate, and a change stores them in the new form."""
+    from engram.crypto.cipher import FieldCipher
+
+    with srv.client() as http:
+        uid, sid = _user_session(http)
+    pool = KeyPool(_app_dsn(srv))
+    try:
+        ring = _keyrings(srv, pool).get("default")
+        key_id = ring.key_for("default", uid)
+        with srv.superuser() as conn:
+            (row,) = conn.execute("SELECT uuid FROM users WHERE user_id = %s", (uid,)).fetchone()
+        cipher = FieldCipher(ring)
+
+        def seal(column: str, value: bytes) -> bytes:
+            return cipher.encrypt_bytes(
+                value, FieldContext("default", "users", column, str(row)), key_id=key_id
+            )
+
+        with srv.superuser() as conn:  # as the old code stored PERSON
+            conn.execute(
+                """UPDATE users SET email = '[EMAIL]', first_name = '[PII]', last_name = '[PII]',
+                       metadata = '{"phone": "[PHONE]"}', identity_sensitivity = 1,
+                       metadata_sensitivity = 1, profile_enc = NULL, email_enc = %s,
+                       first_name_enc = %s, last_name_enc = %s, metadata_enc = %s
+                   WHERE user_id = %s""",
+                (seal("email", EMAIL.encode()), seal("first_name", b"Grace"),
+                 seal("last_name", b"Hopper"), seal("metadata", b'{"phone": "+1 415 555 0100"}'),
+                 uid),
+            )  # fmt: skip
+    finally:
+        pool.close()
+    with srv.client() as http:
+        assert _person(http, uid, sid) == (PERSON, SESSION_META)
+        listed = http.get("/api/v2/users-ordered", params={"pageSize": 1000}).json()["users"]
+        assert {k: next(u for u in listed if u["user_id"] == uid)[k] for k in PERSON} == PERSON
+    assert _metric(srv, "engram_encryption_coverage_ratio", lambda v: v == 1.0) == 1.0
+    before = _people_versions(srv, uid)
+    assert sum(before.values()) == 5  # four of the user's, the session's metadata
+    _keys(srv, "rotate", "--now")
+    after = _people_versions(srv, uid)
+    assert len(after) == 1 and max(after) > max(before) and sum(after.values()) == 5
+    with srv.client() as http:
+        assert _person(http, uid, sid) == (PERSON, SESSION_META)
+        r = http.patch(f"/api/v2/users/{uid}", json={"first_name": "Amazing Grace"})
+        assert r.status_code == 200, r.text
+        assert _person(http, uid, sid) == ({**PERSON, "first_name": "Amazing Grace"}, SESSION_META)
+    with srv.superuser() as conn:
+        stored = conn.execute(
+            """SELECT profile_enc IS NOT NULL, email_enc, first_name_enc, last_name_enc,
+                      metadata_enc FROM users WHERE user_id = %s""",
+            (uid,),
+        ).fetchone()
+    assert stored == (True, None, None, None, None)
 
 
 def _message_metadata(srv: Server, sid: str) -> tuple[Any, ...]:
@@ -638,7 +695,7 @@ def test_a_user_id_with_a_data_key_already_is_sealed_under_that_key(
     assert looks == [uid] and row["user_id"] == uid  # the retry looked, the first try did not
     with srv.superuser() as conn:
         stored = conn.execute("SELECT key_id FROM data_keys WHERE user_id = %s", (uid,)).fetchall()
-        blob = conn.execute("SELECT email_enc FROM users WHERE user_id = %s", (uid,)).fetchone()
+        blob = conn.execute("SELECT profile_enc FROM users WHERE user_id = %s", (uid,)).fetchone()
     assert stored == [(existing,)]
     assert uuidlib.UUID(bytes=bytes(blob[0])[1:17]) == existing  # sealed under the stored key
     with srv.client() as http:

@@ -15,6 +15,8 @@ values are redacted in the stored object, and the original object is encrypted.
 A user's identity (e-mail, first and last name) is personal data by nature: each value
 is at least `pii`, whatever the detectors find, and the three are classified as one
 group (the highest class of the three), so the stored class says which are encrypted.
+A user's protected identity and metadata are sealed together, as one JSON object in the
+column `profile`: a page of users is one field per row to open.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ __all__ = [
     "Keyrings",
     "Protector",
     "Sealed",
-    "SealedIdentity",
     "SealedMetadata",
     "SealedPage",
+    "SealedProfile",
     "has_values",
 ]
 
@@ -97,12 +99,15 @@ class SealedMetadata:
 
 
 @dataclass(frozen=True, slots=True)
-class SealedIdentity:
-    """A user's identity fields as stored: plain (or redacted) values, ciphertexts, class."""
+class SealedProfile:
+    """A user's identity and metadata as stored: plain (or redacted) values, the class of
+    each part, and one ciphertext of the protected parts' real values."""
 
-    values: dict[str, str | None]
-    ciphertexts: dict[str, bytes | None]
-    sensitivity: Sensitivity
+    identity: dict[str, str | None]
+    metadata: dict[str, Any]
+    identity_sensitivity: Sensitivity
+    metadata_sensitivity: Sensitivity
+    ciphertext: bytes | None
 
 
 class KeyRef:
@@ -254,30 +259,40 @@ class Protector:
         embed = text if self.embed_plaintext else redacted
         return Sealed(redacted, ciphertext, found.sensitivity, embed)
 
-    def seal_identity(
-        self, tenant: str, table: str, row_id: str, user: str | None,
-        values: Mapping[str, str | None], key: KeyRef | None = None,
-    ) -> SealedIdentity:  # fmt: skip
-        """How to store a user's identity fields (each is the column of that name).
+    def seal_profile(
+        self, tenant: str, row_id: str, user: str | None, identity: Mapping[str, str | None],
+        metadata: Mapping[str, Any], key: KeyRef | None = None,
+    ) -> SealedProfile:  # fmt: skip
+        """How to store a user's identity (e-mail, first and last name) and metadata.
 
-        Each value is at least `pii`; when the group's class is protected, every value
-        that is set is stored as ciphertext and its plain column keeps the redacted form."""
+        Each identity value is at least `pii`, and the three are one group (the highest
+        class of them); metadata values are classified like any metadata. The protected
+        parts (the identity values that are set, when the group's class is protected; the
+        metadata object, when any of its values is) are sealed as one JSON object in the
+        column ``profile`` of `row_id`, and their plain columns keep the redacted forms."""
         if not self.enabled:
-            return SealedIdentity(dict(values), dict.fromkeys(values), Sensitivity.NONE)
-        found = {k: self.classify(v, Sensitivity.PII) for k, v in values.items() if v is not None}
-        level = max((f.sensitivity for f in found.values()), default=Sensitivity.NONE)
-        if not self.classifier.protects(level):
-            return SealedIdentity(dict(values), dict.fromkeys(values), level)
-        data_key = (key or self.key_ref(tenant, user)).data_key()
-        plain: dict[str, str | None] = dict(values)
-        sealed: dict[str, bytes | None] = dict.fromkeys(values)
-        for name, f in found.items():
-            value = values[name]
-            assert value is not None
-            ctx = FieldContext(tenant, table, name, row_id)
-            sealed[name] = _seal(data_key, value.encode(), ctx)
-            plain[name] = self._redacted(f)
-        return SealedIdentity(plain, sealed, level)
+            none = Sensitivity.NONE
+            return SealedProfile(dict(identity), dict(metadata), none, none, None)
+        found = {k: self.classify(v, Sensitivity.PII) for k, v in identity.items() if v is not None}
+        identity_level = max((f.sensitivity for f in found.values()), default=Sensitivity.NONE)
+        levels: list[Sensitivity] = []
+        redacted = self._redact_values(dict(metadata), levels, Sensitivity.NONE, top=True)
+        secret: dict[str, Any] = {}
+        plain = dict(identity)
+        if self.classifier.protects(identity_level):
+            for name, f in found.items():
+                secret[name] = identity[name]
+                plain[name] = self._redacted(f)
+        stored = dict(metadata)
+        if any(self.classifier.protects(x) for x in levels):
+            secret["metadata"], stored = stored, redacted
+        ciphertext = None
+        if secret:
+            data_key = (key or self.key_ref(tenant, user)).data_key()
+            ctx = FieldContext(tenant, "users", "profile", row_id)
+            ciphertext = _seal(data_key, orjson.dumps(secret), ctx)
+        metadata_level = max(levels, default=Sensitivity.NONE)
+        return SealedProfile(plain, stored, identity_level, metadata_level, ciphertext)
 
     def seal_metadata(
         self,
@@ -348,6 +363,9 @@ class Column:
     table: str
     name: str  # the column name bound into the associated data
     json: bool = False  # the plaintext is a JSON value (a metadata object)
+    # The plaintext is a JSON object of the row's fields (`plain` unused): a user's
+    # profile, whose keys are the protected ones of e-mail, names and metadata.
+    spread: bool = False
 
 
 class SealedPage:
@@ -412,7 +430,10 @@ class SealedPage:
                             failed(head, FieldContext(self._tenant, col.table, col.name, row_id))
                         )
                         continue
-                    row[col.plain] = loads(raw) if col.json else raw.decode()
+                    if col.spread:
+                        row.update(loads(raw))
+                    else:
+                        row[col.plain] = loads(raw) if col.json else raw.decode()
                 elif isinstance(aead, DecryptionError):
                     errors.append(aead)
                 else:

@@ -183,8 +183,10 @@ def _user_name(user: dict[str, Any]) -> str | None:
 
     A protected name is not revealed to the extractor: it would come back in clear as an
     entity name (entity names are not encrypted). The speaker is then the message's role
-    when that is a name, else "user"."""
-    if user["first_name_enc"] is not None or user["last_name_enc"] is not None:
+    when that is a name, else "user". A user with a profile ciphertext is taken to have
+    protected names (it holds them unless only the metadata is protected, and a name is
+    at least `pii`, which is protected by default)."""
+    if any(user[c] is not None for c in ("profile_enc", "first_name_enc", "last_name_enc")):
         return None
     return " ".join(p for p in (user["first_name"], user["last_name"]) if p) or None
 

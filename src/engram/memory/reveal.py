@@ -1,11 +1,12 @@
 """Reading protected fields: the plaintext for callers allowed to read it, else the redacted form.
 
 Rows come from the store with their ciphertext columns (`content_enc`, `metadata_enc`,
-`fact_enc`, `summary_enc`, `email_enc`, `first_name_enc`, `last_name_enc`); these
-functions put the plaintext in the plain columns when the caller may read it, and always
-drop the ciphertext columns. Decryption runs off the event loop when a key is not in
-memory (that means a call to the key provider), on it when every key is. A value whose
-key was shredded stays redacted: that data is gone by design.
+`fact_enc`, `summary_enc`, a user's `profile_enc`, and a user's per-field ciphertexts from
+before migration 0017); these functions put the plaintext in the plain columns when the
+caller may read it, and always drop the ciphertext columns. Decryption runs off the
+event loop when a key is not in memory (that means a call to the key provider), on it
+when every key is. A value whose key was shredded stays redacted: that data is gone by
+design.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from engram.crypto.protect import Column, Protector
 
-__all__ = ["entities", "facts", "hits", "messages", "sessions", "users"]
+__all__ = ["USER_FIELDS", "entities", "facts", "hits", "messages", "sessions", "users"]
 
 Row = dict[str, Any]
 
@@ -26,7 +27,9 @@ _MESSAGE_FIELDS = (
 )
 _FACT_FIELDS = (Column("fact_enc", "fact", "facts", "fact"),)
 _ENTITY_FIELDS = (Column("summary_enc", "summary", "entities", "summary"),)
-_USER_FIELDS = (
+USER_FIELDS = (
+    Column("profile_enc", "", "users", "profile", spread=True),
+    # A user written before migration 0017: a ciphertext per field.
     Column("email_enc", "email", "users", "email"),
     Column("first_name_enc", "first_name", "users", "first_name"),
     Column("last_name_enc", "last_name", "users", "last_name"),
@@ -75,7 +78,7 @@ async def entities(protector: Protector, tenant: str, rows: Sequence[Row], allow
 
 async def users(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
     """Reveal users' e-mail, first and last name and metadata in place."""
-    await _reveal(protector, tenant, rows, allowed, _USER_FIELDS)
+    await _reveal(protector, tenant, rows, allowed, USER_FIELDS)
 
 
 async def sessions(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:

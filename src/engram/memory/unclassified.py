@@ -12,13 +12,13 @@ rest; a row that a request is changing meanwhile is skipped (the request classif
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any
 
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import IDENTITY_FIELDS, Protector
 from engram.crypto.sensitivity import combine, stored_class
 from engram.errors import DecryptionError
+from engram.memory import reveal
 from engram.memory.messages import seal_message_metadata
 from engram.memory.sessions import seal_session
 from engram.memory.users import seal_user
@@ -32,19 +32,17 @@ logger = logging.getLogger(__name__)
 
 
 def _user(protector: Protector, tenant: str, row: dict[str, Any]) -> UserFields:
-    sealed = seal_user(
+    if row["identity_sensitivity"] >= 0 or row["metadata_sensitivity"] >= 0:
+        # A part classified already may hold redacted forms in its plain columns: its real
+        # values are in its ciphertexts. Both parts are sealed together, so it is opened
+        # and sealed again with the other (it classifies the same way).
+        row = dict(row)
+        for exc in protector.page(tenant, [row], reveal.USER_FIELDS).open():
+            raise exc
+    return seal_user(
         protector, tenant, row["uuid"], row["user_id"],
         {k: row[k] for k in IDENTITY_FIELDS}, row["metadata"],
     )  # fmt: skip
-    # A part that was classified already keeps what it has (its plain columns may hold
-    # redacted forms, which must not be sealed as if they were the values).
-    if row["identity_sensitivity"] >= 0:
-        kept = ("identity_sensitivity", *IDENTITY_FIELDS, *(f"{k}_enc" for k in IDENTITY_FIELDS))
-        sealed = replace(sealed, **{k: row[k] for k in kept})
-    if row["metadata_sensitivity"] >= 0:
-        kept = ("metadata", "metadata_sensitivity", "metadata_enc")
-        sealed = replace(sealed, **{k: row[k] for k in kept})
-    return sealed
 
 
 def _message(protector: Protector, tenant: str, row: dict[str, Any]) -> tuple[Any, int, Any]:

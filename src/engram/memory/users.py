@@ -1,9 +1,10 @@
 """Users as stored: identity and metadata classified, redacted and sealed on write.
 
 E-mail, first and last name are personal data by nature (at least `pii`); metadata
-values are classified like message metadata. Ciphertexts use the user's own data key,
-so crypto-shredding the user makes them unreadable with the rest of their data, and
-bind the row's uuid, which is chosen here before the row exists.
+values are classified like message metadata. The protected ones are sealed together, in
+one ciphertext (the column `profile`), under the user's own data key, so crypto-shredding
+the user makes them unreadable with the rest of their data; it binds the row's uuid,
+which is chosen here before the row exists.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import IDENTITY_FIELDS, KeyRef, Protector
 from engram.memory import reveal
 from engram.memory.guard import off_loop, refuse_unreadable
@@ -46,22 +46,15 @@ def seal_user(
             last_name=identity.get("last_name"), metadata=dict(metadata),
             identity_sensitivity=-1, metadata_sensitivity=-1,
         )  # fmt: skip
-    row = str(uuid)
-    key = key or protector.key_ref(tenant, user_id)
-    ident = protector.seal_identity(tenant, "users", row, user_id, identity, key)
-    meta = protector.seal_metadata(FieldContext(tenant, "users", "metadata", row), user_id,
-                                   metadata, key=key)  # fmt: skip
+    sealed = protector.seal_profile(tenant, str(uuid), user_id, identity, metadata, key)
     return users.UserFields(
-        email=ident.values["email"],
-        first_name=ident.values["first_name"],
-        last_name=ident.values["last_name"],
-        metadata=meta.value,
-        identity_sensitivity=int(ident.sensitivity),
-        email_enc=ident.ciphertexts["email"],
-        first_name_enc=ident.ciphertexts["first_name"],
-        last_name_enc=ident.ciphertexts["last_name"],
-        metadata_sensitivity=int(meta.sensitivity),
-        metadata_enc=meta.ciphertext,
+        email=sealed.identity["email"],
+        first_name=sealed.identity["first_name"],
+        last_name=sealed.identity["last_name"],
+        metadata=sealed.metadata,
+        identity_sensitivity=int(sealed.identity_sensitivity),
+        metadata_sensitivity=int(sealed.metadata_sensitivity),
+        profile_enc=sealed.ciphertext,
     )
 
 

@@ -125,7 +125,7 @@ async def load_batch(
             (ids,),
         )
         user = await conn.execute(
-            """SELECT first_name, last_name, first_name_enc, last_name_enc
+            """SELECT first_name, last_name, first_name_enc, last_name_enc, profile_enc
                FROM users WHERE user_id = %s""",
             (row["user_id"],),
         )

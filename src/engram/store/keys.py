@@ -247,6 +247,7 @@ ENCRYPTED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "facts": (("fact_enc", "fact"),),
     "entities": (("summary_enc", "summary"),),
     "users": (
+        ("profile_enc", "profile"),
         ("email_enc", "email"),
         ("first_name_enc", "first_name"),
         ("last_name_enc", "last_name"),
@@ -363,7 +364,8 @@ def unclassified_users(conn: SyncConn, limit: int) -> list[dict[str, Any]]:
     another transaction holds are skipped: that one classifies them)."""
     rows: list[dict[str, Any]] = conn.execute(
         """SELECT uuid, user_id, email, first_name, last_name, metadata, identity_sensitivity,
-                  email_enc, first_name_enc, last_name_enc, metadata_sensitivity, metadata_enc
+                  metadata_sensitivity, profile_enc, email_enc, first_name_enc, last_name_enc,
+                  metadata_enc
            FROM users WHERE identity_sensitivity < 0 OR metadata_sensitivity < 0
            ORDER BY uuid LIMIT %s FOR UPDATE SKIP LOCKED""",
         (limit,),
@@ -374,12 +376,7 @@ def unclassified_users(conn: SyncConn, limit: int) -> list[dict[str, Any]]:
 def classify_user(conn: SyncConn, uuid: uuidlib.UUID, fields: UserFields) -> None:
     """Store a locked user's fields as classified and sealed (updated_at unchanged)."""
     conn.execute(
-        """UPDATE users SET email = %(email)s, first_name = %(first_name)s,
-               last_name = %(last_name)s, metadata = %(metadata)s,
-               identity_sensitivity = %(identity_sensitivity)s, email_enc = %(email_enc)s,
-               first_name_enc = %(first_name_enc)s, last_name_enc = %(last_name_enc)s,
-               metadata_sensitivity = %(metadata_sensitivity)s, metadata_enc = %(metadata_enc)s
-           WHERE uuid = %(uuid)s""",
+        sql.SQL("UPDATE users SET {} WHERE uuid = %(uuid)s").format(sql.SQL(fields.SET)),
         {"uuid": uuid, **fields.params()},
     )
 

@@ -206,7 +206,8 @@ SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'),
 # lets the planner use the partial indexes on it: a message's class is at least its
 # metadata's). A message or fact is protected when its class is; a message's metadata,
 # a user's or a session's when its own class is; a user's e-mail, first and last name
-# (each when set) when their group's class is.
+# (each when set) when their group's class is. A user's protected fields are sealed
+# together in `profile_enc` (before migration 0017, each in its own column).
 _COVERAGE = """
 SELECT (SELECT count(*) FROM messages WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s))
      + (SELECT count(*) FROM messages
@@ -226,12 +227,14 @@ SELECT (SELECT count(*) FROM messages WHERE sensitivity > 0 AND sensitivity = AN
         WHERE sensitivity > 0 AND metadata_sensitivity = ANY(%(l)s) AND metadata_enc IS NOT NULL)
      + (SELECT count(*) FROM facts
         WHERE sensitivity > 0 AND sensitivity = ANY(%(l)s) AND fact_enc IS NOT NULL)
-     + (SELECT coalesce(sum((email IS NOT NULL AND email_enc IS NOT NULL)::int
-                            + (first_name IS NOT NULL AND first_name_enc IS NOT NULL)::int
-                            + (last_name IS NOT NULL AND last_name_enc IS NOT NULL)::int), 0)
+     + (SELECT coalesce(sum(
+            (email IS NOT NULL AND coalesce(profile_enc, email_enc) IS NOT NULL)::int
+          + (first_name IS NOT NULL AND coalesce(profile_enc, first_name_enc) IS NOT NULL)::int
+          + (last_name IS NOT NULL AND coalesce(profile_enc, last_name_enc) IS NOT NULL)::int), 0)
         FROM users WHERE identity_sensitivity = ANY(%(l)s))
      + (SELECT count(*) FROM users
-        WHERE metadata_sensitivity = ANY(%(l)s) AND metadata_enc IS NOT NULL)
+        WHERE metadata_sensitivity = ANY(%(l)s)
+          AND coalesce(profile_enc, metadata_enc) IS NOT NULL)
      + (SELECT count(*) FROM sessions
         WHERE metadata_sensitivity = ANY(%(l)s) AND metadata_enc IS NOT NULL)
 """

@@ -1,15 +1,18 @@
 """Users: the people (or agents' principals) whose memory Engram keeps.
 
 With field-level encryption, `email`, `first_name`, `last_name` and `metadata` hold the
-redacted forms of protected values and the `*_enc` columns their ciphertexts (see
-`engram.crypto.protect`); this module stores and returns both as given.
+redacted forms of protected values and `profile_enc` one ciphertext of their real values
+(see `engram.crypto.protect`); this module stores and returns both as given. Users
+written before migration 0017 may hold a ciphertext per field instead (`email_enc`,
+`first_name_enc`, `last_name_enc`, `metadata_enc`): they are returned for reading, and
+every write stores the new form and clears them.
 """
 
 from __future__ import annotations
 
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, LiteralString
 
 from psycopg import sql
 from psycopg.errors import UniqueViolation
@@ -24,26 +27,32 @@ __all__ = ["UserFields", "add", "conflict", "count", "delete", "exists", "get", 
            "lock", "replace", "send_exists"]  # fmt: skip
 
 _COLUMNS = sql.SQL("""user_id, id, uuid, email, first_name, last_name, metadata,
-    created_at, updated_at, identity_sensitivity, email_enc, first_name_enc, last_name_enc,
-    metadata_sensitivity, metadata_enc,
+    created_at, updated_at, identity_sensitivity, metadata_sensitivity, profile_enc,
+    email_enc, first_name_enc, last_name_enc, metadata_enc,
     (SELECT count(*) FROM sessions s
       WHERE s.tenant_id = u.tenant_id AND s.user_id = u.user_id) AS session_count""")
 
 
 @dataclass(frozen=True)
 class UserFields:
-    """A user's stored fields: plain (or redacted) values, their classes and ciphertexts."""
+    """A user's stored fields: plain (or redacted) values, their classes and the one
+    ciphertext of the protected ones."""
 
     email: str | None = None
     first_name: str | None = None
     last_name: str | None = None
     metadata: dict[str, Any] | None = None
     identity_sensitivity: int = 0
-    email_enc: bytes | None = None
-    first_name_enc: bytes | None = None
-    last_name_enc: bytes | None = None
     metadata_sensitivity: int = 0
-    metadata_enc: bytes | None = None
+    profile_enc: bytes | None = None
+
+    # How an UPDATE stores them: the new form, and the per-field ciphertexts of a row
+    # written before migration 0017 cleared (`store.keys.classify_user` uses it too).
+    SET: ClassVar[LiteralString] = """email = %(email)s, first_name = %(first_name)s,
+        last_name = %(last_name)s, metadata = %(metadata)s,
+        identity_sensitivity = %(identity_sensitivity)s,
+        metadata_sensitivity = %(metadata_sensitivity)s, profile_enc = %(profile_enc)s,
+        email_enc = NULL, first_name_enc = NULL, last_name_enc = NULL, metadata_enc = NULL"""
 
     def params(self) -> dict[str, Any]:
         return {
@@ -52,11 +61,8 @@ class UserFields:
             "last_name": self.last_name,
             "metadata": Jsonb(self.metadata or {}),
             "identity_sensitivity": self.identity_sensitivity,
-            "email_enc": self.email_enc,
-            "first_name_enc": self.first_name_enc,
-            "last_name_enc": self.last_name_enc,
             "metadata_sensitivity": self.metadata_sensitivity,
-            "metadata_enc": self.metadata_enc,
+            "profile_enc": self.profile_enc,
         }
 
 
@@ -73,12 +79,10 @@ async def add(
             await keys.send_put_key(conn, key)
         await conn.execute(
             """INSERT INTO users (tenant_id, user_id, uuid, email, first_name, last_name,
-                   metadata, identity_sensitivity, email_enc, first_name_enc,
-                   last_name_enc, metadata_sensitivity, metadata_enc)
+                   metadata, identity_sensitivity, metadata_sensitivity, profile_enc)
                VALUES (%(tenant)s, %(user_id)s, %(uuid)s, %(email)s, %(first_name)s,
-                   %(last_name)s, %(metadata)s, %(identity_sensitivity)s, %(email_enc)s,
-                   %(first_name_enc)s, %(last_name_enc)s, %(metadata_sensitivity)s,
-                   %(metadata_enc)s)""",
+                   %(last_name)s, %(metadata)s, %(identity_sensitivity)s,
+                   %(metadata_sensitivity)s, %(profile_enc)s)""",
             {"tenant": tenant, "user_id": user_id, "uuid": uuid, **fields.params()},
         )
         return await get(conn, user_id)
@@ -128,13 +132,9 @@ async def send_exists(conn: Conn, user_id: str) -> Pending[bool]:
 async def replace(conn: Conn, user_id: str, fields: UserFields) -> dict[str, Any]:
     """Store every field anew (the caller merged them into the locked row)."""
     cur = await conn.execute(
-        """UPDATE users SET email = %(email)s, first_name = %(first_name)s,
-               last_name = %(last_name)s, metadata = %(metadata)s,
-               identity_sensitivity = %(identity_sensitivity)s, email_enc = %(email_enc)s,
-               first_name_enc = %(first_name_enc)s, last_name_enc = %(last_name_enc)s,
-               metadata_sensitivity = %(metadata_sensitivity)s, metadata_enc = %(metadata_enc)s,
-               updated_at = now()
-           WHERE user_id = %(user_id)s RETURNING user_id""",
+        sql.SQL(
+            "UPDATE users SET {}, updated_at = now() WHERE user_id = %(user_id)s RETURNING user_id"
+        ).format(sql.SQL(fields.SET)),
         {"user_id": user_id, **fields.params()},
     )
     if await cur.fetchone() is None:
