@@ -6,6 +6,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engram.crypto import DataKey, DataKeyCache, FieldCipher, FieldContext, Keyring, MemoryKeyStore
+from engram.crypto.cache import name_of
 from engram.crypto.providers import LocalKeyProvider, WrappedDek
 from engram.errors import KeyUnavailableError
 
@@ -159,9 +160,11 @@ def test_a_page_of_keys_is_served_only_when_every_one_is_cached_and_fresh(clock:
         cache.put(key)
     clock.advance(5)
     cache.put(keys[2])
-    slots = [(k.key_id, k.version) for k in keys]
+    slots = [name_of(k.key_id, k.version) for k in keys]
     assert cache.get_many(slots) == dict(zip(slots, keys, strict=True))
-    assert cache.get_many([*slots, (uuid4(), 1)]) is None  # one missing: none
+    assert cache.get_many([*slots, name_of(uuid4(), 1)]) is None  # one missing: none
+    # Another version of a cached key is another key: not served.
+    assert cache.get_many([name_of(keys[0].key_id, 2)]) is None
     clock.advance(6)  # the first two expired, the third is fresh
     assert cache.get_many(slots) is None
     assert cache.get_many(slots[2:]) == {slots[2]: keys[2]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -62,23 +62,26 @@ class FieldCipher:
         the store in one look-up and unwrapped as one batch; with `cached_only`, None
         unless every one is in memory (then nothing reads the store or calls the
         provider). KeyUnavailableError if a key is needed from an unreachable provider."""
-        slots = {h: key_of(h) for h in heads}
-        keys: Mapping[tuple[UUID, int], DataKey | DecryptionError] | None
-        if cached_only:
-            keys = self.keyring.cached_keys(slots.values())
-            if keys is None:
-                return None
-        else:
-            keys = self.keyring.decryption_keys(slots.values())
         out: dict[bytes, AESGCM | DecryptionError] = {}
+        if cached_only:
+            # A header is the format byte, then the key version's name in the cache.
+            cached = self.keyring.cached_keys({h[1:] for h in heads})
+            if cached is None:
+                return None
+            for head in heads:
+                key = cached[head[1:]]
+                out[head] = key.aead if key.tenant == tenant else _wrong_owner(key, tenant)
+            return out
+        slots = {h: key_of(h) for h in heads}
+        keys = self.keyring.decryption_keys(slots.values())
         for head, slot in slots.items():
-            key = keys[slot]
-            if isinstance(key, DecryptionError):
-                out[head] = key
-            elif key.tenant != tenant:
-                out[head] = _wrong_owner(key, tenant)
+            found = keys[slot]
+            if isinstance(found, DecryptionError):
+                out[head] = found
+            elif found.tenant != tenant:
+                out[head] = _wrong_owner(found, tenant)
             else:
-                out[head] = key.aead
+                out[head] = found.aead
         return out
 
     def decrypt_many(

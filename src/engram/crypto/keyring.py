@@ -312,12 +312,11 @@ class Keyring:
             fresh = hit is not None and hit[0] > self._clock()
         return fresh and hit is not None and self.cache.get(key_id, hit[1]) is not None
 
-    def cached_keys(
-        self, slots: Iterable[tuple[UUID, int]]
-    ) -> dict[tuple[UUID, int], DataKey] | None:
-        """The data key versions named, when every one is in memory; else None (then
-        `decryption_keys` reads the store or calls the provider)."""
-        return self.cache.get_many(slots)
+    def cached_keys(self, names: Iterable[bytes]) -> dict[bytes, DataKey] | None:
+        """The data key versions named (`cache.name_of`: as a ciphertext's header names
+        them), when every one is in memory; else None (then `decryption_keys` reads the
+        store or calls the provider)."""
+        return self.cache.get_many(names)
 
     def forget_primaries(self) -> None:
         """Look the primary versions up again (another process may have rotated)."""

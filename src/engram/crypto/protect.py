@@ -373,32 +373,31 @@ class SealedPage:
 
     Their data keys are looked up at once (the cached ones, then the rest in one store
     look-up and one batch of unwraps), and opening a field makes no object of its own:
-    a page of a hundred users is four hundred fields."""
+    the hot loop of a page of a hundred users."""
 
     def __init__(
         self, cipher: FieldCipher, tenant: str, rows: Sequence[dict[str, Any]],
         columns: Sequence[Column], id_key: str,
     ) -> None:  # fmt: skip
         self._cipher, self._tenant, self._id_key = cipher, tenant, id_key
-        labels = [field_label(tenant, c.table, c.name) for c in columns]
-        self._rows: list[tuple[dict[str, Any], list[tuple[Column, bytes, bytes, bytes]]]] = []
+        # Column by column: (column, its label, [(row, ciphertext, header or b"")]).
+        self._columns: list[tuple[Column, bytes, list[tuple[dict[str, Any], bytes, bytes]]]] = []
         self._heads: set[bytes] = set()
-        for row in rows:
-            fields = []
-            for col, label in zip(columns, labels, strict=True):
-                blob = row.get(col.enc)
-                if blob is not None:
-                    blob = bytes(blob)
-                    head = head_or_none(blob) or b""
-                    fields.append((col, label, blob, head))
-                    if head:
-                        self._heads.add(head)
-            if fields:
-                self._rows.append((row, fields))
+        for col in columns:
+            enc, found = col.enc, []
+            for row in rows:
+                raw = row.get(enc)
+                if raw is not None:
+                    blob = bytes(raw)  # a binary cursor's may be a memoryview
+                    # A malformed one's header is b"", never a key's.
+                    found.append((row, blob, head_or_none(blob) or b""))
+            if found:
+                self._columns.append((col, field_label(tenant, col.table, col.name), found))
+                self._heads.update(head for _, _, head in found if head)
         self._openers: dict[bytes, AESGCM | DecryptionError] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self._rows)
+        return bool(self._columns)
 
     def in_memory(self) -> bool:
         """Whether every data key the page needs is cached: opening it is then CPU only,
@@ -408,32 +407,31 @@ class SealedPage:
         return self._openers is not None
 
     def open(self) -> list[DecryptionError]:
-        """Put each field's plaintext (text, or the JSON value) in its row's `plain` key.
-        A field that does not open keeps what its row had and is returned as its error;
-        KeyUnavailableError if a key is needed from an unreachable provider."""
+        """Put each field's plaintext (text, or the JSON value) in its row's `plain` key
+        (a spread column's keys in the row itself). A field that does not open keeps what
+        its row had and is returned as its error; KeyUnavailableError if a key is needed
+        from an unreachable provider."""
         openers = self._openers
         if openers is None:
             openers = self._openers = self._cipher.openers(self._heads, self._tenant)
             assert openers is not None
         errors: list[DecryptionError] = []
-        loads = orjson.loads
-        for row, fields in self._rows:
-            row_id = str(row[self._id_key])
-            tail = row_label(row_id)
-            for col, label, blob, head in fields:
-                aead = openers.get(head)  # a malformed one's head is b"", never a key
+        loads, id_key = orjson.loads, self._id_key
+        for col, label, found in self._columns:
+            plain, spread, as_json = col.plain, col.spread, col.json
+            for row, blob, head in found:
+                aead = openers.get(head)
                 if type(aead) is AESGCM:
                     try:
-                        raw = open_raw(aead, blob, label + tail)
+                        raw = open_raw(aead, blob, label + row_label(str(row[id_key])))
                     except InvalidTag:
-                        errors.append(
-                            failed(head, FieldContext(self._tenant, col.table, col.name, row_id))
-                        )
+                        ctx = FieldContext(self._tenant, col.table, col.name, str(row[id_key]))
+                        errors.append(failed(head, ctx))
                         continue
-                    if col.spread:
+                    if spread:
                         row.update(loads(raw))
                     else:
-                        row[col.plain] = loads(raw) if col.json else raw.decode()
+                        row[plain] = loads(raw) if as_json else raw.decode()
                 elif isinstance(aead, DecryptionError):
                     errors.append(aead)
                 else:

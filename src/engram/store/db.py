@@ -23,21 +23,25 @@ T = TypeVar("T")
 
 
 class Pending(Generic[T]):
-    """A single-row query sent but not read yet. On a connection in pipeline mode, the
-    queries sent one after the other and read afterwards share one round trip; a
-    statement's error is raised by `result` (of it, or of a query sent after it)."""
+    """A query sent but not read yet. On a connection in pipeline mode, the queries sent
+    one after the other and read afterwards share one round trip; a statement's error is
+    raised by `result` (of it, or of a query sent after it). `read` makes the result of
+    the query's one row (None if it has none), or with `many` of the list of its rows."""
 
-    __slots__ = ("_cursor", "_read")
+    __slots__ = ("_cursor", "_many", "_read")
 
     def __init__(
         self,
         cursor: psycopg.AsyncCursor[dict[str, Any]],
-        read: Callable[[dict[str, Any] | None], T],
+        read: Callable[[Any], T],
+        *,
+        many: bool = False,
     ) -> None:
-        self._cursor, self._read = cursor, read
+        self._cursor, self._read, self._many = cursor, read, many
 
     async def result(self) -> T:
-        return self._read(await self._cursor.fetchone())
+        cur = self._cursor
+        return self._read(await cur.fetchall() if self._many else await cur.fetchone())
 
 
 class Database:

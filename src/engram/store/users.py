@@ -24,7 +24,7 @@ from engram.store import keys
 from engram.store.db import Conn, Pending
 
 __all__ = ["UserFields", "add", "conflict", "count", "delete", "exists", "get", "list_ordered",
-           "lock", "replace", "send_exists"]  # fmt: skip
+           "lock", "replace", "send_count", "send_exists", "send_list_ordered"]  # fmt: skip
 
 _COLUMNS = sql.SQL("""user_id, id, uuid, email, first_name, last_name, metadata,
     created_at, updated_at, identity_sensitivity, metadata_sensitivity, profile_enc,
@@ -99,7 +99,9 @@ def conflict(user_id: str) -> ConflictError:
 
 async def get(conn: Conn, user_id: str) -> dict[str, Any]:
     cur = await conn.execute(
-        sql.SQL("SELECT {} FROM users u WHERE user_id = %s").format(_COLUMNS), (user_id,)
+        sql.SQL("SELECT {} FROM users u WHERE user_id = %s").format(_COLUMNS),
+        (user_id,),
+        binary=True,  # as `send_list_ordered`
     )
     row = await cur.fetchone()
     if row is None:
@@ -150,14 +152,26 @@ async def delete(conn: Conn, user_id: str) -> None:
 
 
 async def list_ordered(conn: Conn, *, offset: int, limit: int) -> list[dict[str, Any]]:
+    return await (await send_list_ordered(conn, offset=offset, limit=limit)).result()
+
+
+async def send_list_ordered(
+    conn: Conn, *, offset: int, limit: int
+) -> Pending[list[dict[str, Any]]]:
+    """`list_ordered`, sent now and read later (see `Pending`)."""
     cur = await conn.execute(
         sql.SQL("SELECT {} FROM users u ORDER BY id LIMIT %s OFFSET %s").format(_COLUMNS),
         (limit, offset),
+        binary=True,  # ciphertexts as bytes, not hex text twice their size
     )
-    return await cur.fetchall()
+    return Pending(cur, list, many=True)
 
 
 async def count(conn: Conn) -> int:
+    return await (await send_count(conn)).result()
+
+
+async def send_count(conn: Conn) -> Pending[int]:
+    """`count`, sent now and read later (see `Pending`)."""
     cur = await conn.execute("SELECT count(*) AS n FROM users")
-    row = await cur.fetchone()
-    return int(row["n"]) if row else 0
+    return Pending(cur, lambda row: int(row["n"]) if row else 0)

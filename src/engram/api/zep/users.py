@@ -49,9 +49,10 @@ async def list_users(
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 10,
 ) -> Any:
     offset = (max(page_number, 1) - 1) * page_size
-    async with db.tenant(tenant) as conn:
-        rows = await users.list_ordered(conn, offset=offset, limit=page_size)
-        total = await users.count(conn)
+    async with db.tenant(tenant, pipeline=True) as conn:  # one round trip for both
+        listed = await users.send_list_ordered(conn, offset=offset, limit=page_size)
+        counted = await users.send_count(conn)
+        rows, total = await listed.result(), await counted.result()
     await reveal.users(protector, tenant, rows, plaintext)
     return {"users": [user_json(r) for r in rows], "row_count": len(rows), "total_count": total}
 
