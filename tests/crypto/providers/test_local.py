@@ -68,6 +68,10 @@ def test_another_processs_rotation_is_picked_up(tmp_path: Path) -> None:
     new = b.new_kek()
     assert a.current_kek() == new
     assert len(a.unwrap(wrapped)) == 32
+    # `a` keeps the KEKs it has used in memory: new wraps still follow the file's primary.
+    dek = os.urandom(32)
+    rewrapped = a.wrap(dek)
+    assert rewrapped.kek_id == new and b.unwrap(rewrapped) == dek
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 

@@ -46,6 +46,7 @@ class LocalKeyProvider:
         self.path = path
         self._lock = threading.Lock()
         self._loaded: tuple[tuple[int, int], dict[str, Any]] | None = None
+        self._aeads: dict[str, AESGCM] = {}  # KEK id -> its AEAD, for the file as loaded
 
     # --- the key file ------------------------------------------------------------------
 
@@ -85,7 +86,7 @@ class LocalKeyProvider:
                 ) from exc
             if not isinstance(data, dict) or data.get("format") != _FORMAT:
                 raise self._fail(f"{self.path} is not an Engram key file", "misconfigured")
-            self._loaded = (stamp, data)
+            self._loaded, self._aeads = (stamp, data), {}
         return self._loaded[1]
 
     def _create(self) -> None:
@@ -116,8 +117,16 @@ class LocalKeyProvider:
         finally:
             os.close(fd)
 
-    def _kek(self, kek_id: str) -> AESGCM:
+    def _kek(self, kek_id: str | None) -> tuple[str, AESGCM]:
+        """The KEK `kek_id` (None: the primary) and its AEAD; the file is checked first."""
         data = self._read()
+        kek_id = kek_id or f"{data['id']}/{data['primary']}"
+        aead = self._aeads.get(kek_id)
+        if aead is None:
+            aead = self._aeads[kek_id] = self._load_kek(data, kek_id)
+        return kek_id, aead
+
+    def _load_kek(self, data: dict[str, Any], kek_id: str) -> AESGCM:
         file_id, _, version = kek_id.partition("/")
         if file_id != data["id"]:
             raise self._fail(
@@ -139,16 +148,15 @@ class LocalKeyProvider:
             return f"{data['id']}/{data['primary']}"
 
     def wrap(self, plaintext_dek: bytes, kek_id: str | None = None) -> WrappedDek:
-        kek_id = kek_id or self.current_kek()
         with self._lock:
-            aead = self._kek(kek_id)
+            kek_id, aead = self._kek(kek_id)
         nonce = os.urandom(12)
         sealed = aead.encrypt(nonce, plaintext_dek, b"engram/dek" + kek_id.encode())
         return WrappedDek(self.name, kek_id, bytes([_BLOB_VERSION]) + nonce + sealed)
 
     def unwrap(self, wrapped: WrappedDek) -> bytes:
         with self._lock:
-            aead = self._kek(wrapped.kek_id)
+            _, aead = self._kek(wrapped.kek_id)
         blob = wrapped.blob
         try:
             if len(blob) < 29 or blob[0] != _BLOB_VERSION:
@@ -182,7 +190,7 @@ class LocalKeyProvider:
         return {"provider": self.name, "key_file": str(self.path)}
 
     def close(self) -> None:
-        self._loaded = None
+        self._loaded, self._aeads = None, {}
 
 
 def _new_key() -> dict[str, str]:
