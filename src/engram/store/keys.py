@@ -12,7 +12,7 @@ import logging
 import uuid as uuidlib
 from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # store.users imports this module (a new user's key goes in w
 
 __all__ = [
     "ENCRYPTED_FIELDS",
+    "INSERT_DRAFT",
     "KeyPool",
     "KeyTaken",
     "PgKeyStore",
@@ -40,12 +41,12 @@ __all__ = [
     "finish_run",
     "key_id_of",
     "key_taken",
+    "key_values",
     "key_versions_in_use",
     "latest_runs",
     "run",
     "save_checkpoint",
     "send_key_id_of",
-    "send_put_key",
     "start_run",
     "swap_ciphertext",
     "unclassified",
@@ -127,38 +128,42 @@ async def send_key_id_of(conn: Conn, user: str | None) -> Pending[uuidlib.UUID |
 # Insert a key version, or update the stored one (state, wrapping) when it exists.
 _PUT_KEY = """INSERT INTO data_keys (tenant_id, key_id, version, user_id, state, provider,
                                     kek_id, wrapped, created_at)
-              VALUES (current_setting('app.tenant_id'), %(k)s, %(v)s, %(u)s, %(s)s, %(p)s,
-                      %(kek)s, %(w)s, %(c)s)
+              VALUES (current_setting('app.tenant_id'), %(key_id)s, %(key_version)s,
+                      %(key_user)s, %(key_state)s, %(key_provider)s, %(key_kek)s,
+                      %(key_wrapped)s, %(key_created)s)
               ON CONFLICT (tenant_id, key_id, version) DO UPDATE
               SET state = excluded.state, provider = excluded.provider, kek_id = excluded.kek_id,
                   wrapped = excluded.wrapped, updated_at = now()
               RETURNING key_id"""
 
+# A drafted data key (a new user's), as the first part of the statement that stores its
+# user (`store.users.add`), with the parameters of `key_values`. Its key id is new, so a
+# plain insert: its one possible conflict is the owner index's (`key_taken`).
+INSERT_DRAFT: LiteralString = """INSERT INTO data_keys (tenant_id, key_id, version, user_id,
+        state, provider, kek_id, wrapped, created_at)
+    VALUES (current_setting('app.tenant_id'), %(key_id)s, %(key_version)s, %(key_user)s,
+        %(key_state)s, %(key_provider)s, %(key_kek)s, %(key_wrapped)s, %(key_created)s)"""
 
-def _key_values(record: DataKeyRecord) -> dict[str, Any]:
+
+def key_values(record: DataKeyRecord) -> dict[str, Any]:
+    """A key record as the parameters of `_PUT_KEY` and `INSERT_DRAFT` (all named
+    ``key_*``, apart from a user's own)."""
     w = record.wrapped
     return {
-        "k": record.key_id,
-        "v": record.version,
-        "u": record.user,
-        "s": record.state.value,
-        "p": w.provider if w else None,
-        "kek": w.kek_id if w else None,
-        "w": w.blob if w else None,
-        "c": record.created_at,
+        "key_id": record.key_id,
+        "key_version": record.version,
+        "key_user": record.user,
+        "key_state": record.state.value,
+        "key_provider": w.provider if w else None,
+        "key_kek": w.kek_id if w else None,
+        "key_wrapped": w.blob if w else None,
+        "key_created": record.created_at,
     }
 
 
 class KeyTaken(ConflictError):
     """(tenant, user) has a data key already: another write stored one meanwhile (409 if
     it reaches a caller: creating the user retries once itself)."""
-
-
-async def send_put_key(conn: Conn, record: DataKeyRecord) -> None:
-    """Send the insert of a drafted data key (a new user's, stored with the user) in the
-    caller's transaction. On a pipelined connection its error surfaces with the next
-    result read: pass that UniqueViolation to `key_taken`."""
-    await conn.execute(_PUT_KEY, _key_values(record))
 
 
 def key_taken(exc: psycopg.errors.UniqueViolation, user: str | None) -> KeyTaken | None:
@@ -226,7 +231,7 @@ class PgKeyStore:
     def put(self, record: DataKeyRecord) -> bool:
         try:
             with self.pool.tenant(record.tenant, pipeline=True) as conn:
-                stored = conn.execute(_PUT_KEY, _key_values(record)).fetchone()
+                stored = conn.execute(_PUT_KEY, key_values(record)).fetchone()
         except psycopg.errors.UniqueViolation:
             # A first version racing another process's for the same (tenant, user) loses
             # (data_keys_owner_idx); `Keyring.key_for` then finds the winner.

@@ -71,23 +71,29 @@ async def add(
     key: DataKeyRecord | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Insert a user whose ciphertexts were bound to `uuid`, and `key` with it: the user's
-    data key, drafted for this user. On a pipelined connection the key, the user and the
-    row read back share one round trip. ConflictError if the user id is taken; KeyTaken
-    if the user has a data key already (another write stored one meanwhile)."""
+    data key, drafted for this user; the row as stored. The key, the user and the row
+    read back are one statement. ConflictError if the user id is taken; KeyTaken if the
+    user has a data key already (another write stored one meanwhile)."""
+    query = sql.SQL(
+        """INSERT INTO users AS u (tenant_id, user_id, uuid, email, first_name, last_name,
+               metadata, identity_sensitivity, metadata_sensitivity, profile_enc)
+           VALUES (%(tenant)s, %(user_id)s, %(uuid)s, %(email)s, %(first_name)s,
+               %(last_name)s, %(metadata)s, %(identity_sensitivity)s,
+               %(metadata_sensitivity)s, %(profile_enc)s)
+           RETURNING {}"""
+    ).format(_COLUMNS)
+    params = {"tenant": tenant, "user_id": user_id, "uuid": uuid, **fields.params()}
+    if key is not None:
+        # A data-modifying WITH runs whether or not the rest reads it.
+        query = sql.SQL("WITH draft AS ({}) {}").format(sql.SQL(keys.INSERT_DRAFT), query)
+        params.update(keys.key_values(key))
     try:
-        if key is not None:
-            await keys.send_put_key(conn, key)
-        await conn.execute(
-            """INSERT INTO users (tenant_id, user_id, uuid, email, first_name, last_name,
-                   metadata, identity_sensitivity, metadata_sensitivity, profile_enc)
-               VALUES (%(tenant)s, %(user_id)s, %(uuid)s, %(email)s, %(first_name)s,
-                   %(last_name)s, %(metadata)s, %(identity_sensitivity)s,
-                   %(metadata_sensitivity)s, %(profile_enc)s)""",
-            {"tenant": tenant, "user_id": user_id, "uuid": uuid, **fields.params()},
-        )
-        return await get(conn, user_id)
+        cur = await conn.execute(query, params, binary=True)
+        row = await cur.fetchone()
     except UniqueViolation as exc:
         raise (keys.key_taken(exc, user_id) or conflict(user_id)) from exc
+    assert row is not None
+    return row
 
 
 def conflict(user_id: str) -> ConflictError:
