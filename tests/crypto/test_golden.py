@@ -111,3 +111,28 @@ def test_golden_ciphertexts_still_refuse_another_row(golden_keyring: Keyring) ->
     entry = next(e for e in CORPUS["entries"] if e["form"] == "text")
     with pytest.raises(DecryptionError):
         cipher.decrypt(entry["ciphertext"], dataclasses.replace(_ctx(entry), row_id="row-x"))
+
+
+def test_the_golden_user_profile_reads_back_field_by_field(golden_keyring: Keyring) -> None:
+    """A user's protected fields in one ciphertext, as written at migration 0017
+    (golden/profile.json): read as the API reads users, each field comes back, and the
+    same ciphertext on another user's row does not open."""
+    from engram.crypto.protect import SealedPage
+    from engram.memory.reveal import USER_FIELDS
+
+    golden = json.loads((GOLDEN / "profile.json").read_text())
+    assert golden["sealed"] == golden["read"]  # what it holds: the fields by name
+
+    def row(uuid: str) -> dict[str, Any]:
+        return {"uuid": UUID(uuid), "profile_enc": bytes.fromhex(golden["profile_enc"]),
+                **golden["stored"]}  # fmt: skip
+
+    mine = row(golden["uuid"])
+    page = SealedPage(FieldCipher(golden_keyring), golden["tenant"], [mine], USER_FIELDS, "uuid")
+    assert page.open() == []
+    assert {k: mine[k] for k in golden["read"]} == golden["read"]
+    other = row("00000000-0000-4000-8000-000000000001")
+    page = SealedPage(FieldCipher(golden_keyring), golden["tenant"], [other], USER_FIELDS, "uuid")
+    (error,) = page.open()
+    assert isinstance(error, DecryptionError)
+    assert {k: other[k] for k in golden["stored"]} == golden["stored"]  # left redacted

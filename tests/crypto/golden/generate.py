@@ -1,5 +1,8 @@
 """Write the golden corpus ONCE: `python tests/crypto/golden/generate.py [--force]`.
 
+`--profile` writes `profile.json` (once) beside it: a user's protected fields as
+`seal_profile` stores them in one ciphertext (migration 0017), under a corpus key.
+
 The corpus pins the ciphertext format and the `local` provider's wrapped-key format:
 every later Engram must open it (tests/crypto/test_golden.py). Never regenerate it to
 make a failing test pass; a failure there means stored data would become unreadable.
@@ -13,12 +16,13 @@ import hashlib
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from engram.crypto import FieldContext, seal
+from engram.crypto import FieldCipher, FieldContext, seal
 from engram.crypto.providers import LocalKeyProvider
 
 HERE = Path(__file__).parent
@@ -109,5 +113,53 @@ def main(force: bool) -> None:
     )
 
 
+PROFILE = HERE / "profile.json"
+
+
+def profile() -> None:
+    """A user row's `profile_enc` as Engram writes it, and what reading it must give."""
+    import orjson
+
+    from engram.config import CryptoSettings
+    from engram.crypto import DataKeyCache, DataKeyRecord, KeyState, MemoryKeyStore
+    from engram.crypto.protect import Keyrings, Protector
+    from engram.crypto.providers import WrappedDek
+
+    if PROFILE.exists():
+        sys.exit("the golden profile exists; it must not change")
+    corpus = json.loads(CORPUS.read_text())
+    store = MemoryKeyStore()
+    key = next(k for k in corpus["keys"] if k["user"] == "alice" and k["version"] == 2)
+    for k in corpus["keys"]:
+        if k["key_id"] == key["key_id"]:
+            state = KeyState.PRIMARY if k is key else KeyState.ACTIVE
+            wrapped = WrappedDek(k["provider"], k["kek_id"], base64.b64decode(k["wrapped_b64"]))
+            store.put(DataKeyRecord(UUID(k["key_id"]), k["version"], k["tenant"], k["user"],
+                                    state, wrapped, datetime.now(UTC)))  # fmt: skip
+    rings = Keyrings(LocalKeyProvider(KEK_FILE), lambda _: store, DataKeyCache())
+    protector = Protector(CryptoSettings(), rings)
+    row_id = "3f6c2a1e-8b4d-4e7a-9c1f-2d3e4f5a6b7c"
+    identity = {"email": "alice@example.org", "first_name": "Alice", "last_name": "Liddell"}
+    metadata = {"phone": "+44 20 7946 0958", "plan": "pro", "tags": ["a", 1, None]}
+    ref = protector.key_ref("acme", "alice", looked_up=True, key_id=UUID(key["key_id"]))
+    sealed = protector.seal_profile("acme", row_id, "alice", identity, metadata, ref)
+    assert sealed.ciphertext is not None
+    stored = {**sealed.identity, "metadata": sealed.metadata}
+    ctx = FieldContext("acme", "users", "profile", row_id)
+    inside = FieldCipher(rings.get("acme")).decrypt_bytes(sealed.ciphertext, ctx)
+    golden = {
+        "tenant": "acme",
+        "uuid": row_id,
+        "profile_enc": sealed.ciphertext.hex(),
+        "stored": stored,  # the plain columns: redacted forms
+        "sealed": orjson.loads(inside),  # the JSON object inside the ciphertext
+        "read": {**identity, "metadata": metadata},  # what a reader allowed to see gets
+    }
+    PROFILE.write_text(json.dumps(golden, indent=2, ensure_ascii=False) + "\n")
+
+
 if __name__ == "__main__":
-    main(force="--force" in sys.argv)
+    if "--profile" in sys.argv:
+        profile()
+    else:
+        main(force="--force" in sys.argv)
