@@ -234,6 +234,12 @@ def test_a_new_users_key_is_stored_with_the_user_and_only_then(
     body = {"user_id": uid, "email": EMAIL, "first_name": "Ada", "metadata": {"mail": EMAIL}}
     assert http.post("/api/v2/users", json=body).status_code == 201
     assert http.post("/api/v2/users", json=body).status_code == 400  # taken, as Zep says it
+    # A taken id whose user has no key: the insert refuses it, and the key drafted for
+    # it is not kept (nor is anything of the refused body).
+    again = {"user_id": plain, "email": "mallory@example.org", "first_name": "Mallory"}
+    refused = http.post("/api/v2/users", json=again)
+    assert refused.status_code == 400 and "already exists" in refused.text
+    assert http.get(f"/api/v2/users/{plain}").json()["email"] is None
     keys = _rows(
         server,
         "SELECT user_id, version, state FROM data_keys WHERE user_id IN (%s, %s)",

@@ -73,26 +73,31 @@ async def add_user(
     """Store a new user (`fields`: email, first_name, last_name, metadata); the row as stored.
 
     A new user's data key, when one is needed, is made here and stored in the same
-    transaction as the user, not in one of its own."""
+    statement as the user, not in a transaction of its own."""
     uuid = uuidlib.uuid4()
     identity = {k: fields.get(k) for k in IDENTITY_FIELDS}
+    metadata = fields.get("metadata") or {}
     key = None
-    async with db.tenant(tenant, pipeline=True) as conn:
-        taken = await users.send_exists(conn, user_id)
+    if protector.enabled and not retried:
         # A new user has no data key yet, so the first attempt drafts one without looking;
         # if the user has one all the same (its id was used before, or another write just
         # made it), storing the draft fails (KeyTaken) and the retry looks the key up.
-        looks = protector.enabled and retried
-        found = await keys.send_key_id_of(conn, user_id) if looks else None
-        if await taken.result():  # 409 before any key work
-            raise users.conflict(user_id)
-        if protector.enabled:
-            key_id = await found.result() if found is not None else None
-            key = protector.key_ref(tenant, user_id, looked_up=True, key_id=key_id, draft=True)
+        key = protector.key_ref(tenant, user_id, looked_up=True, draft=True)
+    if retried or off_loop(protector, key):
+        # Sealing will wait on the key store or a remote provider: refuse a taken id
+        # first (409 before any key work). Otherwise sealing is CPU only, and the insert
+        # itself refuses a taken id: a round trip saved on every new user.
+        async with db.tenant(tenant, pipeline=True) as conn:
+            taken = await users.send_exists(conn, user_id)
+            looks = protector.enabled and retried
+            found = await keys.send_key_id_of(conn, user_id) if looks else None
+            if await taken.result():
+                raise users.conflict(user_id)
+            if found is not None:
+                key_id = await found.result()
+                key = protector.key_ref(tenant, user_id, looked_up=True, key_id=key_id, draft=True)
     try:
-        sealed = await _sealed(
-            protector, tenant, uuid, user_id, identity, fields.get("metadata") or {}, key
-        )
+        sealed = await _sealed(protector, tenant, uuid, user_id, identity, metadata, key)
         async with db.tenant(tenant, pipeline=True) as conn:
             pending = key.pending if key is not None else None
             return await users.add(conn, tenant, user_id, uuid, sealed, key=pending)
