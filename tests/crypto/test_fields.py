@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -253,6 +254,37 @@ def test_a_new_users_key_is_stored_with_the_user_and_only_then(
         server, "SELECT email, profile_enc IS NOT NULL FROM users WHERE user_id = %s", uid
     )
     assert stored == [("[EMAIL]", True)]
+
+
+def test_one_user_id_created_at_once_by_many_requests_gets_one_user_and_one_key(
+    server: Server, uid: str
+) -> None:
+    """Twelve requests create the same new user at the same moment: one is stored (201),
+    every other is refused as taken (400, as Zep says it), and one data key exists, the
+    one the stored user's fields open with."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    user = uid + "race"
+    start = threading.Barrier(12)
+
+    def create(i: int) -> tuple[int, str]:
+        with server.client() as http:
+            body = {"user_id": user, "email": f"racer{i}@example.org", "last_name": f"R{i}"}
+            start.wait()
+            r = http.post("/api/v2/users", json=body)
+            return r.status_code, r.text
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(create, range(12)))
+    codes = sorted(code for code, _ in outcomes)
+    assert codes == [201] + [400] * 11, outcomes
+    assert all("already exists" in text for code, text in outcomes if code == 400)
+    keys = _rows(server, "SELECT version FROM data_keys WHERE user_id = %s", user)
+    assert keys == [(1,)]
+    with server.client() as http:
+        got = http.get(f"/api/v2/users/{user}").json()
+    winner = next(text for code, text in outcomes if code == 201)
+    assert got["email"] in winner and got["email"].startswith("racer")
 
 
 @pytest.fixture(scope="module")
