@@ -208,8 +208,9 @@ def _failed(key_id: UUID, key_version: int, ctx: FieldContext) -> DecryptionErro
 def header_of(data: bytes) -> bytes:
     """The header (format version, key id, key version) of a binary ciphertext;
     DecryptionError, as `Envelope.from_bytes` says it, if `data` is not one."""
-    if len(data) >= _MIN_BYTES and data[0] == FORMAT_VERSION:
-        return data[: _HEADER.size]
+    head = head_or_none(data)
+    if head is not None:
+        return head
     Envelope.from_bytes(data)  # raises what is wrong
     raise AssertionError("unreachable")
 

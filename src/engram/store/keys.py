@@ -125,17 +125,6 @@ async def send_key_id_of(conn: Conn, user: str | None) -> Pending[uuidlib.UUID |
     return Pending(cur, lambda row: row["key_id"] if row else None)
 
 
-# Insert a key version, or update the stored one (state, wrapping) when it exists.
-_PUT_KEY = """INSERT INTO data_keys (tenant_id, key_id, version, user_id, state, provider,
-                                    kek_id, wrapped, created_at)
-              VALUES (current_setting('app.tenant_id'), %(key_id)s, %(key_version)s,
-                      %(key_user)s, %(key_state)s, %(key_provider)s, %(key_kek)s,
-                      %(key_wrapped)s, %(key_created)s)
-              ON CONFLICT (tenant_id, key_id, version) DO UPDATE
-              SET state = excluded.state, provider = excluded.provider, kek_id = excluded.kek_id,
-                  wrapped = excluded.wrapped, updated_at = now()
-              RETURNING key_id"""
-
 # A drafted data key (a new user's), as the first part of the statement that stores its
 # user (`store.users.add`), with the parameters of `key_values`. Its key id is new, so a
 # plain insert: its one possible conflict is the owner index's (`key_taken`).
@@ -144,10 +133,19 @@ INSERT_DRAFT: LiteralString = """INSERT INTO data_keys (tenant_id, key_id, versi
     VALUES (current_setting('app.tenant_id'), %(key_id)s, %(key_version)s, %(key_user)s,
         %(key_state)s, %(key_provider)s, %(key_kek)s, %(key_wrapped)s, %(key_created)s)"""
 
+# Insert a key version, or update the stored one (state, wrapping) when it exists.
+_PUT_KEY = (
+    INSERT_DRAFT
+    + """ ON CONFLICT (tenant_id, key_id, version) DO UPDATE
+    SET state = excluded.state, provider = excluded.provider, kek_id = excluded.kek_id,
+        wrapped = excluded.wrapped, updated_at = now()
+    RETURNING key_id"""
+)
+
 
 def key_values(record: DataKeyRecord) -> dict[str, Any]:
     """A key record as the parameters of `_PUT_KEY` and `INSERT_DRAFT` (all named
-    ``key_*``, apart from a user's own)."""
+    ``key_*``, so that they sit beside a user's own in one statement)."""
     w = record.wrapped
     return {
         "key_id": record.key_id,

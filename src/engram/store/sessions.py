@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from engram.errors import ConflictError, NotFoundError
 from engram.store.db import Conn, Pending
 
-__all__ = ["add", "conflict", "count", "exists", "get", "list_for_user", "list_ordered", "lock",
+__all__ = ["add", "conflict", "count", "get", "list_for_user", "list_ordered", "lock",
            "send_exists", "touch", "update"]  # fmt: skip
 
 _COLUMNS = sql.SQL("""session_id, id, uuid, user_id, metadata, fact_rating_instruction,
@@ -72,12 +72,8 @@ def conflict(session_id: str) -> ConflictError:
     )
 
 
-async def exists(conn: Conn, session_id: str) -> bool:
-    return await (await send_exists(conn, session_id)).result()
-
-
 async def send_exists(conn: Conn, session_id: str) -> Pending[bool]:
-    """`exists`, sent now and read later (see `Pending`)."""
+    """Whether the session exists, sent now and read later (see `Pending`)."""
     cur = await conn.execute("SELECT 1 FROM sessions WHERE session_id = %s", (session_id,))
     return Pending(cur, lambda row: row is not None)
 

@@ -23,8 +23,8 @@ from engram.errors import ConflictError, NotFoundError
 from engram.store import keys
 from engram.store.db import Conn, Pending
 
-__all__ = ["UserFields", "add", "conflict", "count", "delete", "exists", "get", "list_ordered",
-           "lock", "replace", "send_count", "send_exists", "send_list_ordered"]  # fmt: skip
+__all__ = ["UserFields", "add", "conflict", "delete", "exists", "get", "lock",
+           "replace", "send_count", "send_exists", "send_list_ordered"]  # fmt: skip
 
 _COLUMNS = sql.SQL("""user_id, id, uuid, email, first_name, last_name, metadata,
     created_at, updated_at, identity_sensitivity, metadata_sensitivity, profile_enc,
@@ -157,14 +157,10 @@ async def delete(conn: Conn, user_id: str) -> None:
         raise NotFoundError("user", user_id)
 
 
-async def list_ordered(conn: Conn, *, offset: int, limit: int) -> list[dict[str, Any]]:
-    return await (await send_list_ordered(conn, offset=offset, limit=limit)).result()
-
-
 async def send_list_ordered(
     conn: Conn, *, offset: int, limit: int
 ) -> Pending[list[dict[str, Any]]]:
-    """`list_ordered`, sent now and read later (see `Pending`)."""
+    """A page of users in creation order, sent now and read later (see `Pending`)."""
     cur = await conn.execute(
         sql.SQL("SELECT {} FROM users u ORDER BY id LIMIT %s OFFSET %s").format(_COLUMNS),
         (limit, offset),
@@ -173,11 +169,7 @@ async def send_list_ordered(
     return Pending(cur, list, many=True)
 
 
-async def count(conn: Conn) -> int:
-    return await (await send_count(conn)).result()
-
-
 async def send_count(conn: Conn) -> Pending[int]:
-    """`count`, sent now and read later (see `Pending`)."""
+    """How many users the tenant has, sent now and read later (see `Pending`)."""
     cur = await conn.execute("SELECT count(*) AS n FROM users")
     return Pending(cur, lambda row: int(row["n"]) if row else 0)
