@@ -11,14 +11,21 @@ import asyncio
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import default_json, machine, percentiles, print_machine, write_json
+from common import (
+    default_json,
+    machine,
+    percentiles,
+    print_machine,
+    remove_tree,
+    short_tmpdir,
+    write_json,
+)
 from engram.audit.log import record_now
 from engram.store.db import Database
 from engram.store.embedded import EmbeddedPostgres
@@ -54,7 +61,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     args = ap.parse_args()
     n = args.requests
-    root = Path(tempfile.mkdtemp(prefix="eg-bench-", dir="/tmp"))
+    root = short_tmpdir("eg-bench-")
     key, port = secrets.token_urlsafe(24), 18000 + secrets.randbelow(2000)
     proc = subprocess.Popen(
         [ENGRAM, "serve", "--data-dir", str(root / "d"), "--port", str(port), "--api-key", key,
@@ -90,6 +97,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        remove_tree(root)
     info = machine()
     result = {
         "requests": n,

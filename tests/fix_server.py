@@ -90,9 +90,27 @@ def stop_server(server: Server, sig: int = signal.SIGTERM) -> int:
     return server.process.wait(timeout=60)
 
 
+_RUN_DIR: Path | None = None
+
+
 def short_tmpdir(prefix: str) -> Path:
-    # Unix socket paths are limited to ~100 bytes, so keep data dirs short.
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    """A new directory for one test's data, short enough for PostgreSQL's socket path.
+
+    Unix socket paths are limited to ~100 bytes, so they sit under /tmp rather than
+    pytest's tmp_path. All of a run's directories share one parent, which the session
+    removes when it ends: a server's data directory is hundreds of MB (the kill -9 test's
+    about 800 MB), and one left behind per run fills a CI disk.
+    """
+    global _RUN_DIR
+    if _RUN_DIR is None:
+        _RUN_DIR = Path(tempfile.mkdtemp(prefix="egt-", dir="/tmp"))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_RUN_DIR))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove every directory short_tmpdir made in this run, passed or failed."""
+    if _RUN_DIR is not None:
+        shutil.rmtree(_RUN_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
