@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 
 import pytest
 
 from engram.config import CryptoSettings
 from engram.crypto import DETECTOR_KINDS, Classifier, Sensitivity, detect, redact
+from engram.crypto.detectors import Detector
 from engram.errors import ConfigError, ValidationError
 
 JWT = (
@@ -27,6 +29,7 @@ POSITIVES = [
     ("mobiel +31 6 12345678", "+31 6 12345678", "phone"),
     ("bel 06-12345678", "06-12345678", "phone"),
     ("phone: 4155552671", "4155552671", "phone"),
+    ("my phone is 555 0100", "555 0100", "phone"),  # the fewest digits a phone has: 7
     ("my SSN is 536-22-5487", "536-22-5487", "ssn"),
     ("ssn 536 22 5487", "536 22 5487", "ssn"),
     ("Social Security number: 536225487", "536225487", "ssn"),
@@ -35,9 +38,11 @@ POSITIVES = [
     ("NIE X1234567L", "X1234567L", "national_id"),
     ("NI number AB 12 34 56 C", "AB 12 34 56 C", "national_id"),
     ("NHS number 943 476 5919", "943 476 5919", "health_id"),
+    ("my nhs no. 943-476-5919", "943-476-5919", "health_id"),
     ("card 4111 1111 1111 1111 exp 12/27", "4111 1111 1111 1111", "payment_card"),
     ("amex 3782-822463-10005", "3782-822463-10005", "payment_card"),
     ("pay 5555555555554444 now", "5555555555554444", "payment_card"),
+    ("old visa 4222222222222", "4222222222222", "payment_card"),  # 13 digits, the fewest
     ("card 4111 1111 1111 1111 123", "4111 1111 1111 1111", "payment_card"),  # CVC after
     ("IBAN GB82 WEST 1234 5698 7654 32 please", "GB82 WEST 1234 5698 7654 32", "iban"),
     ("to NL91ABNA0417164300 BIC ABNANL2A", "NL91ABNA0417164300", "iban"),
@@ -49,9 +54,11 @@ POSITIVES = [
     ("DOB: 03/12/1985", "03/12/1985", "date_of_birth"),
     ("date of birth 1985-03-12", "1985-03-12", "date_of_birth"),
     ("birthday: March 12th, 1985", "March 12th, 1985", "date_of_birth"),
+    ("born 1/2/90", "1/2/90", "date_of_birth"),  # 4 digits, the fewest
     ("MRN: 00123456", "00123456", "mrn"),
     ("medical record number A-123456", "A-123456", "mrn"),
     ("patient id #7788123", "7788123", "mrn"),
+    ("MRN 1234", "1234", "mrn"),  # 4 digits, the fewest
     ("aws AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE", "api_key"),
     ("gh ghp_" + "aB3" * 12, "ghp_" + "aB3" * 12, "api_key"),
     ("slack xoxb-1234567890-abcdefghij", "xoxb-1234567890-abcdefghij", "api_key"),
@@ -181,20 +188,33 @@ _SPELT = str.maketrans({**dict(zip("0123456789", "olzeasgtbq", strict=True)), "@
 _ARABIC = str.maketrans(dict(zip("0123456789", "٠١٢٣٤٥٦٧٨٩", strict=True)))
 
 
-def test_skipping_a_detector_where_it_needs_a_digit_or_at_sign_changes_nothing(
+def _one_digit_fewer(text: str) -> list[str]:
+    """`text` with each of its digits left out in turn (the near misses of a digit count)."""
+    return [text[:i] + text[i + 1 :] for i, c in enumerate(text) if c.isdigit()]
+
+
+def test_skipping_a_detector_where_its_gates_fail_changes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A detector with `needs` (a digit, an "@") is not run on text without it: on the
-    positives and near misses, and on them with their digits and "@" spelt out or written
-    in another script, the spans are the same as with every detector run everywhere."""
+    """A detector is not run on text that fails its gates (too few digits, no "@", no
+    keyword): on the positives and near misses, on them with their digits and "@" spelt
+    out or written in another script, and with one digit fewer, the spans are the same as
+    with every detector run everywhere."""
     module = importlib.import_module("engram.crypto.detect")  # the package's `detect` is a function
 
     texts = [t for t, _, _ in POSITIVES] + NEGATIVES
     texts += [t.translate(_SPELT) for t in texts] + [t.translate(_ARABIC) for t in texts]
-    assert any(module.DETECTORS[i].needs for i in range(len(module.DETECTORS)))
+    texts += [fewer for t in texts for fewer in _one_digit_fewer(t)]
     gated = [detect(t) for t in texts]
-    everywhere = tuple(dataclasses.replace(d, needs=None) for d in module.DETECTORS)
+    everywhere = tuple(dataclasses.replace(d, needs=None, min_digits=0) for d in module.DETECTORS)
     monkeypatch.setattr(module, "_enabled", lambda disabled: everywhere)
     assert [detect(t) for t in texts] == gated
-    skipped = [t for t in texts if not module.DETECTORS[-1].needs.search(t)]  # type: ignore[union-attr]
-    assert len(skipped) > len(texts) // 3  # the gates were tried where they skip
+
+    def skips(detector: Detector, text: str) -> bool:
+        few = len(re.findall(r"\d", text)) < detector.min_digits
+        return few or (detector.needs is not None and detector.needs.search(text) is None)
+
+    # Every gate was tried where it skips, and where it lets the text through.
+    for d in module.DETECTORS:
+        if d.needs is not None or d.min_digits:
+            assert any(skips(d, t) for t in texts) and not all(skips(d, t) for t in texts), d.kind

@@ -21,6 +21,7 @@ from engram.errors import ConfigError
 __all__ = ["DETECTOR_KINDS", "Classifier", "Redaction", "Span", "detect", "redact"]
 
 DETECTOR_KINDS: frozenset[str] = frozenset(d.kind for d in DETECTORS)
+_DIGIT = re.compile(r"\d")  # what the detectors' patterns take for a digit
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +64,15 @@ def _enabled_set(disabled: frozenset[str]) -> tuple[Detector, ...]:
 def detect(text: str, *, disabled: Collection[str] = ()) -> list[Span]:
     """Every sensitive value in `text`, in order; overlaps go to the higher priority."""
     found: list[tuple[int, int, int, Detector]] = []
-    present: dict[re.Pattern[str], bool] = {}
+    digits = -1  # counted when a detector first asks
     for detector in _enabled(disabled):
-        if detector.needs is not None:
-            ok = present.get(detector.needs)
-            if ok is None:
-                ok = present[detector.needs] = detector.needs.search(text) is not None
-            if not ok:
+        if detector.min_digits:
+            if digits < 0:
+                digits = len(_DIGIT.findall(text))
+            if digits < detector.min_digits:
                 continue
+        if detector.needs is not None and detector.needs.search(text) is None:
+            continue
         for start, end in detector.find(text):
             if end > start:
                 found.append((detector.priority, end - start, start, detector))

@@ -43,10 +43,14 @@ class Detector:
     sensitivity: Sensitivity
     priority: int
     find: Finder
-    # A cheap search that every value of this type implies (a digit, an "@"): where it
-    # finds nothing, `find` would find nothing either and is not run. Most text a person
-    # writes has no digit, and then ten detectors of fourteen are skipped.
+    # Cheap tests that every value of this type passes, so that where one fails `find`
+    # would find nothing either and is not run. `needs`: a search that must find
+    # something (an "@", a keyword); `min_digits`: how many digits (``\d``, any script)
+    # the text must hold at least. Most text a person writes, names and e-mail addresses
+    # included, has fewer than four digits, and then nine detectors of fourteen are
+    # skipped after one count.
     needs: re.Pattern[str] | None = None
+    min_digits: int = 0
 
 
 def _matches(pattern: re.Pattern[str], group: int | str = 0) -> Finder:
@@ -341,21 +345,30 @@ def _assigned_secrets(text: str) -> Iterator[tuple[int, int]]:
 
 
 S = Sensitivity
-_DIGIT = re.compile(r"\d")  # every pattern below that matches a digit does it with \d or [0-9]
 _AT = re.compile("@")
+# Each `needs` below is a part that the detector's own patterns cannot match without.
+_PRIVATE_KEY_NEEDS = re.compile("PRIVATE KEY-----")
+_JWT_NEEDS = re.compile("eyJ")
+_SECRET_NEEDS = re.compile(r"(?i)key|secret|token|pass|pwd|credential|auth|bearer|://")
+_IBAN_NEEDS = re.compile(r"[A-Z]{2}\d{2}")
+_NHS_NEEDS = re.compile(r"(?i)nhs")
+# Each `min_digits` is the fewest digits any value the detector accepts has: a card 13, a
+# US SSN 9 (as does a Dutch BSN), an NHS number 10, a Spanish DNI 7 and a UK NINO 6, a
+# medical record number 4 (checked in `_mrns`), a date of birth 4 ("1/2/90"), an IP
+# address 1 ("::1"), a phone number 7 (the keyword form; the others 8 or 10).
 DETECTORS: tuple[Detector, ...] = (
-    Detector("private_key", S.SECRET, 100, _matches(_PRIVATE_KEY)),
-    Detector("jwt", S.SECRET, 95, _jwts),
+    Detector("private_key", S.SECRET, 100, _matches(_PRIVATE_KEY), _PRIVATE_KEY_NEEDS),
+    Detector("jwt", S.SECRET, 95, _jwts, _JWT_NEEDS),
     Detector("api_key", S.SECRET, 90, _matches(_API_KEY)),
-    Detector("secret", S.SECRET, 85, _assigned_secrets),
-    Detector("payment_card", S.SECRET, 80, _cards, _DIGIT),
-    Detector("iban", S.PII, 75, _ibans, _DIGIT),
-    Detector("ssn", S.PII, 70, _ssns, _DIGIT),
-    Detector("health_id", S.PHI, 66, _health_ids, _DIGIT),
-    Detector("national_id", S.PII, 65, _national_ids, _DIGIT),
-    Detector("mrn", S.PHI, 60, _mrns, _DIGIT),  # four digits at least
-    Detector("date_of_birth", S.PII, 55, _dates_of_birth, _DIGIT),
+    Detector("secret", S.SECRET, 85, _assigned_secrets, _SECRET_NEEDS),
+    Detector("payment_card", S.SECRET, 80, _cards, min_digits=13),
+    Detector("iban", S.PII, 75, _ibans, _IBAN_NEEDS, min_digits=2),
+    Detector("ssn", S.PII, 70, _ssns, min_digits=9),
+    Detector("health_id", S.PHI, 66, _health_ids, _NHS_NEEDS, min_digits=10),
+    Detector("national_id", S.PII, 65, _national_ids, min_digits=6),
+    Detector("mrn", S.PHI, 60, _mrns, min_digits=4),
+    Detector("date_of_birth", S.PII, 55, _dates_of_birth, min_digits=4),
     Detector("email", S.PII, 50, _matches(_EMAIL), _AT),
-    Detector("ip_address", S.PII, 45, _ips, _DIGIT),  # IPv6 too: a digit is required
-    Detector("phone", S.PII, 40, _phones, _DIGIT),
+    Detector("ip_address", S.PII, 45, _ips, min_digits=1),
+    Detector("phone", S.PII, 40, _phones, min_digits=7),
 )
