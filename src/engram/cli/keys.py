@@ -180,6 +180,29 @@ def reencrypt_cmd(
     console.print(_run(config, data_dir, database_url, "reencrypt", work, tenant))
 
 
+@keys_app.command("reclassify")
+def reclassify_cmd(
+    tenant: TenantOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Classify every text stored in clear again; seal what is protected now (after
+    turning crypto.enabled on, or adding a class to crypto.protect). Safe to re-run."""
+    from engram.memory.reclassify import reclassify
+
+    async def work(rt: Any) -> str:
+        t = tenant_or_default(rt, tenant)
+        s = rt.settings
+        done = await asyncio.to_thread(
+            reclassify, rt.key_pool, rt.protector, t, rt.embedder.embed,
+            s.text_search_config, s.crypto.reencrypt_batch,
+        )  # fmt: skip
+        return str(done)
+
+    console.print(_run(config, data_dir, database_url, "reclassify", work, tenant))
+
+
 @keys_app.command("retire")
 def retire_cmd(
     version: Annotated[int, typer.Argument(help="the key version to retire (disable)")],

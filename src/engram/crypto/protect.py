@@ -259,6 +259,15 @@ class Protector:
         embed = text if self.embed_plaintext else redacted
         return Sealed(redacted, ciphertext, found.sensitivity, embed)
 
+    def redact_only(self, text: str, declared: Sensitivity = Sensitivity.NONE) -> Sealed:
+        """How to store `text` where no key can seal it (its user's was destroyed): the
+        redacted form alone when its class is protected, else the text as it is."""
+        found = self.classify(text, declared)
+        if not self.classifier.protects(found.sensitivity):
+            return Sealed(text, None, found.sensitivity, text)
+        redacted = self._redacted(found)
+        return Sealed(redacted, None, found.sensitivity, redacted)
+
     def seal_profile(
         self, tenant: str, row_id: str, user: str | None, identity: Mapping[str, str | None],
         metadata: Mapping[str, Any], key: KeyRef | None = None,

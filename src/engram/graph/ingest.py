@@ -202,7 +202,7 @@ class _Sealer:
     key: KeyRef | None = None  # the user's data key, looked up once when first needed
 
     def seal(self, table: str, column: str, uuid: uuidlib.UUID, text: str, message: str) -> Sealed:
-        if self.protector is None:
+        if self.protector is None or not self.protector.enabled:
             return Sealed(text, None, Sensitivity.NONE, text)
         if self.key is None:
             self.key = self.protector.key_ref(self.tenant, self.user_id)
@@ -260,7 +260,9 @@ async def _apply(
             mentions.append(entities.Mention(n, label, message, node, summary))
         return sealed, mentions
 
-    sealed, mentions = await asyncio.to_thread(seal) if sealer.protector else seal()
+    sealed, mentions = (
+        await asyncio.to_thread(seal) if sealer.protector and sealer.protector.enabled else seal()
+    )
     fact_texts = [s.embed_text for s in sealed]
     fact_vectors: list[np.ndarray[Any, np.dtype[np.float32]]] = []
 

@@ -1,0 +1,151 @@
+"""Text stored in clear, classified again and sealed where its class is protected now.
+
+Message content, fact texts and entity summaries written while `crypto.enabled` was off
+are stored in clear with class none (their writer classified nothing), and so is text
+whose class was not protected when it was written: a class added to `crypto.protect`
+later, or a detector added by an upgrade, finds it only by reading it again. Unlike a
+user's, a session's or a message's metadata (marked -1 when not classified, and sealed by
+every re-encryption run), such text cannot be told from text classified as none, so
+reading it all is a step the operator asks for: `engram keys reclassify`.
+
+Each field in clear is read once and classified as a write would classify it: at least
+the class its message or session declares; a fact or a summary at least the highest
+class of the messages it came from. Where the class is protected, it is sealed under its
+user's data key as a new write would be: the plain column keeps the redacted form, and
+the full-text vector and the embedding are made from that (the embedding from the
+plaintext with `crypto.embed_plaintext`). A crypto-shredded user's text cannot be sealed:
+its redacted form alone is kept, so their protected values go with their key like the
+rest of their data. Safe to stop at any point and run again: a sealed field is not read
+again, and a row is changed only if it is still in clear.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engram.crypto.envelope import FieldContext
+from engram.crypto.protect import KeyRef, Protector, Sealed
+from engram.crypto.sensitivity import Sensitivity, combine, stored_class
+from engram.errors import DecryptionError
+from engram.store import clear
+from engram.store.keys import KeyPool, SyncConn
+
+__all__ = ["Reclassified", "reclassify"]
+
+logger = logging.getLogger(__name__)
+
+Embed = Callable[[Sequence[str]], NDArray[np.float32]]
+Row = dict[str, Any]
+
+
+@dataclass
+class Reclassified:
+    """What a run did: fields read, sealed, and kept only redacted (shredded users')."""
+
+    read: int = 0
+    sealed: int = 0
+    redacted: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.read} field(s) in clear read, {self.sealed} sealed, {self.redacted} kept "
+            "redacted only (their user's key is destroyed)"
+        )
+
+
+@dataclass
+class _Table:
+    """One kind of field: how to scan it, what it declares, how to store it sealed."""
+
+    table: str
+    column: str
+    scan: Callable[[SyncConn, uuidlib.UUID, int], list[Row]]
+    declared: Callable[[Row], Sensitivity]
+    store: Callable[[SyncConn, Row, Sealed, Any], None]
+    embeds: bool
+
+
+def _source(row: Row) -> Sensitivity:
+    return Sensitivity(max(row.get("sensitivity") or 0, row["source"] or 0))
+
+
+def _tables(ts_config: str) -> list[_Table]:
+    # Messages first: a fact's or summary's class follows their messages' classes.
+    return [
+        _Table(
+            "messages", "content", clear.messages,
+            lambda r: combine(stored_class(r["metadata"]), stored_class(r["session_metadata"])),
+            lambda conn, r, s, v: clear.seal_message(
+                conn, r["uuid"], s.text, s.ciphertext, int(s.sensitivity), v, ts_config
+            ),
+            embeds=True,
+        ),
+        _Table(
+            "facts", "fact", clear.facts, _source,
+            lambda conn, r, s, v: clear.seal_fact(
+                conn, r["uuid"], s.text, s.ciphertext, int(s.sensitivity), v, ts_config
+            ),
+            embeds=True,
+        ),
+        _Table(
+            "entities", "summary", clear.summaries, _source,
+            lambda conn, r, s, v: clear.seal_summary(conn, r["uuid"], s.text, s.ciphertext),
+            embeds=False,
+        ),
+    ]  # fmt: skip
+
+
+def reclassify(
+    pool: KeyPool, protector: Protector, tenant: str, embed: Embed, ts_config: str,
+    batch: int = 500,
+) -> Reclassified:  # fmt: skip
+    """Read every text field of `tenant` stored in clear; seal those now protected."""
+    done = Reclassified()
+    if not protector.enabled:
+        return done
+    keys: dict[str | None, KeyRef] = {}
+
+    def seal(t: _Table, row: Row) -> Sealed | None:
+        text, user = row[t.column], row["user_id"]
+        ctx = FieldContext(tenant, t.table, t.column, str(row["uuid"]))
+        key = keys.get(user) or keys.setdefault(user, protector.key_ref(tenant, user))
+        try:
+            sealed = protector.seal_text(ctx, user, text, t.declared(row), key)
+        except DecryptionError as exc:
+            if exc.reason != "key_destroyed":
+                raise
+            redacted = protector.redact_only(text, t.declared(row))
+            if redacted.text == text:
+                return None
+            done.redacted += 1
+            # What is stored holds no protected value any more: its class stays as it was
+            # (none), as nothing in the row is to be sealed or counted as protected.
+            return Sealed(redacted.text, None, Sensitivity.NONE, redacted.embed_text)
+        if sealed.ciphertext is None:
+            return None
+        done.sealed += 1
+        return sealed
+
+    for t in _tables(ts_config):
+        after = uuidlib.UUID(int=0)
+        while True:
+            with pool.tenant(tenant) as conn:
+                rows = t.scan(conn, after, batch)
+                if not rows:
+                    break
+                after = rows[-1]["uuid"]
+                done.read += len(rows)
+                todo = [(r, s) for r in rows if (s := seal(t, r)) is not None]
+                vectors = embed([s.embed_text for _, s in todo]) if t.embeds and todo else None
+                for i, (r, s) in enumerate(todo):
+                    t.store(conn, r, s, vectors[i] if vectors is not None else None)
+    if done.sealed or done.redacted:
+        logger.info("tenant %s: %s", tenant, done)
+    return done

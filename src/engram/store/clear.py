@@ -1,0 +1,111 @@
+"""Text fields stored in clear, read in key order and sealed in place (`engram keys
+reclassify`, see `memory.reclassify`).
+
+Each scan reads one table's rows with no ciphertext in the field, after a uuid, locked
+until the transaction ends; each seal is compare-and-set on that field still having no
+ciphertext, and sets the redacted text, its full-text vector and its embedding together.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+import numpy as np
+
+from engram.store.keys import SyncConn
+
+__all__ = [
+    "facts",
+    "messages",
+    "seal_fact",
+    "seal_message",
+    "seal_summary",
+    "summaries",
+]
+
+Vector = np.ndarray[Any, np.dtype[np.float32]]
+
+
+def _vector(v: Vector) -> str:
+    """pgvector's text form (this pool's connections have no vector adapter)."""
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def messages(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any]]:
+    """Messages whose content is in clear, with what they and their session declare."""
+    rows: list[dict[str, Any]] = conn.execute(
+        """SELECT m.uuid, m.user_id, m.content, m.metadata, s.metadata AS session_metadata
+           FROM messages m LEFT JOIN sessions s USING (tenant_id, session_id)
+           WHERE m.content_enc IS NULL AND m.uuid > %s
+           ORDER BY m.uuid LIMIT %s FOR UPDATE OF m""",
+        (after, limit),
+    ).fetchall()
+    return rows
+
+
+def seal_message(
+    conn: SyncConn, uuid: uuidlib.UUID, content: str, enc: bytes | None, level: int,
+    embedding: Vector, ts_config: str,
+) -> None:  # fmt: skip
+    """Store a message's content as redacted (and sealed, unless `enc` is None: its user's
+    key was destroyed); its class rises to `level` if that is higher."""
+    conn.execute(
+        """UPDATE messages SET content = %s, content_enc = %s,
+                  sensitivity = greatest(sensitivity, %s),
+                  search_text = to_tsvector(%s::regconfig, %s), embedding = %s::vector
+           WHERE uuid = %s AND content_enc IS NULL""",
+        (content, enc, level, ts_config, content, _vector(embedding), uuid),
+    )
+
+
+def facts(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any]]:
+    """Facts whose text is in clear, with the highest class of the messages they came from."""
+    rows: list[dict[str, Any]] = conn.execute(
+        """SELECT f.uuid, f.user_id, f.fact, f.sensitivity,
+                  (SELECT max(m.sensitivity) FROM messages m
+                   WHERE m.tenant_id = f.tenant_id AND m.uuid = ANY(f.episodes)) AS source
+           FROM facts f
+           WHERE f.fact_enc IS NULL AND f.uuid > %s
+           ORDER BY f.uuid LIMIT %s FOR UPDATE OF f""",
+        (after, limit),
+    ).fetchall()
+    return rows
+
+
+def seal_fact(
+    conn: SyncConn, uuid: uuidlib.UUID, fact: str, enc: bytes | None, level: int,
+    embedding: Vector, ts_config: str,
+) -> None:  # fmt: skip
+    """As `seal_message`, for a fact's text."""
+    conn.execute(
+        """UPDATE facts SET fact = %s, fact_enc = %s, sensitivity = greatest(sensitivity, %s),
+                  search_text = to_tsvector(%s::regconfig, %s), fact_embedding = %s::vector
+           WHERE uuid = %s AND fact_enc IS NULL""",
+        (fact, enc, level, ts_config, fact, _vector(embedding), uuid),
+    )
+
+
+def summaries(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any]]:
+    """Entities whose summary is in clear, with the highest class of the messages that
+    mention them."""
+    rows: list[dict[str, Any]] = conn.execute(
+        """SELECT e.uuid, e.user_id, e.summary,
+                  (SELECT max(m.sensitivity) FROM entity_mentions em
+                   JOIN messages m ON m.tenant_id = em.tenant_id AND m.uuid = em.message_uuid
+                   WHERE em.tenant_id = e.tenant_id AND em.entity_uuid = e.uuid) AS source
+           FROM entities e
+           WHERE e.summary IS NOT NULL AND e.summary_enc IS NULL AND e.uuid > %s
+           ORDER BY e.uuid LIMIT %s FOR UPDATE OF e""",
+        (after, limit),
+    ).fetchall()
+    return rows
+
+
+def seal_summary(conn: SyncConn, uuid: uuidlib.UUID, summary: str, enc: bytes | None) -> None:
+    """Store an entity's summary as redacted (and sealed, unless `enc` is None)."""
+    conn.execute(
+        """UPDATE entities SET summary = %s, summary_enc = %s
+           WHERE uuid = %s AND summary_enc IS NULL""",
+        (summary, enc, uuid),
+    )

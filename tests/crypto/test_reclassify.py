@@ -1,0 +1,157 @@
+"""`engram keys reclassify`: text written while encryption was off, sealed once it is on."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+ON = {"ENGRAM_CRYPTO__DEK_CACHE_TTL_S": "1"}
+
+
+def _keys(server: Server, *args: str) -> str:
+    """Run `engram keys ...` against the server's database; it must succeed."""
+    import os
+
+    done = subprocess.run(
+        [ENGRAM, "keys", *args, "--data-dir", str(server.data_dir),
+         "--database-url", server.pg.dsn("engram_app", "engram")],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **ON},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return " ".join((done.stdout + done.stderr).split())  # as one line: the console wraps
+
+
+def _rows(server: Server, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with server.superuser() as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def _stored(server: Server) -> str:
+    """Every message, fact and entity row, as stored."""
+    rows = _rows(
+        server,
+        """SELECT m::text FROM messages m UNION ALL SELECT f::text FROM facts f
+           UNION ALL SELECT e::text FROM entities e""",
+    )
+    return "\n".join(r[0] for r in rows)
+
+
+def _content(server: Server, like: str) -> dict[str, tuple[Any, ...]]:
+    """user id -> (content, content_enc, sensitivity, search_text, embedding) of the
+    message whose content is like `like`."""
+    rows = _rows(
+        server,
+        """SELECT user_id, content, content_enc, sensitivity, search_text::text,
+                  embedding::text
+           FROM messages WHERE content LIKE %s""",
+        like,
+    )
+    return {r[0]: r[1:] for r in rows}
+
+
+def _wait_extracted(server: Server) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if _rows(server, "SELECT count(*) FROM episodes WHERE status <> 'done'")[0][0] == 0:
+            return
+        time.sleep(0.2)
+    states = _rows(server, "SELECT status, count(*) FROM episodes GROUP BY 1")
+    raise AssertionError(f"extraction did not finish: {states}\n{server.log.read_text()[-3000:]}")
+
+
+def _contents(http: httpx.Client, sid: str) -> list[str]:
+    got = http.get(f"/api/v2/sessions/{sid}/messages").json()["messages"]
+    return [m["content"] for m in got]
+
+
+@pytest.mark.slow
+def test_text_written_while_encryption_was_off_is_sealed_by_reclassify() -> None:
+    """Messages and the facts extracted from them while crypto.enabled was off are stored
+    in clear with class none. Once encryption is on, `engram keys reclassify` seals the
+    protected ones under their user's key (redacted plain column, full-text vector and
+    embedding made from the redacted form); a crypto-shredded user's keep their redacted
+    form only. Reads get the plaintext back; text with nothing protected is left as it
+    was; a second run finds nothing to do."""
+    root = short_tmpdir("eg-rc-")
+    key = secrets.token_urlsafe(24)
+    srv = start_server(root / "d", api_key=key, env={"ENGRAM_CRYPTO__ENABLED": "false"})
+    try:
+        with srv.client() as http:
+            for uid in ("grace", "bob"):
+                user = {"user_id": uid, "email": f"{uid}@example.org"}
+                assert http.post("/api/v2/users", json=user).status_code == 201
+                body = {"session_id": f"s-{uid}", "user_id": uid}
+                assert http.post("/api/v2/sessions", json=body).status_code == 201
+                messages = [
+                    {"role_type": "user", "role": uid.title(),
+                     "content": f"My email is {uid}@example.org."},
+                    {"role_type": "user", "role": uid.title(),
+                     "content": "I moved to Paris in 2020."},
+                ]  # fmt: skip
+                added = http.post(f"/api/v2/sessions/s-{uid}/memory", json={"messages": messages})
+                assert added.status_code == 200, added.text
+        _wait_extracted(srv)
+        before = _content(srv, "%")
+        facts = [r[0] for r in _rows(srv, "SELECT fact FROM facts ORDER BY fact")]
+        assert "Grace's email is grace@example.org." in facts
+    finally:
+        stop_server(srv)
+
+    srv = start_server(root / "d", api_key=key, env=ON)
+    try:
+        # The users and sessions written while off are sealed by a re-encryption run (it
+        # makes their keys); message content is not: it was never classified.
+        _keys(srv, "reencrypt", "--now")
+        assert "grace@example.org" in _stored(srv)
+        assert "destroyed" in _keys(srv, "shred", "--user", "bob", "--yes")
+
+        out = _keys(srv, "reclassify")
+        assert "2 sealed, 2 kept redacted only" in out, out
+
+        stored = _stored(srv)
+        for secret in ("grace@example.org", "bob@example.org"):
+            assert secret not in stored
+        email = _content(srv, "My email is %")
+        content, enc, level, words, vector = email["grace"]
+        assert content == "My email is [EMAIL]." and enc is not None and level == 1
+        assert "example" not in words and vector != before["grace"][4]
+        content, enc, level, words, vector = email["bob"]
+        assert content == "My email is [EMAIL]." and enc is None and level == 0
+        assert "example" not in words and vector != before["bob"][4]
+        paris = _content(srv, "I moved to Paris%")  # nothing protected: left as it was
+        assert {u: r[1] for u, r in paris.items()} == {"grace": None, "bob": None}
+        assert {u: r[4] for u, r in paris.items()} == {
+            u: r[4] for u, r in before.items() if r[0].startswith("I moved")
+        }
+        sealed_facts = _rows(
+            srv, "SELECT fact, fact_enc IS NOT NULL FROM facts WHERE fact LIKE '%%email%%'"
+        )
+        assert sorted(sealed_facts) == [
+            ("Bob's email is [EMAIL].", False),
+            ("Grace's email is [EMAIL].", True),
+        ]
+
+        with srv.client() as http:
+            assert _contents(http, "s-grace") == [
+                "My email is grace@example.org.",
+                "I moved to Paris in 2020.",
+            ]
+            assert _contents(http, "s-bob") == ["My email is [EMAIL].", "I moved to Paris in 2020."]
+            found = http.post(
+                "/v1/search", json={"text": "email", "user_id": "grace", "targets": ["facts"]}
+            ).json()["results"]
+            assert "Grace's email is grace@example.org." in [f["fact"]["fact"] for f in found]
+
+        again = _keys(srv, "reclassify")
+        assert "0 sealed, 0 kept redacted only" in again, again
+    finally:
+        stop_server(srv)
