@@ -361,6 +361,29 @@ def test_no_protected_plaintext_anywhere(server: Server) -> None:
     assert names == (0,)
 
 
+def test_entity_names_never_hold_a_protected_value(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    """Entity names are not encrypted. A name the extractor took from a protected value
+    (a whole phone number, the local part of an e-mail address, the start of an IBAN) is
+    stored as the value's marker; a name the message also has outside such a value stays."""
+    sid = _setup(http, uid)
+    _add(
+        http, sid,
+        *({"role_type": "user", "role": "Grace", "content": t} for t in (
+            "My phone number is +1 415 555 0100.",
+            "I met alice@example.org at the conference.",
+            "My IBAN is GB82 WEST 1234 5698 7654 32.",
+            "My colleague Bob Smith lives in Paris, his email is bob@example.org.",
+        )),
+    )  # fmt: skip
+    _wait_extracted(server, sid)
+    names = {r[0] for r in _rows(server, "SELECT name FROM entities WHERE user_id = %s", uid)}
+    assert {"[PHONE]", "[EMAIL]", "[IBAN]", "Bob", "Paris"} <= names, names
+    for part in ("0100", "alice", "GB82", "example"):
+        assert not any(part in n for n in names), (part, names)
+
+
 def test_user_and_session_fields_are_stored_only_as_ciphertext(
     server: Server, http: httpx.Client, uid: str
 ) -> None:

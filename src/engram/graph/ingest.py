@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid as uuidlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from engram.crypto.detect import Redaction
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import KeyRef, Protector, Sealed
 from engram.crypto.sensitivity import Sensitivity
@@ -156,7 +157,8 @@ async def _extract(
             for c in known
         ]
         extractions.append((ep, await asyncio.to_thread(extractor.extract, episode, candidates)))
-    sealer = _Sealer(protector, tenant, row["user_id"], levels)
+    texts = {str(m["uuid"]): m["content"] for m in msgs}
+    sealer = _Sealer(protector, tenant, row["user_id"], levels, texts)
     writes = await _apply(
         conn, embedder, row["user_id"], [x for _, x in extractions], settings, sealer
     )
@@ -199,7 +201,35 @@ class _Sealer:
     tenant: str
     user_id: str
     levels: dict[str, Sensitivity]  # message uuid -> its class
+    texts: dict[str, str] = field(default_factory=dict)  # message uuid -> its plaintext
     key: KeyRef | None = None  # the user's data key, looked up once when first needed
+    _found: dict[str, Redaction] = field(default_factory=dict)
+
+    def name(self, text: str, message: str) -> str:
+        """An entity's name as stored. Names are not encrypted (the graph is resolved and
+        searched by them), so a name that holds a protected value (a phone number the
+        extractor took for a node), or that the message has only inside one (``alice`` of
+        ``alice@example.org``), is stored as the value's marker (``[PHONE]``, ``[EMAIL]``).
+        What the message declares does not apply: that would redact every name of a
+        declared session, and the facts' texts, sealed, keep the values."""
+        p = self.protector
+        if p is None or not p.enabled:
+            return text
+        own = p.redact_only(text).text
+        content = self.texts.get(message)
+        if own != text or content is None:
+            return own
+        found = self._found.get(message)
+        if found is None:
+            found = self._found[message] = p.classify(content)
+        low = text.lower()
+        if low in found.text.lower():
+            return text  # the message also has it outside every protected value
+        for span in found.spans:
+            inside = low in content[span.start : span.end].lower()
+            if inside and p.classifier.protects(span.sensitivity):
+                return span.marker
+        return text
 
     def seal(self, table: str, column: str, uuid: uuidlib.UUID, text: str, message: str) -> Sealed:
         if self.protector is None or not self.protector.enabled:
@@ -245,6 +275,8 @@ async def _apply(
         return None
     fact_ids = [uuidlib.uuid4() for _ in found]
 
+    stored_name: dict[str, str] = {}
+
     def seal() -> tuple[list[Sealed], list[entities.Mention]]:
         sealed = [
             sealer.seal("facts", "fact", fact_ids[i], f.fact, f.source_message)
@@ -257,7 +289,8 @@ async def _apply(
                 s = sealer.seal("entities", "summary", node, entity.summary, str(message))
                 summary = (s.text, s.ciphertext)
             label = entity.label if entity else "other"
-            mentions.append(entities.Mention(n, label, message, node, summary))
+            name = stored_name[n] = sealer.name(n, str(message))
+            mentions.append(entities.Mention(name, label, message, node, summary))
         return sealed, mentions
 
     sealed, mentions = (
@@ -278,7 +311,8 @@ async def _apply(
         fact_vectors.extend(await embedder.embed(fact_texts, wait=False))
     planned = [
         facts.Planned(
-            fact_ids[i], ids[f.subject], ids[f.object], f.relation, sealed[i].text, f.exclusive,
+            fact_ids[i], ids[stored_name[f.subject]], ids[stored_name[f.object]], f.relation,
+            sealed[i].text, f.exclusive,
             fact_vectors[i], f.valid_at, f.invalid_at, uuidlib.UUID(f.source_message),
             int(sealed[i].sensitivity), sealed[i].ciphertext,
         )
