@@ -58,10 +58,12 @@ def _content(server: Server, like: str) -> dict[str, tuple[Any, ...]]:
     return {r[0]: r[1:] for r in rows}
 
 
-def _wait_extracted(server: Server) -> None:
+def _wait_extracted(server: Server, *users: str) -> None:
+    """Wait until the episodes of `users` (of everyone if none) are extracted."""
+    query = "SELECT count(*) FROM episodes WHERE status <> 'done' AND (%s OR user_id = ANY(%s))"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if _rows(server, "SELECT count(*) FROM episodes WHERE status <> 'done'")[0][0] == 0:
+        if _rows(server, query, not users, list(users))[0][0] == 0:
             return
         time.sleep(0.2)
     states = _rows(server, "SELECT status, count(*) FROM episodes GROUP BY 1")
@@ -155,3 +157,56 @@ def test_text_written_while_encryption_was_off_is_sealed_by_reclassify() -> None
         assert "0 sealed, 0 kept redacted only" in again, again
     finally:
         stop_server(srv)
+
+
+def test_entity_names_holding_a_protected_value_are_renamed_or_merged(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    """Names stored before the extractor's names were checked: a name (or alias) that
+    holds a protected value is renamed to the value's marker, or merged, facts and
+    mentions with it, into the user's entity of that name."""
+    other = f"{uid}-b"
+    for u in (uid, other):
+        assert http.post("/api/v2/users", json={"user_id": u}).status_code == 201
+        body = {"session_id": f"s-{u}", "user_id": u}
+        assert http.post("/api/v2/sessions", json=body).status_code == 201
+        text = {"role_type": "user", "role": "Grace",
+                "content": "My phone number is +1 415 555 0100."}  # fmt: skip
+        r = http.post(f"/api/v2/sessions/s-{u}/memory", json={"messages": [text]})
+        assert r.status_code == 200, r.text
+    _wait_extracted(server, uid, other)
+    with server.superuser() as conn:
+        # As such names were stored: the value itself, and an alias holding it.
+        conn.execute(
+            """UPDATE entities SET name = '1 415 555 0100', normalized_name = '1 415 555 0100',
+                   aliases = ARRAY['+1 415 555 0100', 'my number']
+               WHERE user_id = ANY(%s) AND name = '[PHONE]'""",
+            ([uid, other],),
+        )
+        # The first user also has a node named by the marker already.
+        conn.execute(
+            """INSERT INTO entities (tenant_id, user_id, name, normalized_name, name_embedding)
+               SELECT tenant_id, user_id, '[PHONE]', '[phone]', name_embedding
+               FROM entities WHERE user_id = %s AND name = '1 415 555 0100'""",
+            (uid,),
+        )
+    out = _keys(server, "reclassify")
+    assert "2 entity name(s) holding a protected value renamed" in out, out
+
+    def graph(user: str) -> tuple[set[str], set[str], list[tuple[str, str]]]:
+        rows = _rows(server, "SELECT name, aliases FROM entities WHERE user_id = %s", user)
+        edges = _rows(
+            server,
+            """SELECT s.name, t.name FROM facts f JOIN entities s ON s.uuid = f.source_uuid
+               JOIN entities t ON t.uuid = f.target_uuid WHERE f.user_id = %s""",
+            user,
+        )
+        return {r[0] for r in rows}, {a for r in rows for a in r[1]}, sorted(edges)
+
+    for user in (uid, other):
+        names, aliases, edges = graph(user)
+        assert "[PHONE]" in names and not any("0100" in n for n in names | aliases), names
+        assert "my number" in aliases
+        assert ("Grace's phone number", "[PHONE]") in edges, edges
+    assert len([n for n in graph(uid)[0] if n == "[PHONE]"]) == 1  # merged, not doubled
+    assert "0 entity name(s)" in _keys(server, "reclassify")

@@ -25,8 +25,15 @@ __all__ = ["Mention", "Resolution", "normalize_name", "resolve"]
 _VEC = np.ndarray[Any, np.dtype[np.float32]]
 
 
+# The name of an entity made from a protected value (see graph.ingest._Sealer.name).
+_MARKER = re.compile(r"\[[A-Z_]+\]")
+
+
 def normalize_name(name: str) -> str:
-    """Case-, accent- and punctuation-insensitive key of an entity name."""
+    """Case-, accent- and punctuation-insensitive key of an entity name. A marker such as
+    ``[PHONE]`` keeps its brackets: it is not the entity "phone"."""
+    if _MARKER.fullmatch(name):
+        return name.casefold()
     text = unicodedata.normalize("NFKD", name)
     text = "".join(c for c in text if not unicodedata.combining(c))
     text = re.sub(r"[^\w\s]", " ", text.casefold())

@@ -34,6 +34,7 @@ from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import KeyRef, Protector, Sealed
 from engram.crypto.sensitivity import Sensitivity, combine, stored_class
 from engram.errors import DecryptionError
+from engram.graph.entities import normalize_name
 from engram.store import clear
 from engram.store.keys import KeyPool, SyncConn
 
@@ -47,16 +48,19 @@ Row = dict[str, Any]
 
 @dataclass
 class Reclassified:
-    """What a run did: fields read, sealed, and kept only redacted (shredded users')."""
+    """What a run did: fields read, sealed, kept only redacted (shredded users'), and
+    entity names renamed."""
 
     read: int = 0
     sealed: int = 0
     redacted: int = 0
+    renamed: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.read} field(s) in clear read, {self.sealed} sealed, {self.redacted} kept "
-            "redacted only (their user's key is destroyed)"
+            f"redacted only (their user's key is destroyed); {self.renamed} entity name(s) "
+            "holding a protected value renamed to its marker"
         )
 
 
@@ -146,6 +150,36 @@ def reclassify(
                 vectors = embed([s.embed_text for _, s in todo]) if t.embeds and todo else None
                 for i, (r, s) in enumerate(todo):
                     t.store(conn, r, s, vectors[i] if vectors is not None else None)
-    if done.sealed or done.redacted:
+    _names(pool, protector, tenant, embed, batch, done)
+    if done.sealed or done.redacted or done.renamed:
         logger.info("tenant %s: %s", tenant, done)
     return done
+
+
+def _names(
+    pool: KeyPool, protector: Protector, tenant: str, embed: Embed, batch: int,
+    done: Reclassified,
+) -> None:  # fmt: skip
+    """Entity names and aliases that hold a protected value (stored before the extractor's
+    names were checked): renamed to the value's marker, or merged into the user's entity
+    of that name if there is one."""
+    after = uuidlib.UUID(int=0)
+    while True:
+        with pool.tenant(tenant) as conn:
+            rows = clear.entity_names(conn, after, batch)
+            if not rows:
+                return
+            after = rows[-1]["uuid"]
+            for r in rows:
+                name = protector.redact_only(r["name"]).text
+                aliases = [a for a in r["aliases"] if protector.redact_only(a).text == a]
+                if name == r["name"] and aliases == r["aliases"]:
+                    continue
+                done.renamed += 1
+                key = normalize_name(name)
+                into = clear.entity_named(conn, r["user_id"], key, r["uuid"])
+                if into is not None:
+                    clear.merge_entity(conn, r["uuid"], into, aliases)
+                else:
+                    vector = embed([name])[0]
+                    clear.rename_entity(conn, r["uuid"], name, key, aliases, vector)

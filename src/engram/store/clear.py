@@ -16,8 +16,12 @@ import numpy as np
 from engram.store.keys import SyncConn
 
 __all__ = [
+    "entity_named",
+    "entity_names",
     "facts",
+    "merge_entity",
     "messages",
+    "rename_entity",
     "seal_fact",
     "seal_message",
     "seal_summary",
@@ -109,3 +113,58 @@ def seal_summary(conn: SyncConn, uuid: uuidlib.UUID, summary: str, enc: bytes | 
            WHERE uuid = %s AND summary_enc IS NULL""",
         (summary, enc, uuid),
     )
+
+
+def entity_names(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any]]:
+    """Entities' names and aliases (names are never encrypted), locked."""
+    rows: list[dict[str, Any]] = conn.execute(
+        """SELECT uuid, user_id, name, aliases FROM entities WHERE uuid > %s
+           ORDER BY uuid LIMIT %s FOR UPDATE""",
+        (after, limit),
+    ).fetchall()
+    return rows
+
+
+def entity_named(
+    conn: SyncConn, user_id: str, normalized: str, other: uuidlib.UUID
+) -> uuidlib.UUID | None:
+    """The user's entity with that name key, other than `other`."""
+    row = conn.execute(
+        """SELECT uuid FROM entities
+           WHERE user_id = %s AND normalized_name = %s AND uuid <> %s FOR UPDATE""",
+        (user_id, normalized, other),
+    ).fetchone()
+    return row["uuid"] if row else None
+
+
+def rename_entity(
+    conn: SyncConn, uuid: uuidlib.UUID, name: str, normalized: str, aliases: list[str],
+    embedding: Vector,
+) -> None:  # fmt: skip
+    conn.execute(
+        """UPDATE entities SET name = %s, normalized_name = %s, aliases = %s,
+                  name_embedding = %s::vector, updated_at = now()
+           WHERE uuid = %s""",
+        (name, normalized, aliases, _vector(embedding), uuid),
+    )
+
+
+def merge_entity(
+    conn: SyncConn, gone: uuidlib.UUID, into: uuidlib.UUID, aliases: list[str]
+) -> None:
+    """Make `gone`'s facts and mentions `into`'s, add `aliases` to it, delete `gone`."""
+    conn.execute("UPDATE facts SET source_uuid = %s WHERE source_uuid = %s", (into, gone))
+    conn.execute("UPDATE facts SET target_uuid = %s WHERE target_uuid = %s", (into, gone))
+    conn.execute(
+        """INSERT INTO entity_mentions (tenant_id, entity_uuid, message_uuid)
+           SELECT tenant_id, %s, message_uuid FROM entity_mentions WHERE entity_uuid = %s
+           ON CONFLICT DO NOTHING""",
+        (into, gone),
+    )
+    conn.execute(
+        """UPDATE entities SET aliases = ARRAY(SELECT DISTINCT unnest(aliases || %s::text[])),
+                  updated_at = now()
+           WHERE uuid = %s""",
+        (aliases, into),
+    )
+    conn.execute("DELETE FROM entities WHERE uuid = %s", (gone,))
