@@ -85,13 +85,20 @@ def test_text_written_while_encryption_was_off_is_sealed_by_reclassify() -> None
     was; a second run finds nothing to do."""
     root = short_tmpdir("eg-rc-")
     key = secrets.token_urlsafe(24)
-    srv = start_server(root / "d", api_key=key, env={"ENGRAM_CRYPTO__ENABLED": "false"})
+    srv = start_server(root / "d", api_key=key, env=ON)  # the users and their keys
     try:
         with srv.client() as http:
             for uid in ("grace", "bob"):
                 user = {"user_id": uid, "email": f"{uid}@example.org"}
                 assert http.post("/api/v2/users", json=user).status_code == 201
-                body = {"session_id": f"s-{uid}", "user_id": uid}
+    finally:
+        stop_server(srv)
+    srv = start_server(root / "d", api_key=key, env={"ENGRAM_CRYPTO__ENABLED": "false"})
+    try:
+        with srv.client() as http:
+            for uid in ("grace", "bob"):
+                meta = {"contact": f"{uid}@example.org", "channel": "web"}
+                body = {"session_id": f"s-{uid}", "user_id": uid, "metadata": meta}
                 assert http.post("/api/v2/sessions", json=body).status_code == 201
                 messages = [
                     {"role_type": "user", "role": uid.title(),
@@ -110,11 +117,19 @@ def test_text_written_while_encryption_was_off_is_sealed_by_reclassify() -> None
 
     srv = start_server(root / "d", api_key=key, env=ON)
     try:
-        # The users and sessions written while off are sealed by a re-encryption run (it
-        # makes their keys); message content is not: it was never classified.
-        _keys(srv, "reencrypt", "--now")
-        assert "grace@example.org" in _stored(srv)
         assert "destroyed" in _keys(srv, "shred", "--user", "bob", "--yes")
+        # The sessions written while off are sealed by a re-encryption run, the shredded
+        # user's kept redacted only (the run does not fail on them); message content is
+        # not touched: it was never classified.
+        _keys(srv, "reencrypt", "--now")
+        sessions = _rows(
+            srv,
+            """SELECT user_id, metadata->>'contact', metadata_enc IS NOT NULL,
+                      metadata_sensitivity FROM sessions ORDER BY user_id""",
+        )
+        assert sessions == [("bob", "[EMAIL]", False, 0), ("grace", "[EMAIL]", True, 1)]
+        assert "stored before their fields were classified" not in _keys(srv, "status")
+        assert "grace@example.org" in _stored(srv)
 
         out = _keys(srv, "reclassify")
         assert "2 sealed, 2 kept redacted only" in out, out

@@ -21,12 +21,13 @@ column `profile`: a page of users is one field per row to open.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
@@ -63,6 +64,7 @@ __all__ = [
     "SealedPage",
     "SealedProfile",
     "has_values",
+    "sealed_or_redacted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -203,6 +205,22 @@ class Keyrings:
         self.provider.close()
 
 
+T = TypeVar("T")
+
+
+def sealed_or_redacted(protector: Protector, seal: Callable[[Protector], T]) -> tuple[T, bool]:
+    """`seal(protector)`, or if the user's data key was destroyed (crypto-shredded),
+    `seal(protector.redacting())`: what is stored then holds no protected value at all.
+    The second item says which. For rows stored in clear that are sealed after the fact
+    (a write of new data by a shredded user is refused instead)."""
+    try:
+        return seal(protector), False
+    except DecryptionError as exc:
+        if exc.reason != "key_destroyed":
+            raise
+        return seal(protector.redacting()), True
+
+
 class Protector:
     """Classifies, redacts and encrypts fields on write; decrypts them on read."""
 
@@ -211,6 +229,15 @@ class Protector:
         self.classifier = Classifier.from_settings(settings)
         self.embed_plaintext = settings.embed_plaintext
         self.keyrings = keyrings
+        self._seals = True  # False: `redacting`
+
+    def redacting(self) -> Protector:
+        """This protector, storing protected values only as their redacted forms, with no
+        ciphertext and class none (nothing protected is stored): for a crypto-shredded
+        user's text and metadata that were never sealed, which no key can seal now."""
+        view = copy.copy(self)
+        view._seals = False
+        return view
 
     # --- write -------------------------------------------------------------------------
 
@@ -253,20 +280,19 @@ class Protector:
         found = self.classify(text, declared)
         if not self.classifier.protects(found.sensitivity):
             return Sealed(text, None, found.sensitivity, text)
+        redacted = self._redacted(found)
+        if not self._seals:
+            return Sealed(redacted, None, Sensitivity.NONE, redacted)
         data_key = (key or self.key_ref(ctx.tenant, user)).data_key()
         ciphertext = _seal(data_key, text.encode(), ctx)
-        redacted = self._redacted(found)
         embed = text if self.embed_plaintext else redacted
         return Sealed(redacted, ciphertext, found.sensitivity, embed)
 
-    def redact_only(self, text: str, declared: Sensitivity = Sensitivity.NONE) -> Sealed:
-        """How to store `text` where no key can seal it (its user's was destroyed): the
-        redacted form alone when its class is protected, else the text as it is."""
-        found = self.classify(text, declared)
-        if not self.classifier.protects(found.sensitivity):
-            return Sealed(text, None, found.sensitivity, text)
-        redacted = self._redacted(found)
-        return Sealed(redacted, None, found.sensitivity, redacted)
+    def redact_only(self, text: str) -> str:
+        """`text` with its protected values replaced by their markers (for what is never
+        encrypted, such as an entity's name); `text` itself if it holds none."""
+        found = self.classify(text)
+        return self._redacted(found) if self.classifier.protects(found.sensitivity) else text
 
     def seal_profile(
         self, tenant: str, row_id: str, user: str | None, identity: Mapping[str, str | None],
@@ -296,7 +322,10 @@ class Protector:
         if any(self.classifier.protects(x) for x in levels):
             secret["metadata"], stored = stored, redacted
         ciphertext = None
-        if secret:
+        if secret and not self._seals:
+            identity_level = Sensitivity.NONE
+            levels = []
+        elif secret:
             data_key = (key or self.key_ref(tenant, user)).data_key()
             ctx = FieldContext(tenant, "users", "profile", row_id)
             ciphertext = _seal(data_key, orjson.dumps(secret), ctx)
@@ -323,6 +352,8 @@ class Protector:
         level = max(levels, default=Sensitivity.NONE)
         if not any(self.classifier.protects(x) for x in levels):
             return SealedMetadata(dict(metadata), None, level)
+        if not self._seals:
+            return SealedMetadata(redacted, None, Sensitivity.NONE)
         data_key = (key or self.key_ref(ctx.tenant, user)).data_key()
         ciphertext = _seal(data_key, orjson.dumps(dict(metadata)), ctx)
         return SealedMetadata(redacted, ciphertext, level)

@@ -215,7 +215,7 @@ class _Sealer:
         p = self.protector
         if p is None or not p.enabled:
             return text
-        own = p.redact_only(text).text
+        own = p.redact_only(text)
         content = self.texts.get(message)
         if own != text or content is None or not self.levels.get(message):
             return own  # a message of class none has no protected value to look inside

@@ -31,9 +31,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engram.crypto.envelope import FieldContext
-from engram.crypto.protect import KeyRef, Protector, Sealed
+from engram.crypto.protect import KeyRef, Protector, Sealed, sealed_or_redacted
 from engram.crypto.sensitivity import Sensitivity, combine, stored_class
-from engram.errors import DecryptionError
 from engram.graph.entities import normalize_name
 from engram.store import clear
 from engram.store.keys import KeyPool, SyncConn
@@ -120,21 +119,15 @@ def reclassify(
         text, user = row[t.column], row["user_id"]
         ctx = FieldContext(tenant, t.table, t.column, str(row["uuid"]))
         key = keys.get(user) or keys.setdefault(user, protector.key_ref(tenant, user))
-        try:
-            sealed = protector.seal_text(ctx, user, text, t.declared(row), key)
-        except DecryptionError as exc:
-            if exc.reason != "key_destroyed":
-                raise
-            redacted = protector.redact_only(text, t.declared(row))
-            if redacted.text == text:
-                return None
+        sealed, destroyed = sealed_or_redacted(
+            protector, lambda p: p.seal_text(ctx, user, text, t.declared(row), key)
+        )
+        if sealed.text == text:
+            return None  # nothing protected in it
+        if destroyed:
             done.redacted += 1
-            # What is stored holds no protected value any more: its class stays as it was
-            # (none), as nothing in the row is to be sealed or counted as protected.
-            return Sealed(redacted.text, None, Sensitivity.NONE, redacted.embed_text)
-        if sealed.ciphertext is None:
-            return None
-        done.sealed += 1
+        else:
+            done.sealed += 1
         return sealed
 
     for t in _tables(ts_config):
@@ -171,8 +164,8 @@ def _names(
                 return
             after = rows[-1]["uuid"]
             for r in rows:
-                name = protector.redact_only(r["name"]).text
-                aliases = [a for a in r["aliases"] if protector.redact_only(a).text == a]
+                name = protector.redact_only(r["name"])
+                aliases = [a for a in r["aliases"] if protector.redact_only(a) == a]
                 if name == r["name"] and aliases == r["aliases"]:
                     continue
                 done.renamed += 1

@@ -7,15 +7,18 @@ migration 0015 that declared a class (it was classified by the detectors alone) 
 sealed. Every re-encryption run calls this first: each batch is one transaction holding
 its rows locked, so a run killed at any instant loses nothing and the next one takes the
 rest; a row that a request is changing meanwhile is skipped (the request classifies it).
+A crypto-shredded user's rows cannot be sealed: they keep only their redacted forms (the
+run would otherwise fail on them, and every run after it).
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from engram.crypto.envelope import FieldContext
-from engram.crypto.protect import IDENTITY_FIELDS, Protector
+from engram.crypto.protect import IDENTITY_FIELDS, Protector, sealed_or_redacted
 from engram.crypto.sensitivity import combine, stored_class
 from engram.errors import DecryptionError
 from engram.memory import reveal
@@ -35,14 +38,17 @@ def _user(protector: Protector, tenant: str, row: dict[str, Any]) -> UserFields:
     if row["identity_sensitivity"] >= 0 or row["metadata_sensitivity"] >= 0:
         # A part classified already may hold redacted forms in its plain columns: its real
         # values are in its ciphertexts. Both parts are sealed together, so it is opened
-        # and sealed again with the other (it classifies the same way).
+        # and sealed again with the other (it classifies the same way). A destroyed key
+        # opens nothing: the redacted forms are all there is.
         row = dict(row)
         for exc in protector.page(tenant, [row], reveal.USER_FIELDS).open():
-            raise exc
-    return seal_user(
-        protector, tenant, row["uuid"], row["user_id"],
-        {k: row[k] for k in IDENTITY_FIELDS}, row["metadata"],
-    )  # fmt: skip
+            if not (isinstance(exc, DecryptionError) and exc.reason == "key_destroyed"):
+                raise exc
+    identity = {k: row[k] for k in IDENTITY_FIELDS}
+    return sealed_or_redacted(
+        protector,
+        lambda p: seal_user(p, tenant, row["uuid"], row["user_id"], identity, row["metadata"]),
+    )[0]
 
 
 def _message(protector: Protector, tenant: str, row: dict[str, Any]) -> tuple[Any, int, Any]:
@@ -58,8 +64,9 @@ def _message(protector: Protector, tenant: str, row: dict[str, Any]) -> tuple[An
             # Shredded: sealed for good, as protected as the message.
             return row["metadata"], row["sensitivity"], row["metadata_enc"]
     declared = combine(stored_class(metadata), stored_class(row["session_metadata"]))
-    sealed, level = seal_message_metadata(
-        protector, tenant, row["uuid"], row["user_id"], metadata, declared
+    (sealed, level), _ = sealed_or_redacted(
+        protector,
+        lambda p: seal_message_metadata(p, tenant, row["uuid"], row["user_id"], metadata, declared),
     )
     return sealed.value, level, sealed.ciphertext
 
@@ -82,10 +89,10 @@ def seal_unclassified(pool: KeyPool, protector: Protector, tenant: str, batch: i
         with pool.tenant(tenant) as conn:
             rows = keys.unclassified_sessions(conn, batch)
             for r in rows:
-                sealed, level = seal_session(
-                    protector, tenant, r["uuid"], r["user_id"], r["metadata"],
-                    stored_class(r["metadata"]),
-                )  # fmt: skip
+                (sealed, level), _ = sealed_or_redacted(protector, partial(
+                    seal_session, tenant=tenant, uuid=r["uuid"], user_id=r["user_id"],
+                    metadata=r["metadata"], declared=stored_class(r["metadata"]),
+                ))  # fmt: skip
                 keys.classify_session(conn, r["uuid"], sealed.value, level, sealed.ciphertext)
         done += len(rows)
         if not rows:
