@@ -17,17 +17,23 @@ pytestmark = pytest.mark.integration
 ON = {"ENGRAM_CRYPTO__DEK_CACHE_TTL_S": "1"}
 
 
-def _keys(server: Server, *args: str) -> str:
-    """Run `engram keys ...` against the server's database; it must succeed."""
+def _keys_run(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `engram keys ...` against the server's database."""
     import os
 
-    done = subprocess.run(
+    return subprocess.run(
         [ENGRAM, "keys", *args, "--data-dir", str(server.data_dir),
          "--database-url", server.pg.dsn("engram_app", "engram")],
         capture_output=True, text=True, timeout=600, env={**os.environ, **ON},
     )  # fmt: skip
+
+
+def _keys(server: Server, *args: str) -> str:
+    """Run `engram keys ...`; it must succeed; what it printed, as one line (the console
+    wraps)."""
+    done = _keys_run(server, *args)
     assert done.returncode == 0, done.stdout + done.stderr
-    return " ".join((done.stdout + done.stderr).split())  # as one line: the console wraps
+    return " ".join((done.stdout + done.stderr).split())
 
 
 def _rows(server: Server, query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -225,3 +231,26 @@ def test_entity_names_holding_a_protected_value_are_renamed_or_merged(
         assert ("Grace's phone number", "[PHONE]") in edges, edges
     assert len([n for n in graph(uid)[0] if n == "[PHONE]"]) == 1  # merged, not doubled
     assert "0 entity name(s)" in _keys(server, "reclassify")
+
+
+def test_a_keys_command_for_a_tenant_that_does_not_exist_is_refused_and_changes_nothing(
+    server: Server,
+) -> None:
+    """A mistyped --tenant is refused with the reason, before anything is recorded: no
+    re-encryption run, no data key, no audit record for it."""
+
+    def counts() -> tuple[Any, ...]:
+        return _rows(
+            server,
+            """SELECT (SELECT count(*) FROM reencrypt_runs),
+                      (SELECT count(*) FROM data_keys WHERE tenant_id = 'nope'),
+                      (SELECT count(*) FROM audit_log WHERE tenant_id = 'nope')""",
+        )[0]
+
+    before = counts()
+    for args in (("reclassify",), ("reencrypt", "--now"), ("rotate", "--now"), ("status",)):
+        done = _keys_run(server, *args, "--tenant", "nope")
+        said = " ".join((done.stdout + done.stderr).split())
+        assert done.returncode == 2, said
+        assert "tenant 'nope' does not exist" in said and "engram tenants list" in said
+    assert counts() == before

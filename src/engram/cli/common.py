@@ -22,6 +22,7 @@ __all__ = [
     "actor",
     "app",
     "console",
+    "existing_tenant",
     "fail",
     "load",
     "setup_logging",
@@ -60,6 +61,23 @@ def actor() -> str:
 def tenant_or_default(runtime: Any, tenant: str | None) -> str:
     """The tenant given, else the configured default tenant."""
     return tenant or str(runtime.settings.default_tenant)
+
+
+async def existing_tenant(runtime: Any, tenant: str | None) -> str:
+    """The tenant given, else the default one; a ValidationError if it does not exist
+    (a command run for a mistyped tenant would otherwise do nothing, or record runs and
+    keys for a tenant nobody has)."""
+    from engram.errors import ValidationError
+    from engram.store import tenants
+
+    t = tenant_or_default(runtime, tenant)
+    async with runtime.db.tenant(t) as conn:
+        if await tenants.status(conn, t) is None:
+            raise ValidationError(
+                f"tenant {t!r} does not exist",
+                hint="see `engram tenants list`, or create it with `engram tenants create`",
+            )
+    return t
 
 
 def load(config: Path | None, **overrides: Any) -> Settings:

@@ -18,6 +18,7 @@ from engram.cli.common import (
     actor,
     app,
     console,
+    existing_tenant,
     tenant_or_default,
     with_runtime,
 )
@@ -41,7 +42,7 @@ def _run(config: Path | None, data_dir: Path | None, database_url: str | None, o
                 "encryption is disabled (crypto.enabled is false)",
                 hint="set ENGRAM_CRYPTO__ENABLED=true to manage keys",
             )
-        t = tenant_or_default(rt, tenant)
+        t = await existing_tenant(rt, tenant)
         who = actor()
         subjects = [("user", user)] if user else []
         # The outcome goes to the audit log (this process has no /metrics to scrape; the

@@ -17,6 +17,7 @@ from engram.cli.common import (
     actor,
     app,
     console,
+    existing_tenant,
     tenant_or_default,
     with_runtime,
 )
@@ -127,7 +128,7 @@ def keys_create(
     from engram.auth.apikeys import new_key
     from engram.auth.principal import Role
     from engram.errors import ValidationError
-    from engram.store import apikeys, tenants
+    from engram.store import apikeys
 
     key = new_key()
 
@@ -136,13 +137,9 @@ def keys_create(
             raise ValidationError(
                 f"unknown role {role!r}", hint="use admin, writer, reader or auditor"
             )
-        t = tenant_or_default(rt, tenant)
+        t = await existing_tenant(rt, tenant)
         expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
         async with rt.db.tenant(t) as conn:
-            if await tenants.status(conn, t) is None:
-                raise ValidationError(
-                    f"tenant {t!r} does not exist", hint="create it with `engram tenants create`"
-                )
             await apikeys.create(
                 conn, t, key_id=key.key_id, digest=key.digest, name=name, role=role,
                 read_protected=read_protected, created_by=actor(), expires_at=expires,

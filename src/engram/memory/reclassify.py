@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid as uuidlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,15 +85,17 @@ def _tables(ts_config: str) -> list[_Table]:
         _Table(
             "messages", "content", clear.messages,
             lambda r: combine(stored_class(r["metadata"]), stored_class(r["session_metadata"])),
-            lambda conn, r, s, v: clear.seal_message(
-                conn, r["uuid"], s.text, s.ciphertext, int(s.sensitivity), v, ts_config
+            lambda conn, r, s, v: clear.seal_text(
+                conn, "messages", r["uuid"], s.text, s.ciphertext, int(s.sensitivity), v,
+                ts_config,
             ),
             embeds=True,
         ),
         _Table(
             "facts", "fact", clear.facts, _source,
-            lambda conn, r, s, v: clear.seal_fact(
-                conn, r["uuid"], s.text, s.ciphertext, int(s.sensitivity), v, ts_config
+            lambda conn, r, s, v: clear.seal_text(
+                conn, "facts", r["uuid"], s.text, s.ciphertext, int(s.sensitivity), v,
+                ts_config,
             ),
             embeds=True,
         ),
@@ -131,18 +133,12 @@ def reclassify(
         return sealed
 
     for t in _tables(ts_config):
-        after = uuidlib.UUID(int=0)
-        while True:
-            with pool.tenant(tenant) as conn:
-                rows = t.scan(conn, after, batch)
-                if not rows:
-                    break
-                after = rows[-1]["uuid"]
-                done.read += len(rows)
-                todo = [(r, s) for r in rows if (s := seal(t, r)) is not None]
-                vectors = embed([s.embed_text for _, s in todo]) if t.embeds and todo else None
-                for i, (r, s) in enumerate(todo):
-                    t.store(conn, r, s, vectors[i] if vectors is not None else None)
+        for conn, rows in _batches(pool, tenant, t.scan, batch):
+            done.read += len(rows)
+            todo = [(r, s) for r in rows if (s := seal(t, r)) is not None]
+            vectors = embed([s.embed_text for _, s in todo]) if t.embeds and todo else None
+            for i, (r, s) in enumerate(todo):
+                t.store(conn, r, s, vectors[i] if vectors is not None else None)
     _names(pool, protector, tenant, embed, batch, done)
     if done.sealed or done.redacted or done.renamed:
         logger.info("tenant %s: %s", tenant, done)
@@ -156,23 +152,33 @@ def _names(
     """Entity names and aliases that hold a protected value (stored before the extractor's
     names were checked): renamed to the value's marker, or merged into the user's entity
     of that name if there is one."""
+    for conn, rows in _batches(pool, tenant, clear.entity_names, batch):
+        for r in rows:
+            name = protector.redact_only(r["name"])
+            aliases = [a for a in r["aliases"] if protector.redact_only(a) == a]
+            if name == r["name"] and aliases == r["aliases"]:
+                continue
+            done.renamed += 1
+            key = normalize_name(name)
+            into = clear.entity_named(conn, r["user_id"], key, r["uuid"])
+            if into is not None:
+                clear.merge_entity(conn, r["uuid"], into, aliases)
+            else:
+                vector = embed([name])[0]
+                clear.rename_entity(conn, r["uuid"], name, key, aliases, vector)
+
+
+def _batches(
+    pool: KeyPool, tenant: str, scan: Callable[[SyncConn, uuidlib.UUID, int], list[Row]],
+    batch: int,
+) -> Iterator[tuple[SyncConn, list[Row]]]:  # fmt: skip
+    """Each batch of rows `scan` reads, in uuid order, with the connection of the
+    transaction that holds them locked (it commits when the next batch is asked for)."""
     after = uuidlib.UUID(int=0)
     while True:
         with pool.tenant(tenant) as conn:
-            rows = clear.entity_names(conn, after, batch)
+            rows = scan(conn, after, batch)
             if not rows:
                 return
             after = rows[-1]["uuid"]
-            for r in rows:
-                name = protector.redact_only(r["name"])
-                aliases = [a for a in r["aliases"] if protector.redact_only(a) == a]
-                if name == r["name"] and aliases == r["aliases"]:
-                    continue
-                done.renamed += 1
-                key = normalize_name(name)
-                into = clear.entity_named(conn, r["user_id"], key, r["uuid"])
-                if into is not None:
-                    clear.merge_entity(conn, r["uuid"], into, aliases)
-                else:
-                    vector = embed([name])[0]
-                    clear.rename_entity(conn, r["uuid"], name, key, aliases, vector)
+            yield conn, rows

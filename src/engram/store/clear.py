@@ -12,6 +12,8 @@ import uuid as uuidlib
 from typing import Any
 
 import numpy as np
+from pgvector import Vector as Vec  # its text form: this pool's connections have no adapter
+from psycopg import sql
 
 from engram.store.keys import SyncConn
 
@@ -22,18 +24,12 @@ __all__ = [
     "merge_entity",
     "messages",
     "rename_entity",
-    "seal_fact",
-    "seal_message",
     "seal_summary",
+    "seal_text",
     "summaries",
 ]
 
 Vector = np.ndarray[Any, np.dtype[np.float32]]
-
-
-def _vector(v: Vector) -> str:
-    """pgvector's text form (this pool's connections have no vector adapter)."""
-    return "[" + ",".join(repr(float(x)) for x in v) + "]"
 
 
 def messages(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any]]:
@@ -46,21 +42,6 @@ def messages(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, 
         (after, limit),
     ).fetchall()
     return rows
-
-
-def seal_message(
-    conn: SyncConn, uuid: uuidlib.UUID, content: str, enc: bytes | None, level: int,
-    embedding: Vector, ts_config: str,
-) -> None:  # fmt: skip
-    """Store a message's content as redacted (and sealed, unless `enc` is None: its user's
-    key was destroyed); its class rises to `level` if that is higher."""
-    conn.execute(
-        """UPDATE messages SET content = %s, content_enc = %s,
-                  sensitivity = greatest(sensitivity, %s),
-                  search_text = to_tsvector(%s::regconfig, %s), embedding = %s::vector
-           WHERE uuid = %s AND content_enc IS NULL""",
-        (content, enc, level, ts_config, content, _vector(embedding), uuid),
-    )
 
 
 def facts(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any]]:
@@ -77,16 +58,29 @@ def facts(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any
     return rows
 
 
-def seal_fact(
-    conn: SyncConn, uuid: uuidlib.UUID, fact: str, enc: bytes | None, level: int,
+# The fields `seal_text` writes: table -> (text, ciphertext, embedding) columns.
+_TEXT_COLUMNS = {
+    "messages": ("content", "content_enc", "embedding"),
+    "facts": ("fact", "fact_enc", "fact_embedding"),
+}
+
+
+def seal_text(
+    conn: SyncConn, table: str, uuid: uuidlib.UUID, text: str, enc: bytes | None, level: int,
     embedding: Vector, ts_config: str,
 ) -> None:  # fmt: skip
-    """As `seal_message`, for a fact's text."""
+    """Store a message's content or a fact's text as redacted (and sealed, unless `enc` is
+    None: its user's key was destroyed), with the full-text vector and embedding of that;
+    its class rises to `level` if that is higher."""
+    plain, sealed, vector = (sql.Identifier(c) for c in _TEXT_COLUMNS[table])
     conn.execute(
-        """UPDATE facts SET fact = %s, fact_enc = %s, sensitivity = greatest(sensitivity, %s),
-                  search_text = to_tsvector(%s::regconfig, %s), fact_embedding = %s::vector
-           WHERE uuid = %s AND fact_enc IS NULL""",
-        (fact, enc, level, ts_config, fact, _vector(embedding), uuid),
+        sql.SQL(
+            """UPDATE {table} SET {plain} = %s, {sealed} = %s,
+                   sensitivity = greatest(sensitivity, %s),
+                   search_text = to_tsvector(%s::regconfig, %s), {vector} = %s::vector
+               WHERE uuid = %s AND {sealed} IS NULL"""
+        ).format(table=sql.Identifier(table), plain=plain, sealed=sealed, vector=vector),
+        (text, enc, level, ts_config, text, Vec(embedding).to_text(), uuid),
     )
 
 
@@ -145,7 +139,7 @@ def rename_entity(
         """UPDATE entities SET name = %s, normalized_name = %s, aliases = %s,
                   name_embedding = %s::vector, updated_at = now()
            WHERE uuid = %s""",
-        (name, normalized, aliases, _vector(embedding), uuid),
+        (name, normalized, aliases, Vec(embedding).to_text(), uuid),
     )
 
 
