@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run check test lint typecheck docs bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -35,11 +35,23 @@ test: install
 	# Archive blob stores: the Azure one is tested against Azurite from npm, kept in .tools/.
 	command -v npm >/dev/null || (apt-get update && apt-get install -y --no-install-recommends npm)
 	test -x $(AZURITE) || (mkdir -p .tools/azurite && cd .tools/azurite && npm install --no-audit --no-fund --silent azurite@3)
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
+
+# The inner loop: lint, types and the tests that need no server, database or tool from
+# outside pip (the `integration` and `slow` markers), in under 3 minutes.
+check: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -m "not integration and not slow"
 
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+# The tables of docs/ generated from the code (tests/auth/test_routes.py checks them).
+docs: install
+	$(BIN)/python -m engram.api.routes_doc docs/api.md docs/security.md
 
 bench: install
 	$(BIN)/python bench/ingest.py

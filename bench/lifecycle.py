@@ -11,7 +11,7 @@ messages with ~200-character texts, JSON metadata, full-text vectors and random
    back: sessions/s;
 3. ``engram backup --out FILE`` (pg_dump, custom format) of the whole database: seconds;
 4. ``engram restore FILE`` into an empty data directory (pg_restore, indexes rebuilt):
-   seconds, and seconds per GB of database, the figure the README gives as RTO.
+   seconds, and seconds per GB of database, the figure docs/lifecycle.md gives as RTO.
 
     .venv/bin/python bench/lifecycle.py [--sessions 2000 --messages 20 --archive 300
                                          --restore 50] [--json OUT]

@@ -23,7 +23,7 @@ def _tcp(pg: EmbeddedPostgres, role: str) -> str:
 
 @pytest.fixture
 def external() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL the Engram server did not start, prepared as the README says."""
+    """A PostgreSQL the Engram server did not start, prepared as docs/deployment.md says."""
     root = short_tmpdir("egx-")
     pg = EmbeddedPostgres(root / "pg", port=free_port(), tcp=True)
     pg.start()

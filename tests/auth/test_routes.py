@@ -1,5 +1,5 @@
 """Deny by default: every route of the app declares a permission in the matrix, every
-non-public route runs the auth dependency, and the README documents the matrix."""
+non-public route runs the auth dependency, and docs/ shows the matrix as the code has it."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from starlette.routing import Route
 
 from engram.api import create_app
 from engram.api.deps import _authenticate
+from engram.api.routes_doc import generated_blocks, update
 from engram.auth.principal import Permission, Principal, Role, permissions_for
 from engram.auth.routes import ROUTE_PERMISSIONS, permission_for
 from engram.config import load_settings
 from engram.runtime import Runtime
 
-README = Path(__file__).parents[2] / "README.md"
+DOCS = Path(__file__).parents[2] / "docs"
 
 
 def _walk(routes: list[Any], inherited: tuple[Any, ...] = ()) -> Iterator[tuple[str, Any, bool]]:
@@ -62,10 +63,18 @@ def test_an_undeclared_route_is_denied() -> None:
     assert permission_for("PUT", "/api/v2/users/{user_id}") is None
 
 
-def test_the_readme_documents_every_route() -> None:
-    text = README.read_text()
+def test_the_docs_show_every_route_and_role_as_the_code_has_them(tmp_path: Path) -> None:
+    app = create_app(Runtime(load_settings(data_dir=tmp_path)))
+    blocks = generated_blocks(app)
     for (method, path), perm in ROUTE_PERMISSIONS.items():
-        assert f"| {method} | `{path}` | {perm.value} |" in text, (method, path)
+        assert f"| {method} | `{path}` | {perm.value} |" in blocks["routes"], (method, path)
+    for page, name in (("api.md", "routes"), ("security.md", "roles")):
+        text = (DOCS / page).read_text()
+        assert f"<!-- BEGIN GENERATED: {name} " in text, f"docs/{page} lost its {name} table"
+        assert update(text, blocks) == text, (
+            f"docs/{page}: the {name} table differs from the code; run `make docs` "
+            "(python -m engram.api.routes_doc docs/api.md docs/security.md) and commit it"
+        )
 
 
 def test_roles() -> None:

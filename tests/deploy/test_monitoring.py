@@ -59,6 +59,7 @@ def metric_names(expr: str) -> set[str]:
     return {w for w in words if w not in KEYWORDS}
 
 
+@pytest.mark.integration  # promtool comes from apt (make test installs it)
 def test_promtool_checks_the_rules() -> None:
     result = subprocess.run(
         [promtool(), "check", "rules", str(MONITORING / "alerts.yaml")],
@@ -68,6 +69,7 @@ def test_promtool_checks_the_rules() -> None:
     assert "SUCCESS: 12 rules found" in result.stdout
 
 
+@pytest.mark.integration
 def test_promtool_rule_tests_pass() -> None:
     result = subprocess.run(
         [promtool(), "test", "rules", "alerts_test.yaml"],

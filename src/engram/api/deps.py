@@ -90,7 +90,7 @@ async def _authenticate(
                 f"role {principal.role.value!r} lacks permission {permission.value!r}"
                 f" for {request.method} {template}",
                 reason="permission",
-                hint="use credentials with a role that has it (see README, permission matrix)",
+                hint="use credentials with a role that has it (docs/security.md, roles)",
             )
     except EngramError as exc:
         if ctx is not None:

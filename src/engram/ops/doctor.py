@@ -237,7 +237,7 @@ def _roles(conn: psycopg.Connection[Any]) -> list[Check]:
                 "fail",
                 f"{r.name} owns {', '.join(r.owned_tables[:5])}: an owner may turn "
                 "Row-Level Security off and alter the schema",
-                "serve as the app role and migrate as the owner role (README "
+                "serve as the app role and migrate as the owner role (docs/deployment.md, "
                 "'External PostgreSQL')",
             )
         ]

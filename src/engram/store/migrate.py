@@ -247,7 +247,7 @@ def _grant(conn: psycopg.Connection[Any], app_role: str) -> None:
     if not exists:
         raise UnavailableError(
             f"the app role {app_role!r} does not exist",
-            hint="create it as README 'External PostgreSQL' shows, or set ENGRAM_APP_ROLE",
+            hint="create it as docs/deployment.md shows, or set ENGRAM_APP_ROLE",
         )
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
     # Everything in the schema (Engram's tables and the job queue's), then take back

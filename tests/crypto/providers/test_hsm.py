@@ -19,6 +19,9 @@ from engram.errors import ConfigError, DecryptionError, KeyUnavailableError
 from .conftest import SoftHsm
 from .contract import check_keyring, check_provider
 
+# SoftHSM2 comes from apt (make test installs it), so make check leaves these out.
+pytestmark = pytest.mark.integration
+
 
 def _provider(hsm: SoftHsm, token: str, **kw: str) -> Pkcs11KeyProvider:
     return Pkcs11KeyProvider(library=hsm.library, token_label=token, pin=hsm.pin, **kw)
