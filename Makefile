@@ -37,8 +37,8 @@ test: install
 	test -x $(AZURITE) || (mkdir -p .tools/azurite && cd .tools/azurite && npm install --no-audit --no-fund --silent azurite@3)
 	$(BIN)/pytest --durations=15
 
-# The inner loop: lint, types and the tests that need no server, database or tool from
-# outside pip (the `integration` and `slow` markers), in under 3 minutes.
+# The inner loop: lint, types and the tests that start no Engram server or database and
+# need no program from outside pip (not marked `integration` or `slow`), in under 3 minutes.
 check: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
