@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
 
-.PHONY: install run check test lint typecheck docs bench clean
+.PHONY: install run check test lint docs bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
