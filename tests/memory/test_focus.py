@@ -7,14 +7,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
 from engram.memory.focus import focus_text, focus_vector
 from engram.store import messages
 from engram.store.db import Database
-from tests.fix_server import Server
-
-pytestmark = pytest.mark.integration
+from tests.fix_app import App
 
 TEXTS = [
     "We talked about the garden yesterday.",
@@ -24,9 +21,9 @@ TEXTS = [
 ]
 
 
-def _focus(server: Server, session: str, n: int) -> tuple[str, Any]:
+def _focus(app: App, session: str, n: int) -> tuple[str, Any]:
     async def main() -> tuple[str, Any]:
-        db = Database(server.pg.dsn("engram_app"), min_size=1, max_size=1, timeout_s=10)
+        db = Database(app.pg.dsn("engram_app"), min_size=1, max_size=1, timeout_s=10)
         await db.open()
         try:
             async with db.tenant("default") as conn:
@@ -38,8 +35,8 @@ def _focus(server: Server, session: str, n: int) -> tuple[str, Any]:
     return asyncio.run(main())
 
 
-def _stored(server: Server, session: str) -> list[np.ndarray]:
-    with server.superuser() as conn:
+def _stored(app: App, session: str) -> list[np.ndarray]:
+    with app.superuser() as conn:
         rows = conn.execute(
             "SELECT embedding::real[] FROM messages WHERE session_id = %s ORDER BY seq",
             (session,),
@@ -48,28 +45,26 @@ def _stored(server: Server, session: str) -> list[np.ndarray]:
 
 
 def test_the_latest_three_messages_as_text_and_as_their_embeddings_mean(
-    server: Server, http: httpx.Client, uid: str
+    app: App, client: httpx.Client, uid: str
 ) -> None:
     session = f"f-{uid}"
-    assert http.post("/api/v2/sessions", json={"session_id": session}).status_code == 201
+    assert client.post("/api/v2/sessions", json={"session_id": session}).status_code == 201
     body = {"messages": [{"role_type": "user", "content": t} for t in TEXTS]}
-    assert http.post(f"/api/v2/sessions/{session}/memory", json=body).status_code == 200
-    stored = _stored(server, session)
+    assert client.post(f"/api/v2/sessions/{session}/memory", json=body).status_code == 200
+    stored = _stored(app, session)
 
-    text, vector = _focus(server, session, 12)
+    text, vector = _focus(app, session, 12)
     assert text == " ".join(TEXTS[-3:])
     mean = np.mean(stored[-3:], axis=0)
     assert np.allclose(vector, mean / np.linalg.norm(mean), atol=1e-5)
     assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
 
-    text, vector = _focus(server, session, 1)  # GET memory with lastn=1
+    text, vector = _focus(app, session, 1)  # GET memory with lastn=1
     assert text == TEXTS[-1]
     assert np.allclose(vector, stored[-1], atol=1e-5)
 
 
-def test_a_session_without_messages_has_no_focus(
-    server: Server, http: httpx.Client, uid: str
-) -> None:
+def test_a_session_without_messages_has_no_focus(app: App, client: httpx.Client, uid: str) -> None:
     session = f"e-{uid}"
-    assert http.post("/api/v2/sessions", json={"session_id": session}).status_code == 201
-    assert _focus(server, session, 12) == ("", None)
+    assert client.post("/api/v2/sessions", json={"session_id": session}).status_code == 201
+    assert _focus(app, session, 12) == ("", None)

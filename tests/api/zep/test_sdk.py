@@ -1,26 +1,24 @@
-"""The published zep-python 2.0.2 SDK, unmodified, against a running Engram server."""
+"""The published zep-python 2.0.2 SDK, unmodified, against the Engram app (in process:
+the SDK takes an httpx client, here one over the ASGI transport)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from zep_python import NotFoundError
 from zep_python.client import Zep
 from zep_python.core.api_error import ApiError
 from zep_python.types import Message
 
-from tests.fix_server import Server
-
-pytestmark = pytest.mark.integration
+from tests.fix_app import App
 
 
 @pytest.fixture
-def zep(server: Server) -> Iterator[Zep]:
-    # Our own httpx client, so that its sockets are closed when the test ends.
-    with httpx.Client(timeout=30) as client:
-        yield Zep(api_key=server.api_key, base_url=server.base_url, httpx_client=client)
+def zep(app: App) -> Iterator[Zep]:
+    # The SDK sends the API key itself.
+    with app.client(api_key=None) as client:
+        yield Zep(api_key=app.api_key, base_url=app.base_url, httpx_client=client)
 
 
 def test_users_round_trip(zep: Zep, uid: str) -> None:
@@ -195,9 +193,9 @@ def test_facts_unknown_ids_are_404(zep: Zep) -> None:
         zep.memory.delete_fact(missing)
 
 
-def test_wrong_api_key_is_refused(server: Server) -> None:
-    with httpx.Client() as client:
-        bad = Zep(api_key="not-the-key", base_url=server.base_url, httpx_client=client)
+def test_wrong_api_key_is_refused(app: App) -> None:
+    with app.client(api_key=None) as client:
+        bad = Zep(api_key="not-the-key", base_url=app.base_url, httpx_client=client)
         with pytest.raises(ApiError) as exc:
             bad.user.list_ordered()
     assert exc.value.status_code == 401
