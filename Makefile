@@ -37,8 +37,9 @@ test: install
 	test -x $(AZURITE) || (mkdir -p .tools/azurite && cd .tools/azurite && npm install --no-audit --no-fund --silent azurite@3)
 	$(BIN)/pytest --durations=15
 
-# The inner loop: lint, types and the tests that start no Engram server or database and
-# need no program from outside pip (not marked `integration` or `slow`), in under 3 minutes.
+# The inner loop: lint, types and the tests that need no server process and no program from
+# outside pip (not marked `integration` or `slow`), in under 3 minutes. The API tests among
+# them run the app in process on one embedded PostgreSQL (tests/fix_app.py).
 check: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench

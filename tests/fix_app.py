@@ -11,12 +11,12 @@ A test that needs other settings starts an app of its own, as `engram serve --..
 would be started, for its module::
 
     @pytest.fixture(scope="module")
-    def strict() -> Iterator[App]:
-        with running_app(short_tmpdir("egx-") / "d", auth={"...": ...}) as app:
+    def quiet() -> Iterator[App]:
+        with running_app(short_tmpdir("egq-") / "d", worker={"enabled": False}) as app:
             yield app
 
-    def test_something(strict: App) -> None:
-        with strict.client() as http:
+    def test_something(quiet: App) -> None:
+        with quiet.client() as http:
             ...
 """
 
@@ -56,7 +56,9 @@ class Loop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="engram-app-loop")
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="engram-app-loop", daemon=True
+        )
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = REQUEST_TIMEOUT_S) -> T:
@@ -64,7 +66,20 @@ class Loop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """End what is left on the loop, as asyncio.run does at its end, and stop it."""
+
+        async def finish() -> None:
+            left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+            await self.loop.shutdown_default_executor()
+
+        try:
+            self.run(finish(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
 
@@ -126,8 +141,7 @@ class _Lifespan:
             raise RuntimeError(f"the app ended its lifespan without answering {what}")
         message = reply.result()
         if message["type"] != f"{what}.complete":
-            with contextlib.suppress(Exception):
-                await self._task
+            await self._task  # starlette raises what failed once it has said so
             raise RuntimeError(f"{message['type']}: {message.get('message', '')}")
 
 
@@ -166,10 +180,12 @@ class App:
         """A superuser connection to the engram database (for inspecting rows directly)."""
         return psycopg.connect(self.pg.dsn("postgres", "engram"), autocommit=True)
 
-    def client(self, api_key: str | None = "", **headers: str) -> httpx.Client:
-        """A client of the app: with the admin key by default, another key, or none (None)."""
-        key = self.api_key if api_key == "" else api_key
-        auth = {"Authorization": f"Api-Key {key}"} if key is not None else {}
+    def client(
+        self, api_key: str | None = None, *, anonymous: bool = False, **headers: str
+    ) -> httpx.Client:
+        """A client of the app with the admin API key, another key, or none (anonymous)."""
+        key = api_key or self.api_key
+        auth = {} if anonymous else {"Authorization": f"Api-Key {key}"}
         return httpx.Client(
             base_url=self.base_url, transport=AppTransport(self.asgi, self.loop),
             headers={**auth, **headers}, timeout=30,

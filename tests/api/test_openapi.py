@@ -1,4 +1,5 @@
-"""schemathesis over the OpenAPI document, against a real `engram serve`.
+"""schemathesis over the OpenAPI document, against the app in process (as `engram serve`
+runs it, on an embedded PostgreSQL of its own).
 
 With a valid API key, every operation gets generated requests, valid and invalid: no
 5xx, every status code documented, every body matching its documented schema, invalid
@@ -19,7 +20,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import httpx
 import pytest
 import schemathesis
 from schemathesis import Case, CheckContext, Response
@@ -32,9 +32,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from tests.fix_server import Server, short_tmpdir, start_server, stop_server
+from tests.fix_app import App, running_app
+from tests.fix_server import short_tmpdir
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow  # ~2 minutes of generated requests: make test, not make check
 
 logger = logging.getLogger(__name__)
 
@@ -45,19 +46,18 @@ ERROR_KEYS = {"message", "hint", "field", "reason"}
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[Server]:
-    """A server of its own: the fuzzer creates tenants and keys and changes retention."""
+def api() -> Iterator[App]:
+    """An app of its own: the fuzzer creates tenants and keys and changes retention."""
     root = short_tmpdir("egst-")
-    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24))
-    yield srv
-    assert stop_server(srv) == 0, srv.log.read_text()[-3000:]
-    log = srv.log.read_text()
+    with running_app(root / "d") as app:
+        yield app
     shutil.rmtree(root, ignore_errors=True)
-    assert "Traceback" not in log, log[-5000:]
+    errors = "\n".join(app.logged_errors())
+    assert not errors, errors[-5000:]
 
 
 @pytest.fixture(scope="module")
-def rows(api: Server) -> dict[str, str]:
+def rows(api: App) -> dict[str, str]:
     """Rows for the path parameters of the second pass: a user with a session, messages,
     facts and entities; a tenant to disable; an API key to revoke."""
     with api.client() as http:
@@ -128,12 +128,11 @@ def zep_aware_use_after_free(ctx: CheckContext, response: Response, case: Case) 
     return use_after_free(ctx, response, case)
 
 
-def _load(api: Server, **parameters: str) -> OpenApiSchema:
-    schema = schemathesis.openapi.from_url(
-        f"{api.base_url}/openapi.json", config=schemathesis.Config(seed=SEED)
+def _load(api: App, **parameters: str) -> OpenApiSchema:
+    schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", api.asgi_for_any_loop(), config=schemathesis.Config(seed=SEED)
     )
     schema.config.update(
-        base_url=api.base_url,
         headers={"Authorization": f"Api-Key {api.api_key}"},
         parameters=parameters or None,
         continue_on_failure=True,
@@ -179,12 +178,12 @@ def _failures(schema: OpenApiSchema) -> list[str]:
     return sorted(set(found))
 
 
-def test_generated_requests(api: Server) -> None:
+def test_generated_requests(api: App) -> None:
     problems = _failures(_load(api))
     assert not problems, f"ENGRAM_SCHEMATHESIS_SEED={SEED}\n" + "\n".join(problems)
 
 
-def test_generated_requests_on_existing_rows(api: Server, rows: dict[str, str]) -> None:
+def test_generated_requests_on_existing_rows(api: App, rows: dict[str, str]) -> None:
     # Deleting the user would leave every later operation nothing but 404s: that comes
     # last, on a user of its own.
     kept = _load(api, **rows).exclude(path_regex=r"/users/\{user_id\}$", method="DELETE")
@@ -216,10 +215,9 @@ def _filled(path: str, op: dict[str, Any], rows: dict[str, str]) -> str:
     return path
 
 
-def test_without_valid_credentials_every_operation_is_401(
-    api: Server, rows: dict[str, str]
-) -> None:
-    doc = httpx.get(f"{api.base_url}/openapi.json").json()
+def test_without_valid_credentials_every_operation_is_401(api: App, rows: dict[str, str]) -> None:
+    with api.client(anonymous=True) as anonymous:
+        doc = anonymous.get("/openapi.json").json()
     secured = [
         (method.upper(), path, op)
         for path, item in doc["paths"].items()
@@ -234,7 +232,7 @@ def test_without_valid_credentials_every_operation_is_401(
         assert http.delete(f"/v1/admin/apikeys/{revoked['key_id']}").status_code == 200
         before = [http.get(p).json() for p in ("/v1/admin/tenants", "/api/v2/sessions/s1/memory")]
     credentials = [*BAD_CREDENTIALS, f"Api-Key {revoked['key']}", f"Bearer {revoked['key']}"]
-    with httpx.Client(base_url=api.base_url, timeout=30) as http:
+    with api.client(anonymous=True) as http:
         for method, path, op in secured:
             # Rows that exist and a plausible body: still nothing.
             url = _filled(path, op, rows)

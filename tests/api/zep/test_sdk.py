@@ -17,7 +17,7 @@ from tests.fix_app import App
 @pytest.fixture
 def zep(app: App) -> Iterator[Zep]:
     # The SDK sends the API key itself.
-    with app.client(api_key=None) as client:
+    with app.client(anonymous=True) as client:
         yield Zep(api_key=app.api_key, base_url=app.base_url, httpx_client=client)
 
 
@@ -194,7 +194,7 @@ def test_facts_unknown_ids_are_404(zep: Zep) -> None:
 
 
 def test_wrong_api_key_is_refused(app: App) -> None:
-    with app.client(api_key=None) as client:
+    with app.client(anonymous=True) as client:
         bad = Zep(api_key="not-the-key", base_url=app.base_url, httpx_client=client)
         with pytest.raises(ApiError) as exc:
             bad.user.list_ordered()
