@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import stat
 from pathlib import Path
 
 import procrastinate
@@ -49,10 +51,21 @@ def resolve_api_key(settings: Settings) -> str:
         return key
     path = Path(settings.data_dir).expanduser() / "api_key"
     if path.exists():
+        st = path.stat()
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            # Anyone else who could write it could make themselves a platform admin.
+            raise ConfigError(
+                f"the API key file {path} belongs to uid {st.st_uid} with mode "
+                f"{stat.filemode(st.st_mode)}; it must be this user's (uid {os.geteuid()}) "
+                "and readable by it only",
+                hint=f"if you did not write it, delete {path} (a new key is generated) and "
+                f"look for who did; else run: chown {os.geteuid()} {path}; chmod 600 {path}",
+            )
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)
     tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
     tmp.touch(mode=0o600)
     tmp.write_text(key + "\n")
     tmp.rename(path)
