@@ -33,6 +33,7 @@ from engram.store.db import Database
 from engram.store.embedded import EmbeddedPostgres
 from engram.store.keys import KeyPool, PgKeyStore
 from engram.store.pooler import behind_transaction_pooler
+from engram.store.watchdog import Watchdog
 
 __all__ = ["Runtime", "resolve_api_key"]
 
@@ -87,6 +88,7 @@ class Runtime:
         self._worker: asyncio.Task[None] | None = None
         self.metrics = Metrics(settings.metrics)
         self._sampler: Sampler | None = None
+        self.watchdog: Watchdog | None = None  # restarts the embedded server (serve only)
         self.app_dsn = ""
         self.owner_dsn: str | None = None
         self.api_key = ""
@@ -155,9 +157,11 @@ class Runtime:
                 hint="run `engram migrate` with the owner role first",
             )
 
-    async def open(self, *, worker: bool = False, sampler: bool = False) -> None:
-        """Open the pool, the embedding batcher and the job queue; start a worker and the
-        metrics sampler if asked."""
+    async def open(
+        self, *, worker: bool = False, sampler: bool = False, watchdog: bool = False
+    ) -> None:
+        """Open the pool, the embedding batcher and the job queue; start a worker, the
+        metrics sampler and the embedded server's watchdog if asked."""
         assert self.embedder is not None
         p = self.settings.pool
         self.db = Database(
@@ -181,6 +185,25 @@ class Runtime:
                 prepare_threshold=self.prepare_threshold,
             )  # fmt: skip
             self._sampler.start()
+        if watchdog and self.embedded is not None:
+            e = self.settings.embedded_postgres
+            self.watchdog = Watchdog(
+                self.embedded, interval_s=e.watch_interval_s,
+                unhealthy_after=e.unhealthy_after_failures, reconnect=self._reconnect,
+            )  # fmt: skip
+            self.watchdog.start()
+
+    async def _reconnect(self) -> None:
+        """Replace the pools' connections to a server that was restarted."""
+        if self.db is not None:
+            await self.db.pool.check()
+        if self.key_pool is not None:
+            await asyncio.to_thread(self.key_pool.pool.check)
+
+    @property
+    def database_down(self) -> bool:
+        """True while the embedded server is being restarted."""
+        return self.watchdog is not None and self.watchdog.down
 
     async def tenants(self) -> list[str]:
         """The tenants this deployment serves: the default one and every registered one."""
@@ -219,15 +242,25 @@ class Runtime:
         return None if self.transaction_pooler else self.settings.pool.prepare_threshold
 
     async def run_worker(self, concurrency: int) -> None:
-        """Process extraction jobs until cancelled (the queue must be open)."""
+        """Process extraction jobs until cancelled (the queue must be open). A worker
+        that stops on its own (its database connection was lost) starts again."""
         assert self.queue is not None
         w = self.settings.worker
-        await run_worker(
-            self.queue, concurrency, w.stalled_after_s,
-            listen_notify=not self.transaction_pooler, poll_interval_s=w.poll_interval_s,
-        )  # fmt: skip
+        while True:
+            try:
+                await run_worker(
+                    self.queue, concurrency, w.stalled_after_s,
+                    listen_notify=not self.transaction_pooler, poll_interval_s=w.poll_interval_s,
+                )  # fmt: skip
+                reason = "it stopped"
+            except Exception as exc:  # e.g. procrastinate's ConnectorException
+                reason = f"{type(exc).__name__}: {str(exc).strip()}"
+            logger.warning("the extraction worker stopped (%s); starting it again in 5 s", reason)
+            await asyncio.sleep(5.0)
 
     async def close(self) -> None:
+        if self.watchdog is not None:
+            await self.watchdog.stop()
         if self._sampler is not None:
             await self._sampler.stop()
         if self._worker is not None:
