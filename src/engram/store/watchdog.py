@@ -76,6 +76,6 @@ class Watchdog:
                 )
                 continue
             logger.warning(
-                "embedded PostgreSQL restarted after %d failed attempt(s)", self.failures
+                "embedded PostgreSQL restarted (%d failed attempts before)", self.failures
             )
             self.down, self.failures, self.last_error = False, 0, ""
