@@ -162,6 +162,8 @@ class EmbeddedPostgres:
         if not (self._owned or force):
             return
         if force:
+            if not self.pgdata.exists():
+                return
             self._prepare()
         if not self._running():
             self._owned = False
@@ -298,11 +300,12 @@ class EmbeddedPostgres:
         elif stat.S_IMODE(self.data_dir.stat().st_mode) != 0o700:
             try:
                 self.data_dir.chmod(0o700)
-            except PermissionError:
-                raise UnavailableError(
-                    f"the data directory {self.data_dir} belongs to another user",
-                    hint="run Engram as its owner, or choose another --data-dir",
-                ) from None
+            except PermissionError:  # e.g. a volume's root owned by root, group fsGroup
+                logger.warning(
+                    "cannot make the data directory %s private (mode 0700): it is not this "
+                    "user's; the database stays reachable only through %s (0700)",
+                    self.data_dir, self.socket_dir,
+                )  # fmt: skip
         self._bin = bin_dir
         self.socket_dir.mkdir(exist_ok=True, mode=0o700)
         self._chown(self.socket_dir)
