@@ -227,3 +227,23 @@ def test_binaries_the_server_cannot_reach_are_copied_into_the_data_dir() -> None
     assert done.returncode == 0, done.stdout + done.stderr
     assert (root / "d" / "pgbin" / package.name / "pginstall" / "bin" / "postgres").exists()
     assert mode(venv) == 0o700
+
+
+def test_an_api_key_file_another_user_wrote_is_refused() -> None:
+    d = short_tmpdir("eg-key-") / "d"
+    d.mkdir()
+    key = d / "api_key"
+    key.write_text("chosen-by-the-attacker\n")
+    key.chmod(0o600)
+    shutil.chown(key, PG_USER, PG_USER)  # as the server's user could once replace it
+    env = {k: v for k, v in os.environ.items() if k != "ENGRAM_API_KEY"}
+    try:
+        done = subprocess.run(
+            [ENGRAM, "serve", "--data-dir", str(d), "--port", "0"],
+            capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "500"},
+        )  # fmt: skip
+    finally:
+        EmbeddedPostgres(d).stop(force=True)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"the API key file {key}" in done.stderr and f"delete {key}" in done.stderr
+    assert not (d / "pg").exists()
