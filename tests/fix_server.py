@@ -58,25 +58,29 @@ def free_port() -> int:
 
 
 def start_server(
-    data_dir: Path, *, api_key: str, port: int | None = None, extra: list[str] | None = None,
-    env: dict[str, str] | None = None,
+    data_dir: Path, *, api_key: str | None, port: int | None = None,
+    extra: list[str] | None = None, env: dict[str, str] | None = None,
 ) -> Server:  # fmt: skip
-    """Start `engram serve` and wait until /readyz answers 200."""
+    """Start `engram serve` and wait until /readyz answers 200 (api_key None: the server
+    generates one in data_dir/api_key)."""
     port = port or free_port()
     log = data_dir.with_suffix(".log")
+    key_args = ["--api-key", api_key] if api_key is not None else []
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [ENGRAM, "serve", "--data-dir", str(data_dir), "--port", str(port),
-             "--api-key", api_key, *(extra or [])],
+             *key_args, *(extra or [])],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", api_key, data_dir, port, process, log)
+    server = Server(f"http://127.0.0.1:{port}", api_key or "", data_dir, port, process, log)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"engram serve exited {process.returncode}:\n{log.read_text()}")
         try:
             if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+                if api_key is None:
+                    server.api_key = (data_dir / "api_key").read_text().strip()
                 return server
         except httpx.HTTPError:
             pass
@@ -100,11 +104,17 @@ def short_tmpdir(prefix: str) -> Path:
     pytest's tmp_path. All of a run's directories share one parent, which the session
     removes when it ends: a server's data directory is hundreds of MB (the kill -9 test's
     about 800 MB), and one left behind per run fills a CI disk.
+
+    mkdtemp makes them 0700; they get o+x (enter, not list), which the embedded server's
+    own OS user needs to reach a data directory inside when the tests run as root.
     """
     global _RUN_DIR
     if _RUN_DIR is None:
         _RUN_DIR = Path(tempfile.mkdtemp(prefix="egt-", dir="/tmp"))
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=_RUN_DIR))
+        _RUN_DIR.chmod(0o711)
+    made = Path(tempfile.mkdtemp(prefix=prefix, dir=_RUN_DIR))
+    made.chmod(0o711)
+    return made
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

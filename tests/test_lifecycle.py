@@ -83,7 +83,10 @@ def test_dimension_mismatch_refuses_to_start(data_dir: Path) -> None:
 
 
 def test_database_down_gives_503_then_recovers(data_dir: Path) -> None:
-    srv: Server = start_server(data_dir, api_key="k" * 16)
+    # The test stops and starts PostgreSQL itself: the watchdog, which would start it
+    # again first (tests/api/test_database_restart.py), looks too rarely to interfere.
+    env = {"ENGRAM_EMBEDDED_POSTGRES__WATCH_INTERVAL_S": "300"}
+    srv: Server = start_server(data_dir, api_key="k" * 16, env=env)
     try:
         with srv.client() as http:
             http.post("/api/v2/users", json={"user_id": "u"})

@@ -30,6 +30,7 @@ __all__ = [
     "AzureKeyVaultSettings",
     "BlobSettings",
     "CryptoSettings",
+    "EmbeddedPostgresSettings",
     "EmbedderSettings",
     "ExtractorSettings",
     "LifecycleSettings",
@@ -150,6 +151,16 @@ class PoolSettings(BaseModel):
     # psycopg prepares a statement on the server after this many executions on one
     # connection; null: never. Ignored (never) behind a transaction pooler.
     prepare_threshold: int | None = Field(default=5, ge=0)
+
+
+class EmbeddedPostgresSettings(BaseModel):
+    """The embedded server's watchdog in `engram serve` (no effect with --database-url)."""
+
+    # How often the server checks that its PostgreSQL still runs, restarting it if not.
+    watch_interval_s: float = Field(default=2.0, gt=0, le=300)
+    # After this many failed restarts in a row, /healthz answers 503 (Kubernetes then
+    # restarts the pod); the watchdog keeps trying meanwhile.
+    unhealthy_after_failures: int = Field(default=3, ge=1, le=1000)
 
 
 class MetricsSettings(BaseModel):
@@ -377,6 +388,7 @@ class Settings(BaseSettings):
     vector: VectorSettings = VectorSettings()
     autovacuum: AutovacuumSettings = AutovacuumSettings()
     pool: PoolSettings = PoolSettings()
+    embedded_postgres: EmbeddedPostgresSettings = EmbeddedPostgresSettings()
     limits: LimitSettings = LimitSettings()
     metrics: MetricsSettings = MetricsSettings()
     crypto: CryptoSettings = CryptoSettings()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import stat
 from pathlib import Path
 
 import procrastinate
@@ -31,6 +33,7 @@ from engram.store.db import Database
 from engram.store.embedded import EmbeddedPostgres
 from engram.store.keys import KeyPool, PgKeyStore
 from engram.store.pooler import behind_transaction_pooler
+from engram.store.watchdog import Watchdog
 
 __all__ = ["Runtime", "resolve_api_key"]
 
@@ -49,10 +52,21 @@ def resolve_api_key(settings: Settings) -> str:
         return key
     path = Path(settings.data_dir).expanduser() / "api_key"
     if path.exists():
+        st = path.stat()
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            # Anyone else who could write it could make themselves a platform admin.
+            raise ConfigError(
+                f"the API key file {path} belongs to uid {st.st_uid} with mode "
+                f"{stat.filemode(st.st_mode)}; it must be this user's (uid {os.geteuid()}) "
+                "and readable by it only",
+                hint=f"if you did not write it, delete {path} (a new key is generated) and "
+                f"look for who did; else run: chown {os.geteuid()} {path}; chmod 600 {path}",
+            )
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)
     tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
     tmp.touch(mode=0o600)
     tmp.write_text(key + "\n")
     tmp.rename(path)
@@ -74,6 +88,7 @@ class Runtime:
         self._worker: asyncio.Task[None] | None = None
         self.metrics = Metrics(settings.metrics)
         self._sampler: Sampler | None = None
+        self.watchdog: Watchdog | None = None  # restarts the embedded server (serve only)
         self.app_dsn = ""
         self.owner_dsn: str | None = None
         self.api_key = ""
@@ -142,9 +157,11 @@ class Runtime:
                 hint="run `engram migrate` with the owner role first",
             )
 
-    async def open(self, *, worker: bool = False, sampler: bool = False) -> None:
-        """Open the pool, the embedding batcher and the job queue; start a worker and the
-        metrics sampler if asked."""
+    async def open(
+        self, *, worker: bool = False, sampler: bool = False, watchdog: bool = False
+    ) -> None:
+        """Open the pool, the embedding batcher and the job queue; start a worker, the
+        metrics sampler and the embedded server's watchdog if asked."""
         assert self.embedder is not None
         p = self.settings.pool
         self.db = Database(
@@ -168,6 +185,25 @@ class Runtime:
                 prepare_threshold=self.prepare_threshold,
             )  # fmt: skip
             self._sampler.start()
+        if watchdog and self.embedded is not None:
+            e = self.settings.embedded_postgres
+            self.watchdog = Watchdog(
+                self.embedded, interval_s=e.watch_interval_s,
+                unhealthy_after=e.unhealthy_after_failures, reconnect=self._reconnect,
+            )  # fmt: skip
+            self.watchdog.start()
+
+    async def _reconnect(self) -> None:
+        """Replace the pools' connections to a server that was restarted."""
+        if self.db is not None:
+            await self.db.pool.check()
+        if self.key_pool is not None:
+            await asyncio.to_thread(self.key_pool.pool.check)
+
+    @property
+    def database_down(self) -> bool:
+        """True while the embedded server is being restarted."""
+        return self.watchdog is not None and self.watchdog.down
 
     async def tenants(self) -> list[str]:
         """The tenants this deployment serves: the default one and every registered one."""
@@ -206,15 +242,25 @@ class Runtime:
         return None if self.transaction_pooler else self.settings.pool.prepare_threshold
 
     async def run_worker(self, concurrency: int) -> None:
-        """Process extraction jobs until cancelled (the queue must be open)."""
+        """Process extraction jobs until cancelled (the queue must be open). A worker
+        that stops on its own (its database connection was lost) starts again."""
         assert self.queue is not None
         w = self.settings.worker
-        await run_worker(
-            self.queue, concurrency, w.stalled_after_s,
-            listen_notify=not self.transaction_pooler, poll_interval_s=w.poll_interval_s,
-        )  # fmt: skip
+        while True:
+            try:
+                await run_worker(
+                    self.queue, concurrency, w.stalled_after_s,
+                    listen_notify=not self.transaction_pooler, poll_interval_s=w.poll_interval_s,
+                )  # fmt: skip
+                reason = "it stopped"
+            except Exception as exc:  # e.g. procrastinate's ConnectorException
+                reason = f"{type(exc).__name__}: {str(exc).strip()}"
+            logger.warning("the extraction worker stopped (%s); starting it again in 5 s", reason)
+            await asyncio.sleep(5.0)
 
     async def close(self) -> None:
+        if self.watchdog is not None:
+            await self.watchdog.stop()
         if self._sampler is not None:
             await self._sampler.stop()
         if self._worker is not None:

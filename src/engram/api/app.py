@@ -24,7 +24,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.open(worker=runtime.settings.worker.enabled, sampler=True)
+        await runtime.open(worker=runtime.settings.worker.enabled, sampler=True, watchdog=True)
         try:
             yield
         finally:

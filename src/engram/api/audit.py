@@ -1,6 +1,7 @@
 """Every authenticated API operation leaves an audit record, written before the
-response leaves (a failed write turns a success into a 500: nothing unaudited is
-served). Probes and metrics (PUBLIC routes) are not recorded."""
+response leaves (a failed write turns a success into a 500, or a 503 when the database
+is unavailable: nothing unaudited is served). Probes and metrics (PUBLIC routes) are not
+recorded."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engram.api.errors import error_response
 from engram.audit.checkpoints import Checkpointer, from_settings
 from engram.audit.log import record_now
 from engram.auth.principal import Principal
+from engram.errors import UnavailableError
 
 if TYPE_CHECKING:
     from engram.runtime import Runtime
@@ -77,13 +80,30 @@ class AuditMiddleware:
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         ctx = AuditContext(given if _REQUEST_ID.match(given) else uuid.uuid4().hex)
         scope[SCOPE_KEY] = ctx
-        started = False
+        started = refused = False
 
         async def send_audited(message: Message) -> None:
-            nonlocal started
+            nonlocal started, refused
+            if refused:
+                return  # the rest of a response replaced by the 503 below
             if message["type"] == "http.response.start":
                 started = True
-                await self._record(scope, ctx, int(message["status"]))
+                try:
+                    await self._record(scope, ctx, int(message["status"]))
+                except UnavailableError as exc:
+                    # The database went away between the work and its record: the
+                    # client is told to retry, not that Engram failed.
+                    refused = True
+                    response = error_response(
+                        UnavailableError(
+                            f"{exc.message}; the request may have been applied, but its "
+                            "audit record could not be written",
+                            hint="retry shortly (a retried create may find the object exists)",
+                        )
+                    )
+                    response.headers["x-request-id"] = ctx.request_id
+                    await response(scope, receive, send)
+                    return
                 MutableHeaders(scope=message).append("x-request-id", ctx.request_id)
             await send(message)
 

@@ -40,6 +40,11 @@ async def _runtime(request: Request) -> Runtime:
 async def _db(runtime: Annotated[Runtime, Depends(_runtime)]) -> Database:
     if runtime.db is None:
         raise UnavailableError("the server is still starting", hint="retry in a moment")
+    if runtime.database_down:
+        raise UnavailableError(
+            "the database is unavailable: the embedded PostgreSQL is being restarted",
+            hint="retry in a few seconds",
+        )
     return runtime.db
 
 

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from engram.api.responses import FastJSON
 from engram.errors import AuthError, EngramError, ForbiddenError, ValidationError
 
-__all__ = ["install_error_handlers"]
+__all__ = ["error_response", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +35,21 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return out or "body"
 
 
-async def _engram_error(request: Request, exc: Exception) -> FastJSON:
-    assert isinstance(exc, EngramError)
-    if exc.status >= 500:
-        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+def error_response(exc: EngramError) -> FastJSON:
+    """The HTTP response for an EngramError (also for middleware outside the routes)."""
     headers = {"WWW-Authenticate": "Api-Key"} if isinstance(exc, AuthError) else None
     field = exc.field if isinstance(exc, ValidationError) else None
     body = _body(exc.message, exc.hint, field)
     if isinstance(exc, ForbiddenError):
         body["reason"] = exc.reason
     return FastJSON(body, status_code=exc.status, headers=headers)
+
+
+async def _engram_error(request: Request, exc: Exception) -> FastJSON:
+    assert isinstance(exc, EngramError)
+    if exc.status >= 500:
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> FastJSON:

@@ -19,7 +19,8 @@ router = APIRouter(tags=["health"], default_response_class=FastJSON)
 
 
 class Health(BaseModel):
-    status: str
+    status: str  # ok | unhealthy
+    detail: str | None = None
 
 
 class Readiness(BaseModel):
@@ -27,8 +28,14 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-@router.get("/healthz", responses=returns(Health))
-async def healthz() -> Any:
+@router.get("/healthz", responses={**returns(Health), 503: {"model": Health}})
+async def healthz(runtime: RuntimeDep) -> Any:
+    watchdog = runtime.watchdog
+    if watchdog is not None and not watchdog.healthy:
+        # The embedded PostgreSQL died and could not be started again: a new pod may.
+        # Public route: the reason goes to the server log only.
+        detail = f"embedded PostgreSQL restart failed {watchdog.failures} times; see the log"
+        return FastJSON({"status": "unhealthy", "detail": detail}, status_code=503)
     return {"status": "ok"}
 
 

