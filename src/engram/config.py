@@ -390,6 +390,9 @@ class Settings(BaseSettings):
     memory_window: int = Field(default=12, ge=1, le=10_000)
     # Facts returned as relevant_facts by GET memory.
     relevant_facts: int = Field(default=10, ge=0, le=1000)
+    # A connection must send a request's complete headers within this many seconds of
+    # opening (or of a later request's first byte), else the server closes it.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -47,6 +47,7 @@ def serve(
     import uvicorn
 
     from engram.api import create_app
+    from engram.api.header_timeout import with_header_timeout
     from engram.runtime import Runtime
 
     settings = load(
@@ -94,6 +95,7 @@ def serve(
             log_level=settings.log_level,
             access_log=False,
             timeout_graceful_shutdown=10,
+            http=with_header_timeout(settings.header_timeout_s),
             ssl_certfile=str(tls.certfile) if tls.certfile else None,
             ssl_keyfile=str(tls.keyfile) if tls.keyfile else None,
         )
