@@ -301,12 +301,16 @@ class AuthSettings(BaseModel):
 
 
 class AuditSettings(BaseModel):
-    """The audit log's signed checkpoints (the log itself is always on)."""
+    """The audit log's signed checkpoints and anonymous requests (the log is always on)."""
 
     # Default: <data_dir>/audit/checkpoints and <data_dir>/audit/checkpoint-ed25519.pem.
     checkpoint_dir: Path | None = None
     signing_key_file: Path | None = None
     checkpoint_interval_s: float = Field(default=60.0, ge=0)
+    # Requests nobody authenticated: records of their own per client address per
+    # window; the rest are counted in one summary record per address and window.
+    anonymous_records_per_window: int = Field(default=10, ge=0, le=10_000)
+    anonymous_window_s: float = Field(default=60.0, ge=0.5, le=3600)
 
 
 class TlsSettings(BaseModel):

@@ -25,9 +25,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.open(worker=runtime.settings.worker.enabled, sampler=True)
+        writer = app.state.audit_writer
+        writer.start()
         try:
             yield
         finally:
+            await writer.stop()  # the last summaries and delayed records, while the pool is open
             await runtime.close()
             checkpointer = getattr(app.state, "checkpointer", None)
             if checkpointer is not None:

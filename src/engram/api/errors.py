@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from engram.api.responses import FastJSON
 from engram.errors import AuthError, EngramError, ForbiddenError, ValidationError
 
-__all__ = ["install_error_handlers"]
+__all__ = ["describe_db_error", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ async def _http_error(request: Request, exc: Exception) -> FastJSON:
     return FastJSON(_body(str(exc.detail)), status_code=exc.status_code, headers=headers)
 
 
-def _described(exc: psycopg.Error) -> str:
+def describe_db_error(exc: psycopg.Error) -> str:
     """What the log says of a database error: its class and SQLSTATE, and PostgreSQL's
     primary message except for a refused value (class 22), whose message, detail and
     context quote the value (a metadata fragment, say); those go to the client only."""
@@ -102,7 +102,9 @@ def _described(exc: psycopg.Error) -> str:
 
 async def _database_error(request: Request, exc: Exception) -> FastJSON:
     assert isinstance(exc, psycopg.Error)
-    logger.warning("%s %s: database error %s", request.method, request.url.path, _described(exc))
+    logger.warning(
+        "%s %s: database error %s", request.method, request.url.path, describe_db_error(exc)
+    )
     if isinstance(exc, psycopg.OperationalError):
         return FastJSON(
             _body("the database is not reachable", "retry shortly; Engram reconnects by itself"),

@@ -134,6 +134,14 @@ class Metrics:
             "engram_reencrypt_runs",
             "Re-encryption runs in the database by status (running, done, failed)", ["status"],
         )  # fmt: skip
+        self.audit_delayed = Counter(
+            "engram_audit_records_delayed",
+            "Audit records not written when their request was answered (each in the server "
+            "log; kept and written later, marked late)", registry=r,
+        )  # fmt: skip
+        self.audit_backlog = g(
+            "engram_audit_backlog_records", "Delayed audit records of this process not written yet"
+        )
         self.reencrypted_rows = Counter(
             "engram_reencrypted_fields", "Fields moved to a new key version", registry=r
         )
