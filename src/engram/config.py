@@ -159,6 +159,10 @@ class MetricsSettings(BaseModel):
     # Exported as gauges for the alert rules when set (0: unknown, not exported).
     database_memory_bytes: int = Field(default=0, ge=0)
     storage_capacity_bytes: int = Field(default=0, ge=0)
+    # Serve every figure at /metrics on this port too, without credentials (for
+    # Prometheus; keep it off the public network). The API port's /metrics shows
+    # liveness figures only, unless the caller is the platform's admin.
+    port: int | None = Field(default=None, ge=1, le=65535)
 
 
 class LimitSettings(BaseModel):

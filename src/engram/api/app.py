@@ -27,9 +27,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         await runtime.open(worker=runtime.settings.worker.enabled, sampler=True)
         writer = app.state.audit_writer
         writer.start()
+        metrics_port = app.state.metrics_port
+        if metrics_port is not None:
+            await metrics_port.start()
         try:
             yield
         finally:
+            if metrics_port is not None:
+                await metrics_port.stop()
             await writer.stop()  # the last summaries and delayed records, while the pool is open
             await runtime.close()
             checkpointer = getattr(app.state, "checkpointer", None)
