@@ -81,6 +81,10 @@ def serve(
         tls = settings.tls
         scheme = "https" if tls.certfile else "http"
         console.print(f"[green]Engram[/] on {scheme}://{settings.host}:{settings.port} ({where})")
+        if settings.metrics.port:
+            console.print(
+                f"Every metric at {scheme}://{settings.host}:{settings.metrics.port}/metrics"
+            )
         if settings.api_key is None:
             key_file = Path(settings.data_dir).expanduser() / "api_key"
             console.print(f"API key: in {key_file} (send 'Authorization: Api-Key <key>')")
