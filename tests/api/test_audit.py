@@ -80,9 +80,11 @@ def test_a_flood_of_anonymous_requests_leaves_few_records_that_count_them_all(
     srv: Server,
 ) -> None:
     address, sent = "127.0.0.2", 500
+    started = time.monotonic()
     with _from(address, srv) as anonymous:
         for n in range(sent):
             assert anonymous.get(f"/api/v2/users/u{n}").status_code == 401
+    windows = (time.monotonic() - started) // WINDOW_S + 2  # it may straddle them
 
     def counted() -> list[tuple[Any, ...]] | None:
         rows = _rows(srv, client=address)
@@ -91,7 +93,7 @@ def test_a_flood_of_anonymous_requests_leaves_few_records_that_count_them_all(
 
     rows = _until(counted)
     summaries = [r for r in rows if r[1] == "anonymous requests"]
-    assert summaries and len(rows) <= 40  # 10 of its own per window, and a summary
+    assert summaries and len(rows) <= 11 * windows  # 10 of its own per window, a summary
     details = summaries[0][7]
     assert details["statuses"] == {"401": details["count"]}
     assert details["actions"] == {"GET /api/v2/users/{user_id}": details["count"]}

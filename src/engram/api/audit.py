@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 from fastapi import FastAPI
+from psycopg_pool import PoolTimeout
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -136,6 +137,8 @@ class AuditWriter:
                 await asyncio.sleep(wait)
             try:
                 seq, digest = await record_now(db, tenant, **fields)
+            except PoolTimeout as exc:  # it waited pool.timeout_s already: no more
+                return exc
             except Exception as exc:
                 error = exc
                 continue
