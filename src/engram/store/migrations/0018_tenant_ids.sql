@@ -13,6 +13,7 @@ CREATE TABLE tenant_counters (
     PRIMARY KEY (tenant_id, name)
 );
 SELECT engram_isolate_tenants('tenant_counters');
+ALTER TABLE tenant_counters SET ({autovacuum});
 
 -- Writers wait here (not for long: dropping an identity changes the catalog only) so
 -- that no id is handed out between reading the sequences and dropping them.
