@@ -170,6 +170,10 @@ class MetricsSettings(BaseModel):
     # Exported as gauges for the alert rules when set (0: unknown, not exported).
     database_memory_bytes: int = Field(default=0, ge=0)
     storage_capacity_bytes: int = Field(default=0, ge=0)
+    # Serve every figure at /metrics on this port too, without credentials (for
+    # Prometheus; keep it off the public network). The API port's /metrics shows
+    # liveness figures only, unless the caller is the platform's admin.
+    port: int | None = Field(default=None, ge=1, le=65535)
 
 
 class LimitSettings(BaseModel):
@@ -312,12 +316,16 @@ class AuthSettings(BaseModel):
 
 
 class AuditSettings(BaseModel):
-    """The audit log's signed checkpoints (the log itself is always on)."""
+    """The audit log's signed checkpoints and anonymous requests (the log is always on)."""
 
     # Default: <data_dir>/audit/checkpoints and <data_dir>/audit/checkpoint-ed25519.pem.
     checkpoint_dir: Path | None = None
     signing_key_file: Path | None = None
     checkpoint_interval_s: float = Field(default=60.0, ge=0)
+    # Requests nobody authenticated: records of their own per client address per
+    # window; the rest are counted in one summary record per address and window.
+    anonymous_records_per_window: int = Field(default=10, ge=0, le=10_000)
+    anonymous_window_s: float = Field(default=60.0, ge=0.5, le=3600)
 
 
 class TlsSettings(BaseModel):
@@ -402,6 +410,9 @@ class Settings(BaseSettings):
     memory_window: int = Field(default=12, ge=1, le=10_000)
     # Facts returned as relevant_facts by GET memory.
     relevant_facts: int = Field(default=10, ge=0, le=1000)
+    # A connection must send a request's complete headers within this many seconds of
+    # opening (or of a later request's first byte), else the server closes it.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

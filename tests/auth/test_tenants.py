@@ -167,3 +167,25 @@ def test_without_credentials_401(server: Server) -> None:
     r = httpx.get(f"{server.base_url}/v1/whoami", headers={"Authorization": "Api-Key nope"})
     assert r.status_code == 401
     assert httpx.post(f"{server.base_url}/v1/admin/tenants", json={"id": "zz"}).status_code == 401
+
+
+def test_a_tenants_user_and_session_ids_do_not_move_with_another_tenants_writes(
+    two: tuple[httpx.Client, ...],
+) -> None:
+    """Zep's integer ids count per tenant: they tell a tenant nothing of the others."""
+    a, b = two
+
+    def new_ids(http: httpx.Client, name: str) -> tuple[int, int]:
+        user = http.post("/api/v2/users", json={"user_id": name})
+        session = http.post("/api/v2/sessions", json={"session_id": name, "user_id": name})
+        assert user.status_code == 201 and session.is_success, (user.text, session.text)
+        return int(user.json()["id"]), int(session.json()["id"])
+
+    first = new_ids(a, "a1")
+    for n in range(5):
+        new_ids(b, f"b{n}")
+    second = new_ids(a, "a2")
+    assert second == (first[0] + 1, first[1] + 1)
+    assert a.get("/api/v2/users/a1").json()["id"] == first[0]  # stable across reads
+    # Each tenant counts on its own; both started at the same place.
+    assert b.get("/api/v2/users/b0").json()["id"] == first[0]

@@ -204,7 +204,8 @@ def _metric(srv: Server, name: str, until: Callable[[float], bool]) -> float:
     deadline = time.monotonic() + 20
     value = float("nan")
     while time.monotonic() < deadline:
-        text = httpx.get(f"{srv.base_url}/metrics", timeout=10).text
+        auth = {"Authorization": f"Api-Key {srv.api_key}"}  # every figure: the admin's
+        text = httpx.get(f"{srv.base_url}/metrics", headers=auth, timeout=10).text
         for line in text.splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 value = float(line.rsplit(" ", 1)[1])

@@ -238,6 +238,18 @@ def test_production_values(chart: helm.Chart) -> None:
     assert rules["spec"] == alerts
     monitor = find(docs, "ServiceMonitor", "engram")
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # Prometheus scrapes the metrics port (every figure, no credentials): the pod
+    # serves it (metrics.port), the Service names it, the NetworkPolicy lets it in.
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    api_container = container(find(docs, "Deployment", "engram-api"))
+    ports = {p["name"]: p["containerPort"] for p in api_container["ports"]}
+    config = yaml.safe_load(find(docs, "ConfigMap", "engram")["data"]["config.yaml"])
+    assert ports["metrics"] == config["metrics"]["port"] != ports["http"]
+    service = find(docs, "Service", "engram")
+    assert {"name": "metrics", "port": ports["metrics"], "targetPort": "metrics",
+            "protocol": "TCP"} in service["spec"]["ports"]  # fmt: skip
+    allowed = {p["port"] for p in policy["spec"]["ingress"][0]["ports"]}
+    assert {"http", "metrics"} <= allowed
     assert "engram.json" in find(docs, "ConfigMap", "engram-dashboard")["data"]
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
+from tests.fix_server import (
+    ENGRAM,
+    Server,
+    free_port,
+    short_tmpdir,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +37,14 @@ FAMILIES = [
     "engram_database_memory_bytes", "engram_encryption_coverage_ratio",
     "engram_reencrypt_runs", "engram_backup_failures_total",
 ]  # fmt: skip
+# What anyone may see: the process is alive and its pool, sampling works.
+LIVENESS = [
+    "engram_pool_connections", "engram_pool_connections_in_use",
+    "engram_pool_connections_max", "engram_pool_requests_waiting",
+    "engram_pool_utilization_ratio", "engram_db_sample_timestamp_seconds",
+    "engram_db_sample_errors_total",
+]  # fmt: skip
+METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +53,7 @@ def msrv() -> Iterator[Server]:
     srv = start_server(root / "d", api_key=secrets.token_urlsafe(24), env={
         "ENGRAM_METRICS__SAMPLE_INTERVAL_S": "0.5",
         "ENGRAM_METRICS__DATABASE_MEMORY_BYTES": str(RAM),
+        "ENGRAM_METRICS__PORT": str(METRICS_PORT),
     })  # fmt: skip
     yield srv
     assert stop_server(srv) == 0, srv.log.read_text()
@@ -51,7 +67,9 @@ def api(msrv: Server) -> Iterator[httpx.Client]:
 
 
 def scrape(server: Server) -> str:
-    r = httpx.get(f"{server.base_url}/metrics", timeout=10)
+    """Every figure, as the platform's admin sees them on the API port."""
+    auth = {"Authorization": f"Api-Key {server.api_key}"}
+    r = httpx.get(f"{server.base_url}/metrics", headers=auth, timeout=10)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     return r.text
@@ -74,6 +92,34 @@ def test_metrics_exposes_every_family(msrv: Server) -> None:
     for family in FAMILIES:
         assert f"# TYPE {family} " in text, family
     assert value(text, "engram_database_memory_bytes") == RAM
+
+
+def test_without_credentials_only_liveness_figures_are_shown(msrv: Server) -> None:
+    r = httpx.get(f"{msrv.base_url}/metrics", timeout=10)
+    assert r.status_code == 200
+    families = set(re.findall(r"^# TYPE (\S+) ", r.text, re.MULTILINE))
+    assert {f for f in families if not f.endswith("_created")} == set(LIVENESS)
+    assert "engram_table_live_tuples" not in r.text and "route=" not in r.text
+
+
+def test_a_tenant_key_or_a_bad_one_is_refused_the_full_figures(
+    msrv: Server, api: httpx.Client
+) -> None:
+    body = {"name": "metrics", "role": "admin", "tenant": "default"}
+    assert api.post("/v1/admin/tenants", json={"id": "mt"}).status_code == 201
+    key = api.post("/v1/admin/apikeys", json={**body, "tenant": "mt"}).json()["key"]
+    r = httpx.get(f"{msrv.base_url}/metrics", headers={"Authorization": f"Api-Key {key}"})
+    assert r.status_code == 403 and "metrics.port" in r.json()["hint"]
+    r = httpx.get(f"{msrv.base_url}/metrics", headers={"Authorization": "Api-Key nope"})
+    assert r.status_code == 401
+
+
+def test_the_metrics_port_serves_every_figure_without_credentials(msrv: Server) -> None:
+    r = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    for family in FAMILIES:
+        assert f"# TYPE {family} " in r.text, family
+    assert httpx.get(f"http://127.0.0.1:{METRICS_PORT}/api/v2/users").status_code == 404
 
 
 def test_a_request_counts_under_its_route_template(msrv: Server, api: httpx.Client) -> None:

@@ -92,6 +92,59 @@ def test_without_tenant_context_the_app_role_sees_nothing(server: Server, uid: s
 
 
 @pytest.mark.slow
+def test_0018_keeps_the_ids_and_counts_on_per_tenant_past_the_old_sequence() -> None:
+    """Upgrading a database whose users and sessions were numbered by one sequence for
+    all tenants (as before 0018): every row keeps its id, and new ones count per tenant
+    from past the last id the sequence gave, so none repeats an old one."""
+    root = short_tmpdir("eg-m18-")
+    key = secrets.token_urlsafe(24)
+    srv = start_server(root / "d", api_key=key, extra=["--no-worker"])
+    try:
+        with srv.superuser() as conn:  # back to the schema before 0018
+            for table in ("users", "sessions"):
+                conn.execute(f"DROP TRIGGER {table}_tenant_id ON {table}")
+                conn.execute(
+                    f"ALTER TABLE {table} ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY"
+                    " (START WITH 100)"
+                )
+            conn.execute("DROP FUNCTION engram_tenant_id()")
+            conn.execute("DROP TABLE tenant_counters")
+            conn.execute("DELETE FROM engram_meta WHERE key = 'id_floor'")
+            conn.execute("DELETE FROM schema_migrations WHERE version = 18")
+        with srv.client() as http:
+            assert http.post("/v1/admin/tenants", json={"id": "t2"}).status_code == 201
+            body = {"name": "k", "role": "writer", "tenant": "t2"}
+            other = http.post("/v1/admin/apikeys", json=body).json()["key"]
+            before = {}
+            for tenant, auth in (("default", f"Api-Key {key}"), ("t2", f"Api-Key {other}")):
+                http.headers["Authorization"] = auth
+                for n in range(3):
+                    name = f"{tenant}-{n}"
+                    r = http.post("/api/v2/users", json={"user_id": name})
+                    s = http.post("/api/v2/sessions", json={"session_id": name, "user_id": name})
+                    before[tenant, n] = (r.json()["id"], s.json()["id"])
+        assert sorted(u for u, _ in before.values()) == list(range(100, 106))  # one sequence
+        stop_server(srv)
+        srv = start_server(root / "d", api_key=key, extra=["--no-worker"])
+        with srv.client() as http:
+            for tenant, auth in (("default", f"Api-Key {key}"), ("t2", f"Api-Key {other}")):
+                http.headers["Authorization"] = auth
+                for n in range(3):
+                    r = http.get(f"/api/v2/users/{tenant}-{n}").json()["id"]
+                    s = http.get(f"/api/v2/sessions/{tenant}-{n}").json()["id"]
+                    assert (r, s) == before[tenant, n]
+                name = f"{tenant}-new"
+                r = http.post("/api/v2/users", json={"user_id": name})
+                s = http.post("/api/v2/sessions", json={"session_id": name, "user_id": name})
+                assert (r.json()["id"], s.json()["id"]) == (106, 106), tenant
+            order = [u["user_id"] for u in http.get("/api/v2/users-ordered").json()["users"]]
+            assert order == ["t2-0", "t2-1", "t2-2", "t2-new"]  # creation order still
+    finally:
+        stop_server(srv)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
 def test_0015_leaves_declared_message_metadata_of_every_tenant_to_the_next_run() -> None:
     """Upgrading a database whose declared messages kept their metadata values in clear
     (as before 0015): those rows, in every tenant, wait for the next re-encryption run,

@@ -111,7 +111,7 @@ def test_zep_api_search_and_extraction_through_pgbouncer(server: Server, bouncer
         assert memory.status_code == 200, memory.text
         facts = [f["fact"] for f in memory.json().get("relevant_facts") or []]
         assert any("Lisbon" in f for f in facts), facts
-        assert "engram_db_connections" in httpx.get(f"{server.base_url}/metrics").text
+        assert "engram_db_connections" in http.get("/metrics").text  # as the admin
         assert httpx.get(f"{server.base_url}/readyz").status_code == 200
     log = server.log.read_text()
     assert "behind a transaction pooler" in log

@@ -11,7 +11,7 @@ from engram.api import health, v1, zep
 from engram.api.audit import install_audit
 from engram.api.errors import install_error_handlers
 from engram.api.metrics import install_metrics
-from engram.api.middleware import DropEmptyQueryParams
+from engram.api.middleware import DropEmptyQueryParams, PathOnlyRedirects
 from engram.api.openapi import install_openapi
 from engram.api.responses import FastJSON
 from engram.runtime import Runtime
@@ -25,9 +25,17 @@ def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.open(worker=runtime.settings.worker.enabled, sampler=True, watchdog=True)
+        writer = app.state.audit_writer
+        writer.start()
+        metrics_port = app.state.metrics_port
+        if metrics_port is not None:
+            await metrics_port.start()
         try:
             yield
         finally:
+            if metrics_port is not None:
+                await metrics_port.stop()
+            await writer.stop()  # the last summaries and delayed records, while the pool is open
             await runtime.close()
             checkpointer = getattr(app.state, "checkpointer", None)
             if checkpointer is not None:
@@ -45,6 +53,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_metrics(app, runtime)  # inside DropEmptyQueryParams, which copies the scope
     install_audit(app, runtime)  # likewise; outside the metrics, so they time the route only
     app.add_middleware(DropEmptyQueryParams)
+    app.add_middleware(PathOnlyRedirects)
     app.include_router(health.router)
     app.include_router(zep.router)
     app.include_router(v1.router)

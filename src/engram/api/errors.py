@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from engram.api.responses import FastJSON
 from engram.errors import AuthError, EngramError, ForbiddenError, ValidationError
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["describe_db_error", "error_response", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,22 @@ async def _http_error(request: Request, exc: Exception) -> FastJSON:
     return FastJSON(_body(str(exc.detail)), status_code=exc.status_code, headers=headers)
 
 
+def describe_db_error(exc: psycopg.Error) -> str:
+    """What the log says of a database error: its class and SQLSTATE, and PostgreSQL's
+    primary message except for a refused value (class 22), whose message, detail and
+    context quote the value (a metadata fragment, say); those go to the client only."""
+    what = f"{type(exc).__name__} (SQLSTATE {exc.sqlstate or 'none'})"
+    if isinstance(exc, psycopg.DataError):
+        return what + ": a value was refused (not logged)"
+    primary = exc.diag.message_primary if exc.sqlstate else None
+    return f"{what}: {primary or (str(exc).strip().splitlines() or [''])[0]}"
+
+
 async def _database_error(request: Request, exc: Exception) -> FastJSON:
-    logger.warning("%s %s: database error: %s", request.method, request.url.path, exc)
+    assert isinstance(exc, psycopg.Error)
+    logger.warning(
+        "%s %s: database error %s", request.method, request.url.path, describe_db_error(exc)
+    )
     if isinstance(exc, psycopg.OperationalError):
         return FastJSON(
             _body("the database is not reachable", "retry shortly; Engram reconnects by itself"),

@@ -47,6 +47,7 @@ def serve(
     import uvicorn
 
     from engram.api import create_app
+    from engram.api.header_timeout import with_header_timeout
     from engram.runtime import Runtime
 
     settings = load(
@@ -80,6 +81,10 @@ def serve(
         tls = settings.tls
         scheme = "https" if tls.certfile else "http"
         console.print(f"[green]Engram[/] on {scheme}://{settings.host}:{settings.port} ({where})")
+        if settings.metrics.port:
+            console.print(
+                f"Every metric at {scheme}://{settings.host}:{settings.metrics.port}/metrics"
+            )
         if settings.api_key is None:
             key_file = Path(settings.data_dir).expanduser() / "api_key"
             console.print(f"API key: in {key_file} (send 'Authorization: Api-Key <key>')")
@@ -94,6 +99,7 @@ def serve(
             log_level=settings.log_level,
             access_log=False,
             timeout_graceful_shutdown=10,
+            http=with_header_timeout(settings.header_timeout_s),
             ssl_certfile=str(tls.certfile) if tls.certfile else None,
             ssl_keyfile=str(tls.keyfile) if tls.keyfile else None,
         )

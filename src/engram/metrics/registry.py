@@ -62,7 +62,8 @@ class Metrics:
         self.settings = settings or MetricsSettings()
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.pool_stats: Callable[[], dict[str, int] | None] = lambda: None
-        r.register(_PoolCollector(lambda: self.pool_stats()))
+        pool = _PoolCollector(lambda: self.pool_stats())
+        r.register(pool)
         self.requests = Histogram(
             "engram_http_request_duration_seconds",
             "HTTP request latency by route template, method and status class",
@@ -118,6 +119,12 @@ class Metrics:
         self.sample_errors = Counter(
             "engram_db_sample_errors", "Database samples that failed", registry=r
         )
+        # Liveness, for anyone: the process serves, its pool, whether sampling works.
+        # The rest (traffic per route, tables, jobs, keys: all tenants' activity) needs
+        # credentials or the separate metrics port (see engram.api.metrics).
+        self.public_registry = CollectorRegistry(auto_describe=True)
+        for collector in (pool, self.sample_time, self.sample_errors):
+            self.public_registry.register(collector)
         self.encryption_coverage = g(
             "engram_encryption_coverage_ratio",
             "Protected fields (pii/phi/secret as configured) stored as ciphertext / protected "
@@ -134,6 +141,14 @@ class Metrics:
             "engram_reencrypt_runs",
             "Re-encryption runs in the database by status (running, done, failed)", ["status"],
         )  # fmt: skip
+        self.audit_delayed = Counter(
+            "engram_audit_records_delayed",
+            "Audit records not written when their request was answered (each in the server "
+            "log; kept and written later, marked late)", registry=r,
+        )  # fmt: skip
+        self.audit_backlog = g(
+            "engram_audit_backlog_records", "Delayed audit records of this process not written yet"
+        )
         self.reencrypted_rows = Counter(
             "engram_reencrypted_fields", "Fields moved to a new key version", registry=r
         )

@@ -53,6 +53,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Engram's settings file: the `config` values plus what the pods need. */}}
 {{- define "engram.configYaml" -}}
 {{- $fixed := dict "host" "0.0.0.0" "port" (int .Values.api.port) "data_dir" "/var/lib/engram" -}}
+{{- $_ := set $fixed "metrics" (dict "port" (int .Values.api.metricsPort)) -}}
 {{- if .Values.tls.existingSecret -}}
 {{- $_ := set $fixed "tls" (dict "certfile" "/etc/engram-tls/tls.crt" "keyfile" "/etc/engram-tls/tls.key") -}}
 {{- end -}}
