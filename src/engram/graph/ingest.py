@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,8 @@ class GraphSettings:
     candidates: int = 20  # valid facts shown to an extractor that judges contradictions
     ts_config: str = "english"
     batch: int = 64  # a user's queued episodes extracted in one transaction, at most
+    name_chars: int = 200  # longer entity names are cut to this length
+    fact_chars: int = 1000  # and longer fact texts to this one
 
 
 def _to_message(row: dict[str, Any]) -> EpisodeMessage:
@@ -156,7 +158,8 @@ async def _extract(
             CandidateFact(str(c["uuid"]), c["subject"], c["relation"], c["object"], c["fact"])
             for c in known
         ]
-        extractions.append((ep, await asyncio.to_thread(extractor.extract, episode, candidates)))
+        found = await asyncio.to_thread(extractor.extract, episode, candidates)
+        extractions.append((ep, _bounded(found, settings)))
     texts = {str(m["uuid"]): m["content"] for m in msgs}
     sealer = _Sealer(protector, tenant, row["user_id"], levels, texts)
     writes = await _apply(
@@ -178,6 +181,42 @@ async def _extract(
     if not todo:
         return "empty"
     return "done" if len(batch.episodes) == 1 else f"done with {len(batch.episodes) - 1} after it"
+
+
+_RELATION_CHARS = 100
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters ending in "…" when it is longer."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def _bounded(x: Extraction, settings: GraphSettings) -> Extraction:
+    """The extraction with its names, relations and fact texts cut to their limits.
+
+    A name is a key of a database index (at most ~2.7 kB a row), and a message of
+    65,536 characters may hold a single word the extractor takes for one; a fact's
+    words are part of an index row too."""
+    n = settings.name_chars
+
+    def name(text: str) -> str:
+        return _clip(text, n)
+
+    return replace(
+        x,
+        entities=[
+            replace(e, name=name(e.name), aliases=tuple(name(a) for a in e.aliases))
+            for e in x.entities
+        ],
+        facts=[
+            replace(
+                f, subject=name(f.subject), object=name(f.object),
+                relation=_clip(f.relation, _RELATION_CHARS),
+                fact=_clip(f.fact, settings.fact_chars),
+            )
+            for f in x.facts
+        ],
+    )  # fmt: skip
 
 
 def _user_name(user: dict[str, Any]) -> str | None:

@@ -58,10 +58,11 @@ def facts(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any
     return rows
 
 
-# The fields `seal_text` writes: table -> (text, ciphertext, embedding) columns.
+# The fields `seal_text` writes: table -> (text, ciphertext, embedding) columns, and the
+# function of its full-text vector (a fact's bounded for its index, migration 0019).
 _TEXT_COLUMNS = {
-    "messages": ("content", "content_enc", "embedding"),
-    "facts": ("fact", "fact_enc", "fact_embedding"),
+    "messages": ("content", "content_enc", "embedding", "to_tsvector"),
+    "facts": ("fact", "fact_enc", "fact_embedding", "engram_fact_words"),
 }
 
 
@@ -72,14 +73,16 @@ def seal_text(
     """Store a message's content or a fact's text as redacted (and sealed, unless `enc` is
     None: its user's key was destroyed), with the full-text vector and embedding of that;
     its class rises to `level` if that is higher."""
-    plain, sealed, vector = (sql.Identifier(c) for c in _TEXT_COLUMNS[table])
+    plain, sealed, vector, words = (sql.Identifier(c) for c in _TEXT_COLUMNS[table])
     conn.execute(
         sql.SQL(
             """UPDATE {table} SET {plain} = %s, {sealed} = %s,
                    sensitivity = greatest(sensitivity, %s),
-                   search_text = to_tsvector(%s::regconfig, %s), {vector} = %s::vector
+                   search_text = {words}(%s::regconfig, %s), {vector} = %s::vector
                WHERE uuid = %s AND {sealed} IS NULL"""
-        ).format(table=sql.Identifier(table), plain=plain, sealed=sealed, vector=vector),
+        ).format(
+            table=sql.Identifier(table), plain=plain, sealed=sealed, vector=vector, words=words
+        ),
         (text, enc, level, ts_config, text, Vec(embedding).to_text(), uuid),
     )
 

@@ -172,7 +172,7 @@ async def insert_many(
                               fact, exclusive, fact_embedding, search_text, valid_at,
                               invalid_at, expired_at, episodes, sensitivity, fact_enc)
            SELECT r.uuid, %s, %s, r.source, r.target, r.relation, r.fact, r.exclusive, r.v,
-                  to_tsvector(%s::regconfig, r.fact), r.valid_at, r.invalid_at,
+                  engram_fact_words(%s::regconfig, r.fact), r.valid_at, r.invalid_at,
                   CASE WHEN r.expired THEN now() END,
                   string_to_array(r.episodes, ',')::uuid[], r.sensitivity, r.fact_enc
            FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[],
@@ -226,7 +226,7 @@ async def insert(
                               fact, exclusive, fact_embedding, search_text, valid_at,
                               invalid_at, episodes, sensitivity, fact_enc)
            VALUES (coalesce(%s, gen_random_uuid()), %s, %s, %s, %s, %s, %s, %s, %s,
-                   to_tsvector(%s::regconfig, %s), %s, %s, ARRAY[%s]::uuid[], %s, %s)
+                   engram_fact_words(%s::regconfig, %s), %s, %s, ARRAY[%s]::uuid[], %s, %s)
            RETURNING uuid""",
         (
             uuid,
