@@ -281,7 +281,8 @@ async def as_of(
     """Facts of a user that held at ``valid_at``, as recorded at ``known_at``."""
     cur = await conn.execute(
         sql.SQL(
-            """SELECT {}, s.name AS source_name, t.name AS target_name
+            """SELECT {}, s.name AS source_name, t.name AS target_name,
+                      s.name_enc AS source_name_enc, t.name_enc AS target_name_enc
                FROM facts f
                JOIN entities s ON s.tenant_id = f.tenant_id AND s.uuid = f.source_uuid
                JOIN entities t ON t.tenant_id = f.tenant_id AND t.uuid = f.target_uuid
@@ -305,7 +306,8 @@ async def of_entity(
     """Facts in which an entity is the subject or the object, newest first."""
     cur = await conn.execute(
         sql.SQL(
-            """SELECT {}, s.name AS source_name, t.name AS target_name
+            """SELECT {}, s.name AS source_name, t.name AS target_name,
+                      s.name_enc AS source_name_enc, t.name_enc AS target_name_enc
                FROM facts f
                JOIN entities s ON s.tenant_id = f.tenant_id AND s.uuid = f.source_uuid
                JOIN entities t ON t.tenant_id = f.tenant_id AND t.uuid = f.target_uuid
@@ -346,7 +348,8 @@ async def candidates_for_episode(
                        FROM facts f JOIN ep ON f.user_id = ep.user_id
                        WHERE f.expired_at IS NULL AND f.invalid_at IS NULL)
            SELECT scope.uuid, scope.fact, scope.fact_enc, scope.relation, s.name AS subject,
-                  t.name AS object
+                  t.name AS object, scope.source_uuid, scope.target_uuid,
+                  s.name_enc AS subject_enc, t.name_enc AS object_enc
            FROM scope CROSS JOIN ep
            JOIN entities s ON s.uuid = scope.source_uuid
            JOIN entities t ON t.uuid = scope.target_uuid

@@ -9,3 +9,12 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                 ELSE strip(to_tsvector(cfg, left(body, 300))) END
     FROM to_tsvector(cfg, body) AS v
 $$;
+
+-- An entity named from the text of a message whose class is declared (its metadata's or
+-- its session's `sensitivity`, e.g. phi) keeps its name only as ciphertext: `name` holds
+-- the class marker (`[PHI]`), `normalized_name` a key of its own that no other name
+-- matches, and `name_embedding` the marker's. The extractor resolves such names by
+-- opening them; a reader allowed protected fields sees the name.
+ALTER TABLE entities ADD COLUMN name_enc bytea;
+CREATE INDEX entities_sealed_name_idx ON entities (tenant_id, user_id)
+    WHERE name_enc IS NOT NULL;
