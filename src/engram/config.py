@@ -91,6 +91,11 @@ class ExtractorSettings(BaseModel):
     max_retries: int = Field(default=3, ge=0)
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_output_tokens: int = Field(default=4096, ge=1)
+    # Longer entity names and fact texts (a run of letters taken for a name, a message
+    # with no full stop) are cut to these many characters, ending in "…": names are
+    # compared through a database index, which holds short keys only.
+    max_name_chars: int = Field(default=200, ge=20, le=1000)
+    max_fact_chars: int = Field(default=1000, ge=100, le=20_000)
 
 
 class WorkerSettings(BaseModel):

@@ -384,6 +384,102 @@ def test_entity_names_never_hold_a_protected_value(
         assert not any(part in n for n in names), (part, names)
 
 
+def _keys(server: Server, http: httpx.Client, tenant: str) -> tuple[httpx.Client, httpx.Client]:
+    """A writer without read_protected and one with it, of a new tenant."""
+    assert http.post("/v1/admin/tenants", json={"id": tenant}).status_code == 201
+
+    def client(**extra: Any) -> httpx.Client:
+        body = {"name": "k", "role": "writer", "tenant": tenant, **extra}
+        r = http.post("/v1/admin/apikeys", json=body)
+        assert r.status_code == 201, r.text
+        return httpx.Client(base_url=server.base_url, timeout=30,
+                            headers={"Authorization": f"Api-Key {r.json()['key']}"})  # fmt: skip
+
+    return client(), client(read_protected=True)
+
+
+def test_a_declared_class_covers_the_entity_names_taken_from_the_text(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    """In a session declared phi, the names the extractor takes from the text are stored
+    only sealed: the table holds the class marker, and a reader without read_protected
+    sees only that in the graph, the searches and the context; a reader with it sees the
+    names, and a later mention of a name finds the same entity."""
+    tenant = f"t-{uid}"
+    writer, reader = _keys(server, http, tenant)
+    with writer, reader:
+        assert writer.post("/api/v2/users", json={"user_id": "ada"}).status_code == 201
+        r = writer.post("/api/v2/sessions", json={"session_id": "s", "user_id": "ada",
+                                                   "metadata": {"sensitivity": "phi"}})  # fmt: skip
+        assert r.status_code == 201, r.text
+        r = writer.post("/api/v2/sessions", json={"session_id": "plain", "user_id": "ada"})
+        assert r.status_code == 201, r.text
+        for sid, text in (
+            ("s", "I was diagnosed with xylophonitis Marblewick last week."),
+            ("s", "I like Marblewick and Paris."),
+            ("plain", "I visited Oslo."),
+            ("s", "I met Marblewick yesterday."),
+            ("plain", "I like Paris."),
+        ):
+            _add(writer, sid, {"role_type": "user", "role": "Ada", "content": text})
+        deadline = time.monotonic() + 60
+        while _rows(server, "SELECT count(*) FROM episodes WHERE tenant_id = %s AND status <> "
+                    "'done'", tenant)[0][0]:  # fmt: skip
+            assert time.monotonic() < deadline, "extraction did not finish"
+            time.sleep(0.2)
+
+        secret = ("xylophonitis", "marblewick")
+        stored = _rows(
+            server,
+            """SELECT e::text FROM entities e WHERE tenant_id = %(t)s
+               UNION ALL SELECT f::text FROM facts f WHERE tenant_id = %(t)s
+               UNION ALL SELECT m::text FROM messages m WHERE tenant_id = %(t)s
+               UNION ALL SELECT x::text FROM episodes x WHERE tenant_id = %(t)s""",
+            {"t": tenant},
+        )
+        text = "\n".join(r[0] for r in stored).lower()
+        assert not [w for w in secret if w in text]
+        names = [r[0] for r in _rows(
+            server, "SELECT name FROM entities WHERE tenant_id = %s AND name_enc IS NOT NULL",
+            tenant)]  # fmt: skip
+        assert names and set(names) == {"[PHI]"}, names
+
+        def seen(c: httpx.Client) -> str:
+            out = []
+            for r in (
+                c.get("/v1/users/ada/graph"),
+                c.post("/v1/search", json={"text": "xylophonitis Marblewick", "user_id": "ada",
+                                           "targets": ["messages", "facts", "entities"]}),
+                c.post("/v1/facts/search", json={"text": "xylophonitis Marblewick",
+                                                 "user_id": "ada"}),
+                c.get("/v1/sessions/s/context", params={"query": "xylophonitis Marblewick",
+                                                        "recent": 0}),
+            ):  # fmt: skip
+                assert r.status_code == 200, r.text
+                out.append(r.text)
+            return "\n".join(out)
+
+        assert not [w for w in secret if w in seen(writer).lower()]
+        # A fact of the declared session links no name in clear but the speaker's; the
+        # plain session's Paris is a node of its own.
+        edges = {(f["fact"], f["source"]["name"], f["target"]["name"])
+                 for f in writer.get("/v1/users/ada/graph").json()["facts"]}  # fmt: skip
+        assert {(fact, s, t) for fact, s, t in edges if fact == "[PHI]"} == {
+            ("[PHI]", "Ada", "[PHI]")}, edges  # fmt: skip
+        assert ("Ada likes Paris.", "Ada", "Paris") in edges, edges
+        graph = reader.get("/v1/users/ada/graph").json()
+        names = {e["name"] for e in graph["entities"]}
+        assert {"Ada", "xylophonitis Marblewick", "Marblewick"} <= names
+        # The third message's "Marblewick" is the second one's entity.
+        assert sum(1 for e in graph["entities"] if e["name"] == "Marblewick") == 1
+        edges = {(f["source"]["name"], f["relation"], f["target"]["name"])
+                 for f in graph["facts"]}  # fmt: skip
+        assert {("Ada", "DIAGNOSED_WITH", "xylophonitis Marblewick"),
+                ("Ada", "MET", "Marblewick")} <= edges, edges  # fmt: skip
+        assert any("xylophonitis" in f["fact"] for f in graph["facts"])
+        assert "xylophonitis" in seen(reader).lower()
+
+
 def test_user_and_session_fields_are_stored_only_as_ciphertext(
     server: Server, http: httpx.Client, uid: str
 ) -> None:

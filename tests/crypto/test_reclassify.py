@@ -233,6 +233,62 @@ def test_entity_names_holding_a_protected_value_are_renamed_or_merged(
     assert "0 entity name(s)" in _keys(server, "reclassify")
 
 
+def test_entity_names_taken_from_text_of_a_declared_class_are_sealed(
+    server: Server, http: httpx.Client, uid: str
+) -> None:
+    """Names stored in clear before a declared class covered them: a name that only
+    messages of a declared protected class mention is sealed (the table keeps its
+    marker, a reader allowed protected fields still sees it); a speaker's name, and a
+    name a message of no declared class also mentions, stay."""
+    assert http.post("/api/v2/users", json={"user_id": uid}).status_code == 201
+    for sid, meta, text in (
+        (f"p-{uid}", {"sensitivity": "phi"}, "I was diagnosed with xylophonitis Marblewick."),
+        (f"p-{uid}", {"sensitivity": "phi"}, "I visited Paris."),
+        (f"o-{uid}", {}, "I visited Paris."),
+    ):
+        body = {"session_id": sid, "user_id": uid, "metadata": meta}
+        http.post("/api/v2/sessions", json=body)
+        msg = {"role_type": "user", "role": "Ada", "content": text}
+        r = http.post(f"/api/v2/sessions/{sid}/memory", json={"messages": [msg]})
+        assert r.status_code == 200, r.text
+    _wait_extracted(server, uid)
+    with server.superuser() as conn:
+        # As the names were stored before: in clear, with an alias; the phi session's
+        # Paris is the other session's.
+        conn.execute(
+            """UPDATE entities SET name = 'xylophonitis Marblewick', name_enc = NULL,
+                   normalized_name = 'xylophonitis marblewick', aliases = ARRAY['xylo m']
+               WHERE user_id = %s AND labels = ARRAY['concept']""",
+            (uid,),
+        )
+        places = conn.execute(
+            """SELECT uuid FROM entities WHERE user_id = %s AND name <> 'Ada'
+                   AND NOT labels @> ARRAY['concept'] ORDER BY name_enc IS NULL""",
+            (uid,),
+        ).fetchall()
+        sealed_paris, clear_paris = (r[0] for r in places)
+        assert sealed_paris and clear_paris
+        conn.execute(
+            "UPDATE facts SET target_uuid = %s WHERE target_uuid = %s", (clear_paris, sealed_paris)
+        )
+        conn.execute(
+            "UPDATE entity_mentions SET entity_uuid = %s WHERE entity_uuid = %s",
+            (clear_paris, sealed_paris),
+        )
+        conn.execute("DELETE FROM entities WHERE uuid = %s", (sealed_paris,))
+    out = _keys(server, "reclassify")
+    assert "1 entity name(s) taken from text of a declared class sealed" in out, out
+    rows = _rows(server, "SELECT e::text FROM entities e WHERE user_id = %s", uid)
+    stored = "\n".join(r[0] for r in rows).lower()
+    assert "xylophonitis" not in stored and "xylo m" not in stored
+    names = sorted(r[0] for r in _rows(server, "SELECT name FROM entities WHERE user_id = %s", uid))
+    assert names == ["Ada", "Paris", "[PHI]"], names
+    graph = http.get(f"/v1/users/{uid}/graph").json()
+    edges = {(f["source"]["name"], f["target"]["name"]) for f in graph["facts"]}
+    assert {("Ada", "xylophonitis Marblewick"), ("Ada", "Paris")} <= edges, edges
+    assert "0 entity name(s) taken from text" in _keys(server, "reclassify")
+
+
 def test_a_keys_command_for_a_tenant_that_does_not_exist_is_refused_and_changes_nothing(
     server: Server,
 ) -> None:

@@ -20,13 +20,18 @@ import numpy as np
 from engram.store import entities
 from engram.store.db import Conn
 
-__all__ = ["Mention", "Resolution", "normalize_name", "resolve"]
+__all__ = ["Mention", "Resolution", "is_marker", "normalize_name", "resolve", "sealed_key"]
 
 _VEC = np.ndarray[Any, np.dtype[np.float32]]
 
 
 # The name of an entity made from a protected value (see graph.ingest._Sealer.name).
 _MARKER = re.compile(r"\[[A-Z_]+\]")
+
+
+def is_marker(text: str) -> bool:
+    """Whether `text` is a marker alone, such as ``[PHI]``."""
+    return _MARKER.fullmatch(text.strip()) is not None
 
 
 def normalize_name(name: str) -> str:
@@ -45,15 +50,42 @@ def key_of(name: str) -> str:
     return normalize_name(name) or name.casefold()
 
 
+def sealed_key(name: str) -> str:
+    """The key a sealed name is resolved by, in memory only: never equal to a name's in
+    clear (a sealed name matches only sealed names)."""
+    return "\x00" + key_of(name)
+
+
 @dataclass(frozen=True, slots=True)
 class Mention:
-    """A name the episode's facts use: its label, summary and first message."""
+    """A name the episode's facts use: its label, summary and first message.
+
+    A sealed name (taken from a message that declares a protected class) is stored as
+    `name`, the class marker, with `name_enc`; it is resolved by its plaintext's key
+    against the user's sealed names only, never by embedding, and gets no alias."""
 
     name: str
     label: str
     message: uuidlib.UUID
     node: uuidlib.UUID  # the uuid it gets if it is new (a sealed summary is bound to it)
     summary: tuple[str, bytes | None] | None = None  # (stored text, ciphertext)
+    name_enc: bytes | None = None
+    _key: str | None = None  # a sealed name's key (else the key of `name`)
+
+    @classmethod
+    def of_sealed(
+        cls, marker: str, plaintext: str, ciphertext: bytes, label: str,
+        message: uuidlib.UUID, node: uuidlib.UUID, summary: tuple[str, bytes | None] | None,
+    ) -> Mention:  # fmt: skip
+        return cls(marker, label, message, node, summary, ciphertext, sealed_key(plaintext))
+
+    @property
+    def sealed(self) -> bool:
+        return self.name_enc is not None
+
+    @property
+    def key(self) -> str:
+        return self._key if self._key is not None else key_of(self.name)
 
 
 @dataclass(slots=True)
@@ -65,6 +97,7 @@ class _Known:
     labels: list[str]
     aliases: list[str]
     new: bool = False
+    sealed: bool = False  # its name is sealed: no alias is ever added (it would be clear)
 
 
 @dataclass
@@ -77,18 +110,19 @@ class _Plan:
     mentions: dict[tuple[uuidlib.UUID, uuidlib.UUID], None] = field(default_factory=dict)
     vectors: _Vectors = field(default_factory=lambda: _Vectors())
 
-    def see(self, row: dict[str, Any]) -> _Known:
+    def see(self, row: dict[str, Any], sealed: bool = False) -> _Known:
         uuid = uuidlib.UUID(str(row["uuid"]))
         if uuid not in self.known:
             self.known[uuid] = _Known(
-                uuid, row["normalized_name"], list(row["labels"]), list(row["aliases"])
-            )
+                uuid, row["normalized_name"], list(row["labels"]), list(row["aliases"]),
+                sealed=sealed,
+            )  # fmt: skip
         return self.known[uuid]
 
     def reuse(self, entity: _Known, key: str, label: str, message: uuidlib.UUID) -> None:
         """entities.add_episode, planned: a mention, and a new alias or label."""
         self.mentions[(entity.uuid, message)] = None
-        alias_known = key in entity.aliases or entity.normalized == key
+        alias_known = entity.sealed or key in entity.aliases or entity.normalized == key
         if label in entity.labels and alias_known:
             return
         if not alias_known:
@@ -96,7 +130,7 @@ class _Plan:
             self.by_alias.setdefault(key, entity.uuid)
         if label not in entity.labels:
             entity.labels.append(label)
-        self.changes.append((entity.uuid, key, label))
+        self.changes.append((entity.uuid, None if entity.sealed else key, label))
 
 
 async def resolve(
@@ -105,43 +139,53 @@ async def resolve(
     mentions: list[Mention],
     embed: Callable[[list[str]], Awaitable[list[_VEC]]],
     threshold: float,
+    sealed: dict[str, dict[str, Any]] | None = None,
 ) -> Resolution:
-    """The user's entity for each mentioned name, the missing ones to be created.
+    """The user's entity for each mentioned name's key, the missing ones to be created.
 
     ``embed`` computes the vectors of the names that no stored name or alias matches
-    (the only ones whose embedding is needed)."""
-    keys = {m.name: key_of(m.name) for m in mentions}
-    stored = await entities.find_by_names(conn, user_id, sorted(set(keys.values())))
-    unmatched = list(dict.fromkeys(m.name for m in mentions if keys[m.name] not in stored))
+    (the only ones whose embedding is needed); ``sealed`` holds the user's entities with
+    sealed names, by the sealed key of their opened names."""
+    sealed = sealed or {}
+    clear = {m.key for m in mentions if not m.sealed}
+    stored = await entities.find_by_names(conn, user_id, sorted(clear))
+    stored.update((k, {**r, "normalized_name": k}) for k, r in sealed.items())
+    unmatched = list(dict.fromkeys(m.name for m in mentions if m.key not in stored))
     vectors = dict(zip(unmatched, await embed(unmatched), strict=True))
+    near = list(dict.fromkeys(m.name for m in mentions if m.key not in stored and not m.sealed))
     nearest = dict(
         zip(
-            unmatched,
-            await entities.nearest_many(conn, user_id, [vectors[n] for n in unmatched]),
+            near,
+            await entities.nearest_many(conn, user_id, [vectors[n] for n in near]),
             strict=True,
         )
     )
     plan = _Plan()
     ids: dict[str, uuidlib.UUID] = {}
     for m in mentions:
-        key = keys[m.name]
-        entity = _by_name(plan, stored.get(key), key)
-        if entity is None:
+        key = m.key
+        entity = _by_name(plan, stored.get(key), key, m.sealed)
+        if entity is None and not m.sealed:
             entity = _by_embedding(plan, nearest[m.name], vectors[m.name], threshold)
         if entity is not None:
             plan.reuse(entity, key, m.label, m.message)
-            ids[m.name] = entity.uuid
+            ids[key] = entity.uuid
             continue
         node = m.node
         text, ciphertext = m.summary if m.summary else (None, None)
+        # A sealed name's stored key is its own: its marker and uuid.
+        stored_key = f"{key_of(m.name)} {node}" if m.sealed else key
         plan.created.append(
-            entities.NewEntity(node, m.name, key, m.label, text, ciphertext, vectors[m.name])
+            entities.NewEntity(
+                node, m.name, stored_key, m.label, text, ciphertext, vectors[m.name], m.name_enc
+            )
         )
-        plan.known[node] = _Known(node, key, [m.label], [], new=True)
-        plan.vectors.add(node, vectors[m.name])
+        plan.known[node] = _Known(node, key, [m.label], [], new=True, sealed=m.sealed)
+        if not m.sealed:
+            plan.vectors.add(node, vectors[m.name])
         plan.by_key[key] = node
         plan.mentions[(node, m.message)] = None
-        ids[m.name] = node
+        ids[key] = node
     return Resolution(ids, plan)
 
 
@@ -160,15 +204,17 @@ class Resolution:
         await entities.add_episodes(conn, self._plan.changes)
 
 
-def _by_name(plan: _Plan, row: dict[str, Any] | None, key: str) -> _Known | None:
+def _by_name(
+    plan: _Plan, row: dict[str, Any] | None, key: str, sealed: bool = False
+) -> _Known | None:
     """find_by_name over the stored rows and this episode's changes: a normalised name
     before an alias."""
     if row is not None and row["normalized_name"] == key:
-        return plan.see(row)
+        return plan.see(row, sealed)
     if key in plan.by_key:
         return plan.known[plan.by_key[key]]
     if row is not None:
-        return plan.see(row)
+        return plan.see(row, sealed)
     if key in plan.by_alias:
         return plan.known[plan.by_alias[key]]
     return None

@@ -41,6 +41,10 @@ class Planned:
     message: uuidlib.UUID
     sensitivity: int
     ciphertext: bytes | None
+    # Whether its vector says what it says: not when made from a class marker alone (a
+    # fact of a message declared phi is embedded as "[PHI]", like all the others), and
+    # then only the same edge is the same fact.
+    by_text: bool = True
 
 
 @dataclass(slots=True)
@@ -156,7 +160,7 @@ def _same(i: int, p: Planned, pool: list[_Valid], dist: Any, threshold: float) -
     for f in pool:
         d = dist(i, f)
         exact = f.relation == p.relation and f.target == p.target
-        if not exact and 1 - d < threshold:
+        if not exact and (1 - d < threshold or not p.by_text):
             continue
         rank = (not exact, d)
         if best is None or rank < best:

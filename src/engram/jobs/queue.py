@@ -9,14 +9,16 @@ import uuid as uuidlib
 from typing import Any
 
 import procrastinate
+import psycopg
 from procrastinate import RetryDecision, RetryStrategy
 from procrastinate.jobs import Job
 from procrastinate.worker import Worker
 
-from engram.errors import EngramError, ExtractionError
+from engram.errors import EmbeddingError, EngramError, ExtractionError, UnavailableError
 from engram.graph.ingest import GraphSettings, process_episode
 from engram.lifecycle.retention import run_retention
 from engram.store import episodes
+from engram.store.db import outage
 
 __all__ = ["MAINTENANCE_QUEUE", "REENCRYPT_TASK", "RETENTION_TASK", "build_queue", "run_worker"]
 
@@ -30,12 +32,25 @@ CLEANUP_TASK = "engram.remove_succeeded_jobs"
 logger = logging.getLogger(__name__)
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether a job's failure may pass if the job runs again later: a dependency down
+    (the database, a key provider, a model server), a conflict with a concurrent write.
+    A program error (a value or statement the database refuses, a bug) or a refusal by
+    the model would only repeat, and spend tokens: its job fails at once."""
+    if isinstance(exc, ExtractionError):
+        return exc.transient
+    if isinstance(exc, UnavailableError | EmbeddingError | OSError):
+        return True  # OSError: the network (ConnectionError, TimeoutError) among others
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return True  # an entity stored meanwhile by another writer: the retry finds it
+    return outage(exc)
+
+
 class _Retry(RetryStrategy):
-    """Back off and retry, except failures that would only repeat (and spend tokens):
-    a refusal, invalid output, a bad key or deployment."""
+    """Back off and retry transient failures; fail the others at once (see transient)."""
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
-        if isinstance(exception, ExtractionError) and not exception.transient:
+        if not transient(exception):
             return None
         return super().get_retry_decision(exception=exception, job=job)
 
@@ -63,6 +78,8 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
                     fact_threshold=runtime.settings.extractor.fact_threshold,
                     ts_config=runtime.settings.text_search_config,
                     batch=runtime.settings.worker.batch,
+                    name_chars=runtime.settings.extractor.max_name_chars,
+                    fact_chars=runtime.settings.extractor.max_fact_chars,
                 ),
                 runtime.protector, context.job.id,
             )  # fmt: skip

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import KeyRef, Protector, Sealed, sealed_or_redacted
 from engram.crypto.sensitivity import Sensitivity, combine, stored_class
-from engram.graph.entities import normalize_name
+from engram.graph.entities import is_marker, normalize_name
 from engram.store import clear
 from engram.store.keys import KeyPool, SyncConn
 
@@ -54,12 +54,14 @@ class Reclassified:
     sealed: int = 0
     redacted: int = 0
     renamed: int = 0
+    names_sealed: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.read} field(s) in clear read, {self.sealed} sealed, {self.redacted} kept "
             f"redacted only (their user's key is destroyed); {self.renamed} entity name(s) "
-            "holding a protected value renamed to its marker"
+            "holding a protected value renamed to its marker; "
+            f"{self.names_sealed} entity name(s) taken from text of a declared class sealed"
         )
 
 
@@ -139,33 +141,77 @@ def reclassify(
             vectors = embed([s.embed_text for _, s in todo]) if t.embeds and todo else None
             for i, (r, s) in enumerate(todo):
                 t.store(conn, r, s, vectors[i] if vectors is not None else None)
-    _names(pool, protector, tenant, embed, batch, done)
-    if done.sealed or done.redacted or done.renamed:
+    _names(pool, protector, tenant, embed, batch, done, keys)
+    if done.sealed or done.redacted or done.renamed or done.names_sealed:
         logger.info("tenant %s: %s", tenant, done)
     return done
 
 
 def _names(
     pool: KeyPool, protector: Protector, tenant: str, embed: Embed, batch: int,
-    done: Reclassified,
+    done: Reclassified, keys: dict[str | None, KeyRef],
 ) -> None:  # fmt: skip
-    """Entity names and aliases that hold a protected value (stored before the extractor's
-    names were checked): renamed to the value's marker, or merged into the user's entity
-    of that name if there is one."""
+    """Entity names in clear that only messages of a declared protected class mention
+    (stored before a declared class covered names): sealed as a new extraction would
+    seal them. Names and aliases that hold a protected value (stored before the
+    extractor's names were checked): renamed to the value's marker, or merged into the
+    user's entity of that name if there is one."""
     for conn, rows in _batches(pool, tenant, clear.entity_names, batch):
         for r in rows:
+            level = _declared(protector, r)
+            if level is not None:
+                user = r["user_id"]
+                key = keys.get(user) or keys.setdefault(user, protector.key_ref(tenant, user))
+                sealed = _seal_name(protector, tenant, r, level, key)
+                if sealed.text != r["name"]:
+                    done.names_sealed += 1
+                    normalized = f"{normalize_name(sealed.text)} {r['uuid']}"
+                    vector = embed([sealed.text])[0]
+                    clear.seal_name(conn, r["uuid"], sealed.text, sealed.ciphertext,
+                                    normalized, vector)  # fmt: skip
+                    continue
             name = protector.redact_only(r["name"])
             aliases = [a for a in r["aliases"] if protector.redact_only(a) == a]
             if name == r["name"] and aliases == r["aliases"]:
                 continue
             done.renamed += 1
-            key = normalize_name(name)
-            into = clear.entity_named(conn, r["user_id"], key, r["uuid"])
+            key_ = normalize_name(name)
+            into = clear.entity_named(conn, r["user_id"], key_, r["uuid"])
             if into is not None:
                 clear.merge_entity(conn, r["uuid"], into, aliases)
             else:
                 vector = embed([name])[0]
-                clear.rename_entity(conn, r["uuid"], name, key, aliases, vector)
+                clear.rename_entity(conn, r["uuid"], name, key_, aliases, vector)
+
+
+def _seal_name(
+    protector: Protector, tenant: str, row: Row, level: Sensitivity, key: KeyRef
+) -> Sealed:
+    """An entity's name sealed (or, its user's key destroyed, only its marker)."""
+    ctx = FieldContext(tenant, "entities", "name", str(row["uuid"]))
+    sealed, _ = sealed_or_redacted(
+        protector, lambda p: p.seal_text(ctx, row["user_id"], row["name"], level, key)
+    )
+    return sealed
+
+
+def _declared(protector: Protector, row: Row) -> Sensitivity | None:
+    """The class an entity's name is sealed under: the highest its messages declare, when
+    every one of them declares a protected class and the name is not a speaker's (a role,
+    the user's name: not taken from the text); else None."""
+    if not row["declared"] or is_marker(row["name"]):
+        return None
+    c = protector.classifier
+    levels = [
+        combine(stored_class({"sensitivity": m}), stored_class({"sensitivity": s}), c.floor)
+        for m, s in row["declared"]
+    ]
+    if not all(c.protects(x) for x in levels):
+        return None
+    people = [*(row["roles"] or ()), row["first_name"], row["last_name"], "user", "assistant"]
+    if normalize_name(row["name"]) in {normalize_name(p) for p in people if p}:
+        return None
+    return max(levels)
 
 
 def _batches(

@@ -1,9 +1,10 @@
 """Reading protected fields: the plaintext for callers allowed to read it, else the redacted form.
 
 Rows come from the store with their ciphertext columns (`content_enc`, `metadata_enc`,
-`fact_enc`, `summary_enc`, a user's `profile_enc`, and a user's per-field ciphertexts from
-before migration 0017); these functions put the plaintext in the plain columns when the
-caller may read it, and always drop the ciphertext columns. Decryption runs off the
+`fact_enc`, `summary_enc`, an entity's `name_enc` (also joined to its facts as
+`source_name_enc` and `target_name_enc`), a user's `profile_enc`, and a user's per-field
+ciphertexts from before migration 0017); these functions put the plaintext in the plain
+columns when the caller may read it, and always drop the ciphertext columns. Decryption runs off the
 event loop when a key is not in memory (that means a call to the key provider), on it
 when every key is. A value whose key was shredded stays redacted: that data is gone by
 design.
@@ -26,7 +27,19 @@ _MESSAGE_FIELDS = (
     Column("metadata_enc", "metadata", "messages", "metadata", json=True),
 )
 _FACT_FIELDS = (Column("fact_enc", "fact", "facts", "fact"),)
-_ENTITY_FIELDS = (Column("summary_enc", "summary", "entities", "summary"),)
+_ENTITY_FIELDS = (
+    Column("summary_enc", "summary", "entities", "summary"),
+    Column("name_enc", "name", "entities", "name"),
+)
+# The sealed names of a fact's entities, each bound to its entity's row: the key of the
+# row holding that entity's uuid, and the column.
+_FACT_NAMES = (
+    ("source_uuid", Column("source_name_enc", "source_name", "entities", "name")),
+    ("target_uuid", Column("target_name_enc", "target_name", "entities", "name")),
+    # What an extractor reads of the facts an episode may contradict.
+    ("source_uuid", Column("subject_enc", "subject", "entities", "name")),
+    ("target_uuid", Column("object_enc", "object", "entities", "name")),
+)
 USER_FIELDS = (
     Column("profile_enc", "", "users", "profile", spread=True),
     # A user written before migration 0017: a ciphertext per field.
@@ -44,9 +57,10 @@ async def _reveal(
     rows: Sequence[Row],
     allowed: bool,
     fields: tuple[Column, ...],
+    id_key: str = "uuid",
 ) -> None:
     if allowed and protector.keyrings is not None:
-        page = protector.page(tenant, rows, fields)
+        page = protector.page(tenant, rows, fields, id_key)
         if page:
             # The whole page at once: its data keys are read and unwrapped together.
             if page.in_memory():  # CPU only: cheaper than a thread hop
@@ -67,12 +81,14 @@ async def messages(protector: Protector, tenant: str, rows: Sequence[Row], allow
 
 
 async def facts(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
-    """Reveal fact text in place."""
+    """Reveal fact text, and the sealed names of its entities, in place."""
     await _reveal(protector, tenant, rows, allowed, _FACT_FIELDS)
+    for id_key, column in _FACT_NAMES:
+        await _reveal(protector, tenant, rows, allowed, (column,), id_key)
 
 
 async def entities(protector: Protector, tenant: str, rows: Sequence[Row], allowed: bool) -> None:
-    """Reveal entity summaries in place."""
+    """Reveal entity summaries and sealed names in place."""
     await _reveal(protector, tenant, rows, allowed, _ENTITY_FIELDS)
 
 

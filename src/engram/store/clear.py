@@ -58,10 +58,11 @@ def facts(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any
     return rows
 
 
-# The fields `seal_text` writes: table -> (text, ciphertext, embedding) columns.
+# The fields `seal_text` writes: table -> (text, ciphertext, embedding) columns, and the
+# function of its full-text vector (a fact's bounded for its index, migration 0019).
 _TEXT_COLUMNS = {
-    "messages": ("content", "content_enc", "embedding"),
-    "facts": ("fact", "fact_enc", "fact_embedding"),
+    "messages": ("content", "content_enc", "embedding", "to_tsvector"),
+    "facts": ("fact", "fact_enc", "fact_embedding", "engram_fact_words"),
 }
 
 
@@ -72,14 +73,16 @@ def seal_text(
     """Store a message's content or a fact's text as redacted (and sealed, unless `enc` is
     None: its user's key was destroyed), with the full-text vector and embedding of that;
     its class rises to `level` if that is higher."""
-    plain, sealed, vector = (sql.Identifier(c) for c in _TEXT_COLUMNS[table])
+    plain, sealed, vector, words = (sql.Identifier(c) for c in _TEXT_COLUMNS[table])
     conn.execute(
         sql.SQL(
             """UPDATE {table} SET {plain} = %s, {sealed} = %s,
                    sensitivity = greatest(sensitivity, %s),
-                   search_text = to_tsvector(%s::regconfig, %s), {vector} = %s::vector
+                   search_text = {words}(%s::regconfig, %s), {vector} = %s::vector
                WHERE uuid = %s AND {sealed} IS NULL"""
-        ).format(table=sql.Identifier(table), plain=plain, sealed=sealed, vector=vector),
+        ).format(
+            table=sql.Identifier(table), plain=plain, sealed=sealed, vector=vector, words=words
+        ),
         (text, enc, level, ts_config, text, Vec(embedding).to_text(), uuid),
     )
 
@@ -110,13 +113,42 @@ def seal_summary(conn: SyncConn, uuid: uuidlib.UUID, summary: str, enc: bytes | 
 
 
 def entity_names(conn: SyncConn, after: uuidlib.UUID, limit: int) -> list[dict[str, Any]]:
-    """Entities' names and aliases (names are never encrypted), locked."""
+    """Entities' names and aliases in clear, locked; with what the messages that mention
+    them declare (`declared`: the distinct [message's, session's] `sensitivity` pairs,
+    null when none mentions it), those messages' roles, and the user's name in clear."""
     rows: list[dict[str, Any]] = conn.execute(
-        """SELECT uuid, user_id, name, aliases FROM entities WHERE uuid > %s
-           ORDER BY uuid LIMIT %s FOR UPDATE""",
+        """SELECT e.uuid, e.user_id, e.name, e.aliases, d.declared, d.roles,
+                  u.first_name, u.last_name
+           FROM entities e
+           JOIN users u ON u.tenant_id = e.tenant_id AND u.user_id = e.user_id
+           LEFT JOIN LATERAL (
+               SELECT array_agg(DISTINCT jsonb_build_array(m.metadata -> 'sensitivity',
+                                                           s.metadata -> 'sensitivity'))
+                          AS declared,
+                      array_agg(DISTINCT m.role) AS roles
+               FROM entity_mentions em
+               JOIN messages m ON m.tenant_id = em.tenant_id AND m.uuid = em.message_uuid
+               JOIN sessions s ON s.tenant_id = m.tenant_id AND s.session_id = m.session_id
+               WHERE em.tenant_id = e.tenant_id AND em.entity_uuid = e.uuid) d ON true
+           WHERE e.uuid > %s AND e.name_enc IS NULL
+           ORDER BY e.uuid LIMIT %s FOR UPDATE OF e""",
         (after, limit),
     ).fetchall()
     return rows
+
+
+def seal_name(
+    conn: SyncConn, uuid: uuidlib.UUID, name: str, enc: bytes | None, normalized: str,
+    embedding: Vector,
+) -> None:  # fmt: skip
+    """Store an entity's name as its marker (and sealed, unless `enc` is None), under a
+    name key of its own, with no aliases (they hold the name in clear)."""
+    conn.execute(
+        """UPDATE entities SET name = %s, name_enc = %s, normalized_name = %s,
+                  aliases = ARRAY[]::text[], name_embedding = %s::vector, updated_at = now()
+           WHERE uuid = %s AND name_enc IS NULL""",
+        (name, enc, normalized, Vec(embedding).to_text(), uuid),
+    )
 
 
 def entity_named(

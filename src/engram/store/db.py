@@ -14,12 +14,33 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from engram.errors import UnavailableError
 
-__all__ = ["Conn", "Database", "Pending"]
+__all__ = ["Conn", "Database", "Pending", "outage"]
 
 logger = logging.getLogger(__name__)
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 T = TypeVar("T")
+
+# SQLSTATE classes of failures that retrying later may get past: the connection (08),
+# a transaction rolled back for a conflict or deadlock (40), insufficient resources
+# (53), a lock not available (55P03), an operator intervention such as a shutdown or a
+# cancelled statement (57), a system error such as I/O (58).
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def outage(exc: BaseException) -> bool:
+    """Whether a database error is the database being unavailable for now (the
+    connection lost or refused, the server shutting down, out of connections), which
+    retrying later may get past, rather than a statement it refuses every time (an index
+    row too large, a bad value, a violated constraint)."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:  # raised by the client: the connection is gone or unusable
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return state[:2] in _TRANSIENT_CLASSES or state == "55P03"
 
 
 class Pending(Generic[T]):
@@ -106,6 +127,8 @@ class Database:
                 hint="check that PostgreSQL is running; Engram reconnects by itself",
             ) from exc
         except psycopg.OperationalError as exc:
+            if not outage(exc):
+                raise  # a statement the database refuses (e.g. too large for an index)
             raise UnavailableError(
                 f"the database connection failed: {str(exc).strip()}",
                 hint="check that PostgreSQL is running; Engram reconnects by itself",

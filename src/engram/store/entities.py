@@ -25,6 +25,7 @@ __all__ = [
     "mention_many",
     "nearest",
     "nearest_many",
+    "sealed_names",
 ]
 
 _VEC = np.ndarray[Any, np.dtype[np.float32]]
@@ -48,7 +49,7 @@ async def find_by_names(conn: Conn, user_id: str, keys: list[str]) -> dict[str, 
     cur = await conn.execute(
         """SELECT DISTINCT ON (k.key) k.key, e.uuid, e.normalized_name, e.labels, e.aliases
            FROM unnest(%s::text[]) AS k(key)
-           JOIN entities e ON e.user_id = %s
+           JOIN entities e ON e.user_id = %s AND e.name_enc IS NULL
                           AND (e.normalized_name = k.key OR e.aliases @> ARRAY[k.key])
            ORDER BY k.key, e.normalized_name = k.key DESC""",
         (keys, user_id),
@@ -56,17 +57,29 @@ async def find_by_names(conn: Conn, user_id: str, keys: list[str]) -> dict[str, 
     return {r["key"]: r for r in await cur.fetchall()}
 
 
+async def sealed_names(conn: Conn, user_id: str) -> list[dict[str, Any]]:
+    """The user's entities whose name is sealed, with its ciphertext (to open and match:
+    their stored normalised names are keys of their own, see migration 0019)."""
+    cur = await conn.execute(
+        """SELECT uuid, name_enc, labels, aliases FROM entities
+           WHERE user_id = %s AND name_enc IS NOT NULL""",
+        (user_id,),
+    )
+    return await cur.fetchall()
+
+
 async def nearest_many(
     conn: Conn, user_id: str, vectors: list[_VEC]
 ) -> list[dict[str, Any] | None]:
-    """For each vector, the entity nearest() would return (one scan of the user's rows)."""
+    """For each vector, the entity nearest() would return (one scan of the user's rows);
+    an entity whose name is sealed is never matched by its name's embedding."""
     if not vectors:
         return []
     # %b: an array of vectors as text is formatted float by float in Python (~1 ms each).
     cur = await conn.execute(
         """WITH scope AS MATERIALIZED (
                SELECT uuid, normalized_name, labels, aliases, name_embedding FROM entities
-               WHERE user_id = %s)
+               WHERE user_id = %s AND name_enc IS NULL)
            SELECT q.i, n.* FROM unnest(%b::vector[]) WITH ORDINALITY AS q(v, i)
            CROSS JOIN LATERAL (
                SELECT uuid, normalized_name, labels, aliases,
@@ -139,6 +152,7 @@ class NewEntity:
     summary: str | None  # the redacted form when summary_enc is set
     summary_enc: bytes | None
     vector: _VEC
+    name_enc: bytes | None = None  # the sealed name (`name` is then its class marker)
 
 
 async def insert_many(conn: Conn, tenant: str, user_id: str, rows: list[NewEntity]) -> None:
@@ -148,12 +162,12 @@ async def insert_many(conn: Conn, tenant: str, user_id: str, rows: list[NewEntit
         return
     await conn.execute(
         """INSERT INTO entities (uuid, tenant_id, user_id, name, normalized_name, labels,
-                                 summary, summary_enc, name_embedding)
+                                 summary, summary_enc, name_embedding, name_enc)
            SELECT r.uuid, %s, %s, r.name, r.normalized, ARRAY[r.label], r.summary,
-                  r.summary_enc, r.v
+                  r.summary_enc, r.v, r.name_enc
            FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[],
-                       %s::bytea[], %b::vector[])
-                AS r(uuid, name, normalized, label, summary, summary_enc, v)""",
+                       %s::bytea[], %b::vector[], %s::bytea[])
+                AS r(uuid, name, normalized, label, summary, summary_enc, v, name_enc)""",
         (
             tenant,
             user_id,
@@ -164,6 +178,7 @@ async def insert_many(conn: Conn, tenant: str, user_id: str, rows: list[NewEntit
             [r.summary for r in rows],
             [r.summary_enc for r in rows],
             [r.vector for r in rows],
+            [r.name_enc for r in rows],
         ),
     )
 
@@ -230,7 +245,7 @@ async def add_episodes(conn: Conn, changes: list[tuple[uuidlib.UUID, str | None,
 async def get(conn: Conn, user_id: str, entity: uuidlib.UUID) -> dict[str, Any]:
     cur = await conn.execute(
         """SELECT uuid, user_id, name, labels, aliases, summary, summary_enc, created_at,
-                  updated_at
+                  updated_at, name_enc
            FROM entities WHERE user_id = %s AND uuid = %s""",
         (user_id, entity),
     )
@@ -243,7 +258,7 @@ async def get(conn: Conn, user_id: str, entity: uuidlib.UUID) -> dict[str, Any]:
 async def many(conn: Conn, uuids: list[uuidlib.UUID]) -> list[dict[str, Any]]:
     cur = await conn.execute(
         """SELECT uuid, user_id, name, labels, aliases, summary, summary_enc, created_at,
-                  updated_at
+                  updated_at, name_enc
            FROM entities WHERE uuid = ANY(%s) ORDER BY name""",
         (uuids,),
     )

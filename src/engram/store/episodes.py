@@ -77,8 +77,9 @@ async def load_batch(
 ) -> Batch:
     """Lock the episode and up to ``follow`` pending episodes whose jobs come next in the
     same user's queue; read their messages, the ``context`` messages before each, and the
-    user's name, in two round trips. (A job whose episode is gone is passed over: it will
-    find nothing to do.)
+    user's name, in two round trips. Each message comes with the `sensitivity` its
+    metadata and its session's declare (`declared`, `session_declared`). (A job whose
+    episode is gone is passed over: it will find nothing to do.)
 
     A user's jobs share a lock, so while this job runs no worker takes the ones after it;
     they are taken here only as long as they are due at once and their episodes pending,
@@ -118,9 +119,12 @@ async def load_batch(
     async with conn.pipeline():
         msgs = await conn.execute(
             """SELECT e.uuid AS episode, m.uuid, m.role, m.role_type, m.content, m.content_enc,
-                      m.sensitivity, m.created_at, m.seq
+                      m.sensitivity, m.created_at, m.seq,
+                      m.metadata -> 'sensitivity' AS declared,
+                      s.metadata -> 'sensitivity' AS session_declared
                FROM episodes e
                JOIN messages m ON m.uuid = ANY(e.message_uuids) AND m.episode_uuid = e.uuid
+               JOIN sessions s ON s.session_id = e.session_id
                WHERE e.uuid = ANY(%s) ORDER BY m.seq""",
             (ids,),
         )

@@ -172,7 +172,7 @@ async def insert_many(
                               fact, exclusive, fact_embedding, search_text, valid_at,
                               invalid_at, expired_at, episodes, sensitivity, fact_enc)
            SELECT r.uuid, %s, %s, r.source, r.target, r.relation, r.fact, r.exclusive, r.v,
-                  to_tsvector(%s::regconfig, r.fact), r.valid_at, r.invalid_at,
+                  engram_fact_words(%s::regconfig, r.fact), r.valid_at, r.invalid_at,
                   CASE WHEN r.expired THEN now() END,
                   string_to_array(r.episodes, ',')::uuid[], r.sensitivity, r.fact_enc
            FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[],
@@ -226,7 +226,7 @@ async def insert(
                               fact, exclusive, fact_embedding, search_text, valid_at,
                               invalid_at, episodes, sensitivity, fact_enc)
            VALUES (coalesce(%s, gen_random_uuid()), %s, %s, %s, %s, %s, %s, %s, %s,
-                   to_tsvector(%s::regconfig, %s), %s, %s, ARRAY[%s]::uuid[], %s, %s)
+                   engram_fact_words(%s::regconfig, %s), %s, %s, ARRAY[%s]::uuid[], %s, %s)
            RETURNING uuid""",
         (
             uuid,
@@ -281,7 +281,8 @@ async def as_of(
     """Facts of a user that held at ``valid_at``, as recorded at ``known_at``."""
     cur = await conn.execute(
         sql.SQL(
-            """SELECT {}, s.name AS source_name, t.name AS target_name
+            """SELECT {}, s.name AS source_name, t.name AS target_name,
+                      s.name_enc AS source_name_enc, t.name_enc AS target_name_enc
                FROM facts f
                JOIN entities s ON s.tenant_id = f.tenant_id AND s.uuid = f.source_uuid
                JOIN entities t ON t.tenant_id = f.tenant_id AND t.uuid = f.target_uuid
@@ -305,7 +306,8 @@ async def of_entity(
     """Facts in which an entity is the subject or the object, newest first."""
     cur = await conn.execute(
         sql.SQL(
-            """SELECT {}, s.name AS source_name, t.name AS target_name
+            """SELECT {}, s.name AS source_name, t.name AS target_name,
+                      s.name_enc AS source_name_enc, t.name_enc AS target_name_enc
                FROM facts f
                JOIN entities s ON s.tenant_id = f.tenant_id AND s.uuid = f.source_uuid
                JOIN entities t ON t.tenant_id = f.tenant_id AND t.uuid = f.target_uuid
@@ -346,7 +348,8 @@ async def candidates_for_episode(
                        FROM facts f JOIN ep ON f.user_id = ep.user_id
                        WHERE f.expired_at IS NULL AND f.invalid_at IS NULL)
            SELECT scope.uuid, scope.fact, scope.fact_enc, scope.relation, s.name AS subject,
-                  t.name AS object
+                  t.name AS object, scope.source_uuid, scope.target_uuid,
+                  s.name_enc AS subject_enc, t.name_enc AS object_enc
            FROM scope CROSS JOIN ep
            JOIN entities s ON s.uuid = scope.source_uuid
            JOIN entities t ON t.uuid = scope.target_uuid

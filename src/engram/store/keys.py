@@ -248,7 +248,7 @@ class PgKeyStore:
 ENCRYPTED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "messages": (("content_enc", "content"), ("metadata_enc", "metadata")),
     "facts": (("fact_enc", "fact"),),
-    "entities": (("summary_enc", "summary"),),
+    "entities": (("summary_enc", "summary"), ("name_enc", "name")),
     "users": (
         ("profile_enc", "profile"),
         ("email_enc", "email"),

@@ -52,7 +52,8 @@ _FACT_COLUMNS = sql.SQL(
        f.fact_enc"""
 )
 _ENTITY_COLUMNS = sql.SQL(
-    "n.uuid, n.user_id, n.name, n.labels, n.aliases, n.summary, n.created_at, n.summary_enc"
+    """n.uuid, n.user_id, n.name, n.labels, n.aliases, n.summary, n.created_at, n.summary_enc,
+       n.name_enc"""
 )
 
 
@@ -71,7 +72,8 @@ def _fact_columns(with_vectors: bool) -> sql.Composable:
 
 # Entity names of the facts that made the cut (joined after LIMIT, never per candidate).
 _NAMED = sql.SQL(
-    """SELECT r.*, s.name AS source_name, t.name AS target_name FROM ({}) r
+    """SELECT r.*, s.name AS source_name, t.name AS target_name,
+              s.name_enc AS source_name_enc, t.name_enc AS target_name_enc FROM ({}) r
        JOIN entities s ON s.tenant_id = current_setting('app.tenant_id', true)
                       AND s.uuid = r.source_uuid
        JOIN entities t ON t.tenant_id = current_setting('app.tenant_id', true)
