@@ -307,7 +307,7 @@ class AuditMiddleware:
         address = client[0] if client else None
         at = datetime.now(UTC)
         if p is None and not self.writer.tally.admit(address, action, status, at):
-            return True  # counted in the window's summary of this address
+            return None  # counted in the window's summary of this address
         fields: dict[str, Any] = {
             "actor": p.actor if p is not None else "anonymous",
             "action": action,
