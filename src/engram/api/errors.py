@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from engram.api.responses import FastJSON
 from engram.errors import AuthError, EngramError, ForbiddenError, ValidationError
 
-__all__ = ["install_error_handlers"]
+__all__ = ["error_response", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,23 +28,34 @@ def _body(message: str, hint: str | None = None, field: str | None = None) -> di
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    # A name may hold what cannot be written as UTF-8 (a lone surrogate): escaped.
+    parts = [
+        str(p).encode("utf-8", "backslashreplace").decode()
+        for p in loc
+        if p not in ("body", "query", "path")
+    ]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
     return out or "body"
 
 
-async def _engram_error(request: Request, exc: Exception) -> FastJSON:
-    assert isinstance(exc, EngramError)
-    if exc.status >= 500:
-        logger.warning("%s %s: %s", request.method, request.url.path, exc)
-    headers = {"WWW-Authenticate": "Api-Key"} if isinstance(exc, AuthError) else None
+def error_response(exc: EngramError, headers: dict[str, str] | None = None) -> FastJSON:
+    """The answer to an error: its status, and its message, hint and field as the body."""
+    if isinstance(exc, AuthError):
+        headers = {**(headers or {}), "WWW-Authenticate": "Api-Key"}
     field = exc.field if isinstance(exc, ValidationError) else None
     body = _body(exc.message, exc.hint, field)
     if isinstance(exc, ForbiddenError):
         body["reason"] = exc.reason
     return FastJSON(body, status_code=exc.status, headers=headers)
+
+
+async def _engram_error(request: Request, exc: Exception) -> FastJSON:
+    assert isinstance(exc, EngramError)
+    if exc.status >= 500:
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> FastJSON:
