@@ -43,8 +43,9 @@ class BodyLimit:
     """Answer 413 to a request body past ``limit`` bytes without reading it.
 
     Outermost, before authentication: by its Content-Length, the body is refused before
-    a byte of it is read; sent in chunks (no length), it is read up to the limit, then
-    refused, or handed on whole. Either way no request takes more memory than the limit.
+    a byte of it is read, and the connection closed; sent in chunks (no length), it is
+    read up to the limit, then refused, or handed on whole. Either way no request holds
+    more than the limit in memory.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
@@ -62,7 +63,8 @@ class BodyLimit:
             # number).
             declared = int(length) if length.isdigit() else 0
             if declared > self.limit:
-                await self._refuse(scope, receive, send, f"is {declared} bytes; the limit is")
+                what = f"is {declared} bytes; the limit is"
+                await self._refuse(scope, receive, send, what, close=True)
                 return
             await self.app(scope, receive, send)
         elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
@@ -80,7 +82,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await self._refuse(scope, receive, send, "is longer than the limit of")
+                await self._refuse(scope, receive, send, "is longer than the limit of", close=False)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -97,10 +99,15 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, what: str, *, close: bool
+    ) -> None:
         error = TooLargeError(
             f"the request body {what} {self.limit} bytes",
             hint="split the request (fewer messages each time), or raise limits.max_body_bytes",
         )
-        # The unread body would be taken for the next request: close the connection.
-        await error_response(error, {"Connection": "close"})(scope, receive, send)
+        # Closing the connection spares reading a body not yet sent. Once part of it has
+        # been read, the HTTP server discards the rest as it comes instead: closing with
+        # unread data resets the connection, which can destroy the answer in flight.
+        headers = {"Connection": "close"} if close else None
+        await error_response(error, headers)(scope, receive, send)
