@@ -74,6 +74,8 @@ def test_a_declared_100_mb_body_is_413_before_a_byte_of_it_is_read(server: Serve
     assert "split the request" in body["hint"] and "limits.max_body_bytes" in body["hint"]
     assert headers["connection"] == "close"
     assert _counts(server) == before
+    paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
+    assert "413" in paths["/api/v2/users"]["post"]["responses"]
 
 
 def _chunks() -> Iterator[bytes]:
