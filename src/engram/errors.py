@@ -4,7 +4,8 @@ EngramError
 ├── ConfigError            bad settings or flags (exit 2 from the CLI)
 ├── NotFoundError          an id that does not exist (HTTP 404)
 ├── ValidationError        a request that cannot be applied as given (HTTP 400)
-│   └── ConflictError      a duplicate id (HTTP 400 in the Zep API, as Zep does)
+│   ├── ConflictError      a duplicate id (HTTP 400 in the Zep API, as Zep does)
+│   └── TooLargeError      a request body past limits.max_body_bytes (HTTP 413)
 ├── AuthError              missing or wrong credentials (HTTP 401)
 ├── ForbiddenError         valid credentials without the permission asked for, or of a
 │                          disabled tenant (HTTP 403); ``reason`` says which
@@ -33,6 +34,7 @@ __all__ = [
     "KeyUnavailableError",
     "NotFoundError",
     "SchemaMismatchError",
+    "TooLargeError",
     "UnavailableError",
     "ValidationError",
 ]
@@ -78,6 +80,12 @@ class ConflictError(ValidationError):
     that does not allow it): 409."""
 
     status = 409
+
+
+class TooLargeError(ValidationError):
+    """A request body larger than the server reads: 413, before the body is read."""
+
+    status = 413
 
 
 class AuthError(EngramError):

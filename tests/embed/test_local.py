@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -9,7 +11,14 @@ import pytest
 
 from engram.config import EmbedderSettings
 from engram.embed import Embedder, build_embedder
-from engram.embed.local import EMBEDDER_ID, LocalEmbedder, model_file, prepare_model
+from engram.embed.local import (
+    EMBEDDER_ID,
+    MAX_TOKENS,
+    PREFIX_CHARS,
+    LocalEmbedder,
+    model_file,
+    prepare_model,
+)
 from engram.errors import EmbeddingError
 
 TEXTS = [
@@ -91,6 +100,52 @@ def test_long_text_is_truncated_to_256_tokens(local_embedder: LocalEmbedder) -> 
     sentence = "This sentence is long enough to be truncated by the tokenizer. "
     longer, much_longer = local_embedder.embed([sentence * 40, sentence * 400])
     assert longer @ much_longer > 0.9999
+
+
+LONG_TEXTS = [
+    " ".join(f"word{i % 97}" for i in range(3000)),  # a word ends across the first cut
+    "\u4e00\u4e8c\u4e09" * 3000,  # no white space at all
+    " " * (PREFIX_CHARS + 10) + "late start " * 500,  # the first cut holds no token
+    "a" * 150 + " tail" * 2000,  # one word the tokenizer gives up on ([UNK])
+    "x\x1cy " * 2000,  # \x1c: white space to Python, dropped by the tokenizer
+    "Crème brûlée, naïve café. " * 400,  # accents stripped, punctuation split
+]
+
+
+def test_long_texts_get_the_tokens_of_the_whole_text(
+    local_embedder: LocalEmbedder, model_dir: Path
+) -> None:
+    # Only a prefix is tokenized: the ids (and so the vectors) must not change.
+    from tokenizers import Tokenizer
+
+    whole = Tokenizer.from_file(str(model_file(model_dir, "int8").parent / "tokenizer.json"))
+    whole.no_padding()
+    whole.enable_truncation(MAX_TOKENS)
+    expected = [e.ids for e in whole.encode_batch(LONG_TEXTS)]
+    assert local_embedder._token_ids(LONG_TEXTS) == expected
+
+
+MEMORY_PROBE = """
+import resource, sys
+from pathlib import Path
+from engram.embed.local import LocalEmbedder
+embedder = LocalEmbedder(Path(sys.argv[1]), threads=1)
+embedder.embed(["This sentence is long enough to be truncated by the tokenizer. " * 40] * 64)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+embedder.embed([" ".join(f"w{i % 997}x" for i in range(12000))[:65536]] * 200)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_long_texts_take_little_memory(model_dir: Path) -> None:
+    # 200 texts of 64K characters: the tokenizer split all of each text before it
+    # truncated, 1.4 GB; now it reads what the model reads, tens of MB.
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(model_dir)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 300, f"{done.stdout.strip()} MB"
 
 
 def test_concurrent_callers_get_the_same_rows(local_embedder: LocalEmbedder) -> None:

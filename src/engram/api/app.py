@@ -11,7 +11,7 @@ from engram.api import health, v1, zep
 from engram.api.audit import install_audit
 from engram.api.errors import install_error_handlers
 from engram.api.metrics import install_metrics
-from engram.api.middleware import DropEmptyQueryParams, PathOnlyRedirects
+from engram.api.middleware import BodyLimit, DropEmptyQueryParams, PathOnlyRedirects
 from engram.api.openapi import install_openapi
 from engram.api.responses import FastJSON
 from engram.runtime import Runtime
@@ -54,6 +54,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_audit(app, runtime)  # likewise; outside the metrics, so they time the route only
     app.add_middleware(DropEmptyQueryParams)
     app.add_middleware(PathOnlyRedirects)
+    # Outermost: an oversized body is refused before anything else reads it.
+    app.add_middleware(BodyLimit, limit=runtime.settings.limits.max_body_bytes)
     app.include_router(health.router)
     app.include_router(zep.router)
     app.include_router(v1.router)

@@ -11,6 +11,7 @@ from engram.api.timing import route_template
 from engram.auth.authenticate import Authenticator
 from engram.auth.principal import Principal
 from engram.auth.routes import permission_for
+from engram.config import LimitSettings
 from engram.crypto.protect import Protector
 from engram.embed.batcher import BatchingEmbedder
 from engram.errors import EngramError, ForbiddenError, UnavailableError
@@ -23,6 +24,7 @@ __all__ = [
     "CurrentPrincipal",
     "Db",
     "Embed",
+    "Limits",
     "Protect",
     "ReadProtected",
     "RuntimeDep",
@@ -52,6 +54,10 @@ async def _embedder(runtime: Annotated[Runtime, Depends(_runtime)]) -> BatchingE
     if runtime.batcher is None:
         raise UnavailableError("the embedder is not loaded yet", hint="retry in a moment")
     return runtime.batcher
+
+
+async def _limits(runtime: Annotated[Runtime, Depends(_runtime)]) -> LimitSettings:
+    return runtime.settings.limits
 
 
 async def _authenticator(
@@ -123,6 +129,7 @@ async def _read_protected(principal: Annotated[Principal, Depends(_authenticate)
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 Db = Annotated[Database, Depends(_db)]
 Embed = Annotated[BatchingEmbedder, Depends(_embedder)]
+Limits = Annotated[LimitSettings, Depends(_limits)]
 AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]
 # The caller: tenant, actor, role, permissions (``principal.can_read_protected``).
 CurrentPrincipal = Annotated[Principal, Depends(_authenticate)]

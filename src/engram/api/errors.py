@@ -28,16 +28,22 @@ def _body(message: str, hint: str | None = None, field: str | None = None) -> di
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    # A name may hold what cannot be written as UTF-8 (a lone surrogate): escaped.
+    parts = [
+        str(p).encode("utf-8", "backslashreplace").decode()
+        for p in loc
+        if p not in ("body", "query", "path")
+    ]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
     return out or "body"
 
 
-def error_response(exc: EngramError) -> FastJSON:
-    """The HTTP response for an EngramError (also for middleware outside the routes)."""
-    headers = {"WWW-Authenticate": "Api-Key"} if isinstance(exc, AuthError) else None
+def error_response(exc: EngramError, headers: dict[str, str] | None = None) -> FastJSON:
+    """The answer to an error: its status, and its message, hint and field as the body."""
+    if isinstance(exc, AuthError):
+        headers = {**(headers or {}), "WWW-Authenticate": "Api-Key"}
     field = exc.field if isinstance(exc, ValidationError) else None
     body = _body(exc.message, exc.hint, field)
     if isinstance(exc, ForbiddenError):

@@ -65,6 +65,8 @@ def _document(app: FastAPI) -> dict[str, Any]:
             params = op.get("parameters", [])
             if params or "requestBody" in op:
                 responses.setdefault("400", _error("Bad request: names the field and the fix"))
+            if "requestBody" in op:
+                responses.setdefault("413", _error("The body is past limits.max_body_bytes"))
             if any(p.get("in") == "path" for p in params):
                 responses.setdefault("404", _error(_ERRORS[404]))
             if permission_for(method.upper(), path) is Permission.PUBLIC:

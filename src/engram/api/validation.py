@@ -4,14 +4,19 @@ stored but not sent back (NaN, nesting past MAX_DEPTH)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AfterValidator, BeforeValidator, StrictFloat
 
-__all__ = ["MAX_DEPTH", "IsoDateTime", "JsonObject", "Number", "whole"]
+from engram.errors import ValidationError
+
+__all__ = ["MAX_DEPTH", "IsoDateTime", "JsonObject", "Number", "json_within", "whole"]
 
 _NUMERIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -39,6 +44,29 @@ def _portable(value: Any, where: str, depth: int = 1) -> None:
 def _portable_object(value: dict[str, Any]) -> dict[str, Any]:
     _portable(value, "")
     return value
+
+
+def _json_bytes(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # an integer past 64 bits
+        return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def json_within(limit: int, fields: Mapping[str, Any]) -> None:
+    """Refuse (400, naming it) a JSON object given, such as metadata, whose compact JSON
+    text passes ``limit`` bytes (``limits.max_metadata_bytes``)."""
+    for field, value in fields.items():
+        if value is None:
+            continue
+        size = _json_bytes(value)
+        if size > limit:
+            raise ValidationError(
+                f"{field} is {size} bytes as JSON; the limit is {limit}",
+                field=field,
+                hint="keep large texts out of metadata (in messages, say), "
+                "or raise limits.max_metadata_bytes",
+            )
 
 
 def _iso_only(value: Any) -> Any:

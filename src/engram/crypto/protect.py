@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -53,6 +52,7 @@ from engram.crypto.providers import build_provider
 from engram.crypto.providers.base import KeyProvider
 from engram.crypto.sensitivity import Sensitivity
 from engram.errors import DecryptionError
+from engram.store import jsonb
 
 __all__ = [
     "IDENTITY_FIELDS",
@@ -328,7 +328,7 @@ class Protector:
         elif secret:
             data_key = (key or self.key_ref(tenant, user)).data_key()
             ctx = FieldContext(tenant, "users", "profile", row_id)
-            ciphertext = _seal(data_key, orjson.dumps(secret), ctx)
+            ciphertext = _seal(data_key, jsonb.dumps(secret), ctx)
         metadata_level = max(levels, default=Sensitivity.NONE)
         return SealedProfile(plain, stored, identity_level, metadata_level, ciphertext)
 
@@ -355,7 +355,7 @@ class Protector:
         if not self._seals:
             return SealedMetadata(redacted, None, Sensitivity.NONE)
         data_key = (key or self.key_ref(ctx.tenant, user)).data_key()
-        ciphertext = _seal(data_key, orjson.dumps(dict(metadata)), ctx)
+        ciphertext = _seal(data_key, jsonb.dumps(dict(metadata)), ctx)
         return SealedMetadata(redacted, ciphertext, level)
 
     def _redact_values(
@@ -383,7 +383,7 @@ class Protector:
     def open_metadata(self, ctx: FieldContext, ciphertext: bytes) -> dict[str, Any]:
         """The original metadata object of a stored row."""
         plaintext = self._cipher(ctx.tenant).decrypt_bytes(ciphertext, ctx)
-        value: dict[str, Any] = orjson.loads(plaintext)
+        value: dict[str, Any] = jsonb.loads(plaintext)
         return value
 
     def page(
@@ -456,7 +456,7 @@ class SealedPage:
             openers = self._openers = self._cipher.openers(self._heads, self._tenant)
             assert openers is not None
         errors: list[DecryptionError] = []
-        loads, id_key = orjson.loads, self._id_key
+        loads, id_key = jsonb.loads, self._id_key
         for col, label, found in self._columns:
             plain, spread, as_json = col.plain, col.spread, col.json
             for row, blob, head in found:

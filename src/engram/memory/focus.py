@@ -3,6 +3,7 @@ and the search of the user's memory for it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -15,14 +16,27 @@ from engram.store import messages
 from engram.store.db import Conn
 from engram.store.retrieval import Scope
 
-__all__ = ["FOCUS", "focus_text", "focus_vector", "recall"]
+__all__ = ["FOCUS", "FOCUS_CHARS", "focus_text", "focus_vector", "recall"]
 
 FOCUS = 3  # the latest messages that stand for the session's current subject
+# The query text's length at most (its end, where the conversation is now): as long as a
+# context query may be. Three messages of 64K characters made a query PostgreSQL could
+# not hold ("invalid memory alloc request size").
+FOCUS_CHARS = 2000
+_SPACE = re.compile(r"\s")
 
 
 def focus_text(latest: list[dict[str, Any]]) -> str:
-    """The contents of the last FOCUS of ``latest`` (messages oldest first), joined."""
-    return " ".join(r["content"] for r in latest[-FOCUS:])
+    """The contents of the last FOCUS of ``latest`` (messages oldest first), joined, and
+    of that the last FOCUS_CHARS characters (from the start of a word)."""
+    text = " ".join(r["content"] for r in latest[-FOCUS:])
+    if len(text) <= FOCUS_CHARS:
+        return text
+    start = len(text) - FOCUS_CHARS
+    tail = text[start:]
+    if not text[start - 1].isspace() and (space := _SPACE.search(tail)):
+        tail = tail[space.end() :]
+    return tail
 
 
 async def focus_vector(conn: Conn, latest: list[dict[str, Any]]) -> NDArray[np.float32] | None:

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 from psycopg.errors import UniqueViolation
-from psycopg.types.json import Jsonb
 
 from engram.errors import ConflictError, NotFoundError
 from engram.store.db import Conn
+from engram.store.jsonb import jsonb
 
 __all__ = [
     "NewMessage",
@@ -86,7 +86,7 @@ async def insert_many(
                         m.role,
                         m.role_type,
                         m.content,
-                        Jsonb(m.metadata),
+                        jsonb(m.metadata),
                         m.token_count,
                         m.created_at,
                         m.embedding,
@@ -150,7 +150,7 @@ async def update_metadata(
         """UPDATE messages SET metadata = %s, metadata_enc = %s, metadata_sensitivity = %s,
                   sensitivity = %s, updated_at = now()
            WHERE session_id = %s AND uuid = %s RETURNING uuid""",
-        (Jsonb(metadata), metadata_enc, metadata_sensitivity, sensitivity, session_id,
+        (jsonb(metadata), metadata_enc, metadata_sensitivity, sensitivity, session_id,
          message_uuid),
     )  # fmt: skip
     if await cur.fetchone() is None:

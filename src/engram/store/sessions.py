@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from psycopg import sql
 from psycopg.errors import ForeignKeyViolation, UniqueViolation
-from psycopg.types.json import Jsonb
 
 from engram.errors import ConflictError, NotFoundError
 from engram.store.db import Conn, Pending
+from engram.store.jsonb import jsonb
 
 __all__ = ["add", "conflict", "count", "get", "list_for_user", "list_ordered", "lock",
            "send_exists", "touch", "update"]  # fmt: skip
@@ -50,8 +50,8 @@ async def add(
                     session_id,
                     uuid,
                     user_id,
-                    Jsonb(metadata or {}),
-                    Jsonb(fact_rating_instruction) if fact_rating_instruction else None,
+                    jsonb(metadata or {}),
+                    jsonb(fact_rating_instruction) if fact_rating_instruction else None,
                     metadata_sensitivity,
                     metadata_enc,
                 ),
@@ -118,10 +118,10 @@ async def update(
                updated_at = now()
            WHERE session_id = %s RETURNING session_id""",
         (
-            Jsonb(metadata),
+            jsonb(metadata),
             metadata_sensitivity,
             metadata_enc,
-            Jsonb(fact_rating_instruction) if fact_rating_instruction else None,
+            jsonb(fact_rating_instruction) if fact_rating_instruction else None,
             session_id,
         ),
     )

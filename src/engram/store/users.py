@@ -16,12 +16,12 @@ from typing import Any, ClassVar, LiteralString
 
 from psycopg import sql
 from psycopg.errors import UniqueViolation
-from psycopg.types.json import Jsonb
 
 from engram.crypto.keyring import DataKeyRecord
 from engram.errors import ConflictError, NotFoundError
 from engram.store import keys
 from engram.store.db import Conn, Pending
+from engram.store.jsonb import jsonb
 
 __all__ = ["UserFields", "add", "conflict", "delete", "exists", "get", "lock",
            "replace", "send_count", "send_exists", "send_list_ordered"]  # fmt: skip
@@ -59,7 +59,7 @@ class UserFields:
             "email": self.email,
             "first_name": self.first_name,
             "last_name": self.last_name,
-            "metadata": Jsonb(self.metadata or {}),
+            "metadata": jsonb(self.metadata or {}),
             "identity_sensitivity": self.identity_sensitivity,
             "metadata_sensitivity": self.metadata_sensitivity,
             "profile_enc": self.profile_enc,

@@ -166,13 +166,13 @@ def test_a_message_uuid_taken_is_400_and_writes_nothing(
 def test_metadata_numbers_come_back_exactly_and_nan_is_refused(
     http: httpx.Client, session_id: str
 ) -> None:
-    # jsonb keeps numbers as PostgreSQL numerics: 1.5e300 comes back as its digits.
+    # Integers of any size exactly, and 1.5e300 as the same float (not its 301 digits).
     big = {"n": 2**70, "m": -(2**90), "f": 1.5e300}
     r = http.patch(f"/api/v2/sessions/{session_id}", json={"metadata": big})
     assert r.status_code == 200, r.text
     for got in (r.json(), http.get(f"/api/v2/sessions/{session_id}").json()):
-        assert got["metadata"] | {"f": 0} == big | {"f": 0}
-        assert float(got["metadata"]["f"]) == 1.5e300
+        assert got["metadata"] == big
+        assert isinstance(got["metadata"]["f"], float)
     assert http.get(f"/api/v2/sessions/{session_id}/memory").status_code == 200
     r = http.patch(
         f"/api/v2/sessions/{session_id}",

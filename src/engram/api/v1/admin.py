@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, StrictBool, StrictStr
 
+from engram.api.body import JsonRoute
 from engram.api.deps import AuthenticatorDep, CurrentPrincipal, Db
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
@@ -21,7 +22,7 @@ from engram.store import apikeys, tenants
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["admin"], default_response_class=FastJSON)
+router = APIRouter(tags=["admin"], default_response_class=FastJSON, route_class=JsonRoute)
 
 
 class TenantBody(BaseModel):

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from engram.api.body import JsonRoute
 from engram.api.deps import Db, RuntimeDep, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
@@ -18,7 +19,7 @@ from engram.store import audit as store
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["audit"], default_response_class=FastJSON)
+router = APIRouter(tags=["audit"], default_response_class=FastJSON, route_class=JsonRoute)
 
 
 @router.get("/audit/events", responses=returns(AuditEvents))

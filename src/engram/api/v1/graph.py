@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
+from engram.api.body import JsonRoute
 from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
@@ -23,7 +24,7 @@ from engram.store.retrieval import Scope
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["graph"], default_response_class=FastJSON)
+router = APIRouter(tags=["graph"], default_response_class=FastJSON, route_class=JsonRoute)
 
 
 def _fact(row: dict[str, Any]) -> dict[str, Any]:

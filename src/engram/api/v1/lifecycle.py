@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from engram.api.body import JsonRoute
 from engram.api.deps import CurrentPrincipal, Db, RuntimeDep, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
@@ -29,7 +30,7 @@ from engram.store import archives, users
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["lifecycle"], default_response_class=FastJSON)
+router = APIRouter(tags=["lifecycle"], default_response_class=FastJSON, route_class=JsonRoute)
 
 
 def _store(runtime: Runtime) -> BlobStore:

@@ -16,11 +16,12 @@ from pydantic import (
     model_validator,
 )
 
+from engram.api.body import JsonRoute
 from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
 from engram.api.v1.models import Context, SearchResults
-from engram.api.validation import IsoDateTime, JsonObject, Number, whole
+from engram.api.validation import IsoDateTime, JsonObject, Number, json_within, whole
 from engram.errors import ConflictError
 from engram.memory import estimate_tokens, reveal
 from engram.memory.focus import FOCUS, recall
@@ -30,7 +31,7 @@ from engram.store.retrieval import Scope
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["search"], default_response_class=FastJSON)
+router = APIRouter(tags=["search"], default_response_class=FastJSON, route_class=JsonRoute)
 
 
 class SearchBody(BaseModel):
@@ -93,6 +94,7 @@ async def search(
     protector: Protect, plaintext: ReadProtected,
 ) -> Any:  # fmt: skip
     """Hybrid search over messages, facts and entities, with why each result ranked."""
+    json_within(runtime.settings.limits.max_metadata_bytes, {"metadata": body.metadata})
     user_ids = body.user_ids or ([body.user_id] if body.user_id else None)
     if user_ids:
         async with db.tenant(tenant) as conn:

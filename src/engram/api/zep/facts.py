@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
+from engram.api.body import JsonRoute
 from engram.api.deps import Db, Protect, ReadProtected, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
@@ -17,7 +18,7 @@ from engram.store import facts
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["facts"], default_response_class=FastJSON)
+router = APIRouter(tags=["facts"], default_response_class=FastJSON, route_class=JsonRoute)
 
 
 @router.get("/facts/{fact_uuid}", responses=returns(FactResponse))

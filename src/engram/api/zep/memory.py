@@ -7,9 +7,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
+from engram.api.body import JsonRoute
+from engram.api.deps import Db, Embed, Limits, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.validation import json_within
 from engram.api.zep.errors import zep_duplicate
 from engram.api.zep.models import Memory, Message, MessageListResponse, SuccessResponse
 from engram.api.zep.schemas import (
@@ -28,7 +30,7 @@ from engram.store import messages, sessions
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["memory"], default_response_class=FastJSON)
+router = APIRouter(tags=["memory"], default_response_class=FastJSON, route_class=JsonRoute)
 
 
 @router.post("/sessions/{session_id}/memory", responses=returns(SuccessResponse))
@@ -55,6 +57,7 @@ async def add_memory(
             )
         if not NOT_BLANK.search(m.content):
             raise ValidationError(f"messages[{i}].content is blank", field=f"messages[{i}].content")
+        json_within(limits.max_metadata_bytes, {f"messages[{i}].metadata": m.metadata})
         episode.append(
             MessageIn(
                 content=m.content,
@@ -64,6 +67,14 @@ async def add_memory(
                 created_at=m.created_at,
                 uuid=m.uuid,
             )
+        )
+    total = sum(len(m.content) for m in body.messages)
+    if total > limits.max_request_chars:
+        raise ValidationError(
+            f"the messages hold {total} characters of content in all; the limit for one "
+            f"request is {limits.max_request_chars}",
+            field="messages",
+            hint="split the messages over several requests",
         )
     async with zep_duplicate():
         await add_messages(
@@ -160,8 +171,9 @@ async def get_message(
 @router.patch("/sessions/{session_id}/messages/{message_uuid}", responses=returns(Message))
 async def update_message(
     session_id: str, message_uuid: UUID, body: UpdateMessageRequest, db: Db, tenant: Tenant,
-    protector: Protect, plaintext: ReadProtected,
+    protector: Protect, plaintext: ReadProtected, limits: Limits,
 ) -> Any:  # fmt: skip
+    json_within(limits.max_metadata_bytes, {"metadata": body.metadata})
     row = await change_message(db, protector, tenant, session_id, message_uuid, body.metadata)
     await reveal.messages(protector, tenant, [row], plaintext)
     return message_json(row)

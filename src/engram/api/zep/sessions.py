@@ -6,9 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
+from engram.api.body import JsonRoute
+from engram.api.deps import Db, Embed, Limits, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.validation import json_within
 from engram.api.zep.errors import zep_duplicate
 from engram.api.zep.models import Session, SessionListResponse, SessionSearchResponse
 from engram.api.zep.schemas import (
@@ -30,14 +32,18 @@ from engram.store.retrieval import Scope
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["sessions"], default_response_class=FastJSON)
+router = APIRouter(tags=["sessions"], default_response_class=FastJSON, route_class=JsonRoute)
 
 
 @router.post("/sessions", status_code=201, responses=returns(Session, 201, (404,)))
 async def add_session(
     body: CreateSessionRequest, db: Db, tenant: Tenant, protector: Protect,
-    plaintext: ReadProtected,
+    plaintext: ReadProtected, limits: Limits,
 ) -> Any:  # fmt: skip
+    json_within(
+        limits.max_metadata_bytes,
+        {"metadata": body.metadata, "fact_rating_instruction": body.fact_rating_instruction},
+    )
     async with zep_duplicate():
         row = await store_session(
             db, protector, tenant, body.session_id, body.user_id, body.metadata,
@@ -88,6 +94,7 @@ async def search(
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> Any:
     """Zep's search, served by the hybrid engine (fused score in 0..1)."""
+    json_within(runtime.settings.limits.max_metadata_bytes, {"record_filter": body.record_filter})
     if body.search_scope == "summary":
         return {"results": []}  # Engram does not write summaries
     if body.user_id is not None:
@@ -156,8 +163,12 @@ async def get_session(
 @router.patch("/sessions/{session_id}", responses=returns(Session))
 async def update_session(
     session_id: str, body: UpdateSessionRequest, db: Db, tenant: Tenant, protector: Protect,
-    plaintext: ReadProtected,
+    plaintext: ReadProtected, limits: Limits,
 ) -> Any:  # fmt: skip
+    json_within(
+        limits.max_metadata_bytes,
+        {"metadata": body.metadata, "fact_rating_instruction": body.fact_rating_instruction},
+    )
     row = await change_session(
         db, protector, tenant, session_id, body.metadata, body.fact_rating_instruction
     )

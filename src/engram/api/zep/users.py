@@ -6,9 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from engram.api.deps import Db, Protect, ReadProtected, Tenant
+from engram.api.body import JsonRoute
+from engram.api.deps import Db, Limits, Protect, ReadProtected, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.validation import json_within
 from engram.api.zep.errors import zep_duplicate
 from engram.api.zep.models import Session, SuccessResponse, User, UserListResponse
 from engram.api.zep.schemas import (
@@ -26,13 +28,15 @@ from engram.store import sessions, users
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["users"], default_response_class=FastJSON)
+router = APIRouter(tags=["users"], default_response_class=FastJSON, route_class=JsonRoute)
 
 
 @router.post("/users", status_code=201, responses=returns(User, 201))
 async def add_user(
-    body: CreateUserRequest, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
-) -> Any:
+    body: CreateUserRequest, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected,
+    limits: Limits,
+) -> Any:  # fmt: skip
+    json_within(limits.max_metadata_bytes, {"metadata": body.metadata})
     async with zep_duplicate():
         row = await store_user(db, protector, tenant, body.user_id, body.model_dump())
     await reveal.users(protector, tenant, [row], plaintext)
@@ -70,8 +74,9 @@ async def get_user(
 @router.patch("/users/{user_id}", responses=returns(User))
 async def update_user(
     user_id: str, body: UpdateUserRequest, db: Db, tenant: Tenant, protector: Protect,
-    plaintext: ReadProtected,
+    plaintext: ReadProtected, limits: Limits,
 ) -> Any:  # fmt: skip
+    json_within(limits.max_metadata_bytes, {"metadata": body.metadata})
     row = await change_user(db, protector, tenant, user_id, body.model_dump())
     await reveal.users(protector, tenant, [row], plaintext)
     return user_json(row)

@@ -1,0 +1,132 @@
+"""JSON request bodies read so that nothing in them is silently changed: a number that a
+64-bit float cannot hold (1e-400 would be read as 0) or a text that is not Unicode (a
+lone surrogate such as \\ud800, which cannot be stored) is refused with a 400 naming
+the field. Every API router takes ``route_class=JsonRoute``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["JsonRequest", "JsonRoute", "loads"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NONZERO = re.compile(r"[1-9]")
+_MANTISSA = re.compile(r"[eE]")
+
+
+class _Unrepresentable(float):
+    """A JSON number outside a 64-bit float's range, read as 0 or infinity."""
+
+    text: str
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if math.isinf(value) or (value == 0 and _NONZERO.search(_MANTISSA.split(text)[0])):
+        marker = _Unrepresentable(value)
+        marker.text = text
+        return marker
+    return value
+
+
+def loads(body: bytes) -> Any:
+    """Python's JSON reader (integers of any size kept), marking out-of-range numbers."""
+    try:
+        return json.loads(body, parse_float=_number)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # an integer of more than 4,300 digits, say
+        raise json.JSONDecodeError(str(exc), body.decode(errors="replace"), 0) from exc
+
+
+def _surrogate(text: str) -> str | None:
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"a lone surrogate (\\u{ord(found.group()):04x}) at character {found.start()}"
+
+
+def _problem(value: str | float) -> str | None:
+    if isinstance(value, str):
+        found = _surrogate(value)
+        return f"{found} is not Unicode text; send valid UTF-8" if found else None
+    if isinstance(value, _Unrepresentable):
+        return (
+            f"{value.text} is beyond what a 64-bit floating-point number holds (magnitudes "
+            "from about 5e-324 to 1.8e308, and 0); send a number in that range, or this "
+            "one as a string"
+        )
+    if not math.isfinite(value):
+        return "NaN and Infinity are not JSON numbers"
+    return None
+
+
+def _first_problem(body: Any) -> tuple[tuple[int | str, ...], str] | None:
+    """Where (a path of keys and indexes) the first unfaithful value of a parsed JSON
+    body is, and what is wrong with it."""
+    stack: list[tuple[tuple[int | str, ...], Any]] = [((), body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, (str, float)):
+            problem = _problem(value)
+            if problem is not None:
+                return path, problem
+        elif isinstance(value, dict):
+            for key in reversed(value):  # reversed: popped in document order
+                if found := _surrogate(key):
+                    return (*path, key), f"the name has {found}; send valid UTF-8"
+                stack.append(((*path, key), value[key]))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), value[i]) for i in reversed(range(len(value))))
+    return None
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body of this type as JSON."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+class JsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = loads(await self.body())
+        return self._json
+
+
+class JsonRoute(APIRoute):
+    """A route whose JSON body is read by ``loads`` and checked before validation."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+        if self.body_field is None:
+            return handle
+
+        async def handler(request: Request) -> Response:
+            request = JsonRequest(request.scope, request.receive)
+            if _is_json(request.headers.get("content-type")) and await request.body():
+                try:
+                    body = await request.json()
+                except Exception:  # noqa: S110 (FastAPI reads it again, and says why)
+                    pass
+                else:
+                    found = _first_problem(body)
+                    if found is not None:
+                        path, problem = found
+                        raise RequestValidationError(
+                            [{"type": "value_error", "loc": ("body", *path), "msg": problem}]
+                        )
+            return await handle(request)
+
+        return handler

@@ -1,0 +1,142 @@
+"""Nothing in a JSON body is silently changed: text that is not Unicode (a lone
+surrogate) and numbers a 64-bit float cannot hold are a 400 naming the field, and
+metadata numbers come back as they were sent."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.fix_server import Server
+
+pytestmark = pytest.mark.integration
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _counts(server: Server) -> tuple[int, int, int]:
+    with server.superuser() as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions),"
+            " (SELECT count(*) FROM messages)"
+        ).fetchone()
+    assert row is not None
+    return (int(row[0]), int(row[1]), int(row[2]))  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def session_id(http: httpx.Client, uid: str) -> str:
+    assert http.post("/api/v2/users", json={"user_id": f"u-{uid}"}).status_code == 201
+    r = http.post("/api/v2/sessions", json={"session_id": f"s-{uid}", "user_id": f"u-{uid}"})
+    assert r.status_code == 201
+    return f"s-{uid}"
+
+
+# Raw bodies: \ud800 is the JSON escape of a lone surrogate (httpx would not send one).
+LONE_SURROGATES = [
+    ("POST", "/api/v2/users", '{"user_id": "e-UID", "email": "a\\ud800@example.com"}', "email"),
+    ("POST", "/api/v2/users", '{"user_id": "f-UID", "first_name": "Ad\\ud800a"}', "first_name"),
+    ("PATCH", "/api/v2/users/u-UID", '{"last_name": "\\udfffLovelace"}', "last_name"),
+    # Protected metadata (an e-mail address makes it pii, sealed), a value and a name.
+    (
+        "POST",
+        "/api/v2/users",
+        '{"user_id": "p-UID", "metadata": {"mail": "ada@example.com", "note": "x\\ud800"}}',
+        "metadata.note",
+    ),
+    (
+        "PATCH",
+        "/api/v2/users/u-UID",
+        '{"metadata": {"mail": "ada@example.com", "n\\udc00te": "x"}}',
+        "metadata.n\\udc00te",
+    ),
+    ("PATCH", "/api/v2/sessions/SID", '{"metadata": {"a": ["ok", "\\ud83d"]}}', "metadata.a[1]"),
+    (
+        "POST",
+        "/api/v2/sessions/SID/memory",
+        '{"messages": [{"role_type": "user", "content": "hi", "metadata": {"k": "\\ud800"}}]}',
+        "messages[0].metadata.k",
+    ),
+    (
+        "POST",
+        "/api/v2/sessions/SID/memory",
+        '{"messages": [{"role_type": "user", "content": "a\\ud800b"}]}',
+        "messages[0].content",
+    ),
+    ("POST", "/api/v2/sessions/search", '{"text": "\\ud800", "user_id": "u-UID"}', "text"),
+    ("POST", "/v1/search", '{"text": "x", "session_ids": ["SID", "\\ud800"]}', "session_ids[1]"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), LONE_SURROGATES)
+def test_a_lone_surrogate_is_400_naming_the_field(
+    server: Server, http: httpx.Client, session_id: str, uid: str,
+    method: str, path: str, body: str, field: str,
+) -> None:  # fmt: skip
+    before = _counts(server)
+    user = http.get(f"/api/v2/users/u-{uid}").json()
+    session = http.get(f"/api/v2/sessions/{session_id}").json()
+    r = http.request(
+        method,
+        path.replace("UID", uid).replace("SID", session_id),
+        content=body.replace("UID", uid).replace("SID", session_id).encode(),
+        headers=JSON,
+    )
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["field"] == field
+    assert f"{field}: " in r.json()["message"]
+    assert "lone surrogate" in r.json()["message"]
+    assert _counts(server) == before
+    assert http.get(f"/api/v2/users/u-{uid}").json() == user
+    assert http.get(f"/api/v2/sessions/{session_id}").json() == session
+
+
+def test_metadata_numbers_come_back_as_they_were_sent(
+    http: httpx.Client, session_id: str, uid: str
+) -> None:
+    # Integers of any size exactly; other numbers as the same 64-bit float, also where
+    # PostgreSQL would write them out as integers (1.5e300 as 301 digits).
+    numbers = {
+        "big": 2**70,
+        "neg": -(2**90),
+        "huge": 1.5e300,
+        "whole": 1e20,
+        "tenth": 0.1,
+        "tiny": 5e-324,
+        "small": 1e-7,
+        "one": 1.0,
+        "int": 7,
+    }
+    session = f"/api/v2/sessions/{session_id}"
+    assert http.patch(session, json={"metadata": numbers}).status_code == 200
+    # Sealed metadata (an e-mail address makes it pii) keeps them too.
+    sealed = {**numbers, "mail": "ada@example.com"}
+    assert http.patch(f"/api/v2/users/u-{uid}", json={"metadata": sealed}).status_code == 200
+    for path, want in ((session, numbers), (f"/api/v2/users/u-{uid}", sealed)):
+        got = json.loads(http.get(path).content)["metadata"]
+        assert got == want
+        assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in want.items()}
+
+
+@pytest.mark.parametrize("number", ["1e-400", "-2.5e-330", "1e400", "-1.8e308"])
+def test_a_number_a_64_bit_float_cannot_hold_is_400(
+    http: httpx.Client, session_id: str, number: str
+) -> None:
+    path = f"/api/v2/sessions/{session_id}"
+    assert http.patch(path, json={"metadata": {"n": 1}}).status_code == 200
+    r = http.patch(path, content=b'{"metadata": {"x": {"n": %s}}}' % number.encode(), headers=JSON)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "metadata.x.n"
+    assert f"{number} is beyond what a 64-bit floating-point number holds" in r.json()["message"]
+    assert "as a string" in r.json()["message"]
+    assert http.get(path).json()["metadata"] == {"n": 1}
+
+
+def test_zero_written_any_way_is_zero(http: httpx.Client, session_id: str) -> None:
+    path = f"/api/v2/sessions/{session_id}"
+    r = http.patch(path, content=b'{"metadata": {"a": 0e-999, "b": -0.0e5}}', headers=JSON)
+    assert r.status_code == 200, r.text
+    assert http.get(path).json()["metadata"] == {"a": 0.0, "b": 0.0}
