@@ -1,4 +1,5 @@
-"""Tampering with the audit table by a superuser is found by `engram audit verify`."""
+"""Tampering with the audit table by a superuser is found by `engram audit verify` (the CLI
+beside a real server); the roles the app uses cannot change the log (the app in process)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import orjson
 import psycopg
 import pytest
 
+from tests.fix_app import App
 from tests.fix_server import ENGRAM, Server
-
-pytestmark = pytest.mark.integration
 
 
 def _tenant_with_records(http: httpx.Client, server: Server, tenant: str, n: int = 8) -> None:
@@ -37,18 +37,16 @@ def _tamper(server: Server, statement: str, *params: object) -> None:
         conn.execute(statement, params)
 
 
-def test_the_app_role_and_the_owner_cannot_change_the_log(
-    http: httpx.Client, server: Server
-) -> None:
-    assert http.get("/v1/whoami").status_code == 200  # at least one record exists
-    with psycopg.connect(server.pg.dsn("engram_app"), autocommit=True) as conn:
+def test_the_app_role_and_the_owner_cannot_change_the_log(client: httpx.Client, app: App) -> None:
+    assert client.get("/v1/whoami").status_code == 200  # at least one record exists
+    with psycopg.connect(app.pg.dsn("engram_app"), autocommit=True) as conn:
         conn.execute("SELECT set_config('app.tenant_id', 'default', false)")
         for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("TRUNCATE audit_log")
-    with psycopg.connect(server.pg.dsn("engram_owner"), autocommit=True) as conn:
+    with psycopg.connect(app.pg.dsn("engram_owner"), autocommit=True) as conn:
         conn.execute("SELECT set_config('app.tenant_id', 'default', false)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             conn.execute("UPDATE audit_log SET actor = 'x'")
@@ -56,6 +54,7 @@ def test_the_app_role_and_the_owner_cannot_change_the_log(
             conn.execute("TRUNCATE audit_log")
 
 
+@pytest.mark.integration
 def test_verify_names_every_kind_of_tampering(http: httpx.Client, server: Server, uid: str) -> None:
     t = {k: f"{k}-{uid}" for k in ("clean", "upd", "del", "swap", "ins", "trunc")}
     for tenant in t.values():
@@ -99,6 +98,7 @@ def test_verify_names_every_kind_of_tampering(http: httpx.Client, server: Server
     assert "default" not in by_tenant  # nothing else is disturbed
 
 
+@pytest.mark.integration
 def test_export_writes_json_lines(http: httpx.Client, server: Server, uid: str) -> None:
     tenant = f"exp-{uid}"
     _tenant_with_records(http, server, tenant, n=3)

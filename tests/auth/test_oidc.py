@@ -1,4 +1,5 @@
-"""OIDC bearer tokens against a real local issuer (discovery + JWKS over HTTP)."""
+"""OIDC bearer tokens against a real local issuer (discovery + JWKS over HTTP), on the app
+in process."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -20,9 +19,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.fix_server import Server, free_port, short_tmpdir, start_server, stop_server
-
-pytestmark = pytest.mark.integration
+from tests.fix_app import App, running_app
+from tests.fix_server import free_port, short_tmpdir
 
 AUDIENCE = "engram-test"
 
@@ -59,7 +57,7 @@ class Issuer:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def add_key(self, kid: str, kind: str = "rsa", publish: bool = True) -> None:
         self.keys[kid] = (
@@ -112,28 +110,20 @@ def issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture(scope="module")
-def sso(issuer: Issuer) -> Iterator[Server]:
-    root = short_tmpdir("eg-oidc-")
-    env = {
-        "ENGRAM_OIDC__ISSUER": issuer.url,
-        "ENGRAM_OIDC__AUDIENCE": json.dumps([AUDIENCE]),
-        "ENGRAM_OIDC__LEEWAY_S": "5",
-        "ENGRAM_OIDC__JWKS_MIN_REFRESH_S": "2",
-        "ENGRAM_WORKER__ENABLED": "false",
-    }
-    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24), env=env)
-    with srv.client() as admin:
-        assert admin.post("/v1/admin/tenants", json={"id": "sso"}).status_code == 201
-    yield srv
-    assert stop_server(srv) == 0
-    shutil.rmtree(root, ignore_errors=True)
+def sso(issuer: Issuer) -> Iterator[App]:
+    oidc = {"issuer": issuer.url, "audience": [AUDIENCE], "leeway_s": 5, "jwks_min_refresh_s": 2}
+    with running_app(short_tmpdir("eg-oidc-") / "d", oidc=oidc, worker={"enabled": False}) as app:
+        with app.client() as admin:
+            assert admin.post("/v1/admin/tenants", json={"id": "sso"}).status_code == 201
+        yield app
 
 
-def _get(server: Server, token: str, path: str = "/v1/whoami") -> httpx.Response:
-    return httpx.get(server.base_url + path, headers={"Authorization": f"Bearer {token}"})
+def _get(app: App, token: str, path: str = "/v1/whoami") -> httpx.Response:
+    with app.client(anonymous=True, Authorization=f"Bearer {token}") as client:
+        return client.get(path)
 
 
-def test_a_valid_token_gives_tenant_role_and_subject(sso: Server, issuer: Issuer) -> None:
+def test_a_valid_token_gives_tenant_role_and_subject(sso: App, issuer: Issuer) -> None:
     who = _get(sso, issuer.token(roles=["reader", "read_protected"])).json()
     assert who["tenant"] == "sso" and who["role"] == "reader" and who["method"] == "oidc"
     assert who["actor"] == "oidc:alice" and who["can_read_protected"] is True
@@ -152,20 +142,20 @@ def test_a_valid_token_gives_tenant_role_and_subject(sso: Server, issuer: Issuer
     ],
 )
 def test_bad_claims_are_refused(
-    sso: Server, issuer: Issuer, claims: dict[str, Any], message: str
+    sso: App, issuer: Issuer, claims: dict[str, Any], message: str
 ) -> None:
     r = _get(sso, issuer.token(**claims))
     assert r.status_code == 401 and message in r.json()["message"]
 
 
-def test_unknown_or_disabled_tenant_and_no_role_are_403(sso: Server, issuer: Issuer) -> None:
+def test_unknown_or_disabled_tenant_and_no_role_are_403(sso: App, issuer: Issuer) -> None:
     r = _get(sso, issuer.token(tenant="nobody"))
     assert r.status_code == 403 and r.json()["reason"] == "tenant_unknown"
     r = _get(sso, issuer.token(roles=["viewer"]))
     assert r.status_code == 403 and "no Engram role" in r.json()["message"]
 
 
-def test_alg_none_and_hmac_with_the_public_key_are_refused(sso: Server, issuer: Issuer) -> None:
+def test_alg_none_and_hmac_with_the_public_key_are_refused(sso: App, issuer: Issuer) -> None:
     r = _get(sso, _unsigned(issuer, {"alg": "none", "typ": "JWT", "kid": "k1"}, None))
     assert r.status_code == 401 and "'none' is not allowed" in r.json()["message"]
     public_pem = (
@@ -183,7 +173,7 @@ def test_alg_none_and_hmac_with_the_public_key_are_refused(sso: Server, issuer: 
     assert r.status_code == 401 and "does not match its key" in r.json()["message"]
 
 
-def test_unknown_kid_then_key_rotation(sso: Server, issuer: Issuer) -> None:
+def test_unknown_kid_then_key_rotation(sso: App, issuer: Issuer) -> None:
     assert _get(sso, issuer.token()).status_code == 200
     issuer.add_key("k2", publish=False)
     token = issuer.token(kid="k2")
@@ -201,7 +191,7 @@ def test_unknown_kid_then_key_rotation(sso: Server, issuer: Issuer) -> None:
     assert r.status_code == 401 and "unknown key" in r.json()["message"]
 
 
-def test_token_requests_are_audited_with_the_subject(sso: Server, issuer: Issuer) -> None:
+def test_token_requests_are_audited_with_the_subject(sso: App, issuer: Issuer) -> None:
     token = issuer.token(kid="k2", roles=["auditor"], sub="carol")  # k2: after rotation
     _get(sso, token, "/api/v2/users-ordered")
     events = _get(sso, token, "/v1/audit/events?limit=10000").json()["events"]

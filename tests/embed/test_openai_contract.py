@@ -137,7 +137,8 @@ def server() -> Iterator[FakeOpenAI]:
     state = FakeOpenAI(url="")
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # A short poll interval: shutdown() waits for the loop to look (0.5 s by default).
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield state
     httpd.shutdown()

@@ -7,23 +7,21 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.fix_server import Server
+from tests.fix_app import App
 from tests.graph.test_extraction_flow import _add, _wait_extracted
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def moved(server: Server, http: httpx.Client, uid: str) -> tuple[str, datetime]:
+def moved(app: App, client: httpx.Client, uid: str) -> tuple[str, datetime]:
     """Ada lived in Paris from 2023 and moved to Lisbon on 2024-03-04; returns (user, t)."""
     user, session = f"ada-{uid}", f"s-{uid}"
-    http.post("/api/v2/users", json={"user_id": user, "first_name": "Ada"})
-    http.post("/api/v2/sessions", json={"session_id": session, "user_id": user})
-    _add(http, session, "I live in Paris.", "2023-01-10T10:00:00Z")
-    _wait_extracted(server, session)
+    client.post("/api/v2/users", json={"user_id": user, "first_name": "Ada"})
+    client.post("/api/v2/sessions", json={"session_id": session, "user_id": user})
+    _add(client, session, "I live in Paris.", "2023-01-10T10:00:00Z")
+    _wait_extracted(app, session)
     between = datetime.now(UTC)  # recorded: Paris, not yet the move
-    _add(http, session, "I moved to Lisbon yesterday!", "2024-03-05T09:00:00Z")
-    _wait_extracted(server, session)
+    _add(client, session, "I moved to Lisbon yesterday!", "2024-03-05T09:00:00Z")
+    _wait_extracted(app, session)
     return user, between
 
 
@@ -34,42 +32,42 @@ def _places(graph: dict[str, object]) -> set[str]:
 
 
 def test_as_of_answers_what_held_and_what_we_knew(
-    http: httpx.Client, moved: tuple[str, datetime]
+    client: httpx.Client, moved: tuple[str, datetime]
 ) -> None:
     user, between = moved
     url = f"/v1/users/{user}/graph"
-    assert _places(http.get(url).json()) == {"Lisbon"}
-    assert _places(http.get(url, params={"as_of": "2023-06-01T00:00:00Z"}).json()) == {"Paris"}
-    assert _places(http.get(url, params={"as_of": "2022-06-01T00:00:00Z"}).json()) == set()
+    assert _places(client.get(url).json()) == {"Lisbon"}
+    assert _places(client.get(url, params={"as_of": "2023-06-01T00:00:00Z"}).json()) == {"Paris"}
+    assert _places(client.get(url, params={"as_of": "2022-06-01T00:00:00Z"}).json()) == set()
     # What we believed about today before the move was recorded: still Paris.
-    before = http.get(url, params={"known_at": between.isoformat()}).json()
+    before = client.get(url, params={"known_at": between.isoformat()}).json()
     assert _places(before) == {"Paris"}
-    graph = http.get(url).json()
+    graph = client.get(url).json()
     assert {e["name"] for e in graph["entities"]} >= {"Ada", "Lisbon"}
     assert len(graph["episodes"]) == 2 and {e["status"] for e in graph["episodes"]} == {"done"}
 
 
 def test_entity_with_history_and_provenance(
-    http: httpx.Client, moved: tuple[str, datetime]
+    client: httpx.Client, moved: tuple[str, datetime]
 ) -> None:
     user, _ = moved
-    graph = http.get(f"/v1/users/{user}/graph").json()
+    graph = client.get(f"/v1/users/{user}/graph").json()
     ada = next(e for e in graph["entities"] if e["name"] == "Ada")
-    current = http.get(f"/v1/users/{user}/entities/{ada['uuid']}").json()
+    current = client.get(f"/v1/users/{user}/entities/{ada['uuid']}").json()
     assert {f["target"]["name"] for f in current["facts"]} == {"Lisbon"}
-    history = http.get(
+    history = client.get(
         f"/v1/users/{user}/entities/{ada['uuid']}", params={"include_invalid": "true"}
     ).json()
     assert {f["target"]["name"] for f in history["facts"]} == {"Lisbon", "Paris"}
 
     lisbon = next(f for f in graph["facts"] if f["target"]["name"] == "Lisbon")
-    sources = http.get(f"/v1/facts/{lisbon['uuid']}/episodes").json()["messages"]
+    sources = client.get(f"/v1/facts/{lisbon['uuid']}/episodes").json()["messages"]
     assert [m["content"] for m in sources] == ["I moved to Lisbon yesterday!"]
 
 
-def test_fact_search_ranks_by_meaning(http: httpx.Client, moved: tuple[str, datetime]) -> None:
+def test_fact_search_ranks_by_meaning(client: httpx.Client, moved: tuple[str, datetime]) -> None:
     user, _ = moved
-    found = http.post(
+    found = client.post(
         "/v1/facts/search", json={"text": "which city is her home?", "user_id": user}
     ).json()["results"]
     assert found and found[0]["target"]["name"] == "Lisbon"
@@ -77,11 +75,11 @@ def test_fact_search_ranks_by_meaning(http: httpx.Client, moved: tuple[str, date
     assert 0 < found[0]["score"] <= 1
 
 
-def test_bad_graph_requests(http: httpx.Client, uid: str) -> None:
-    assert http.get(f"/v1/users/nobody-{uid}/graph").status_code == 404
-    r = http.get(f"/v1/users/nobody-{uid}/graph", params={"as_of": "2024-01-01T00:00:00"})
+def test_bad_graph_requests(client: httpx.Client, uid: str) -> None:
+    assert client.get(f"/v1/users/nobody-{uid}/graph").status_code == 404
+    r = client.get(f"/v1/users/nobody-{uid}/graph", params={"as_of": "2024-01-01T00:00:00"})
     assert r.status_code in (400, 404)
-    assert http.post("/v1/facts/search", json={"text": "", "user_id": "x"}).status_code == 400
+    assert client.post("/v1/facts/search", json={"text": "", "user_id": "x"}).status_code == 400
     missing = "00000000-0000-4000-8000-000000000000"
-    assert http.get(f"/v1/facts/{missing}/episodes").status_code == 404
-    assert http.get("/v1/users/x/entities/not-a-uuid").status_code == 400
+    assert client.get(f"/v1/facts/{missing}/episodes").status_code == 404
+    assert client.get("/v1/users/x/entities/not-a-uuid").status_code == 400

@@ -1,4 +1,5 @@
-"""A tenant's retention policy through the admin API and CLI, applied by the job."""
+"""A tenant's retention policy through the admin API (the app in process) and the CLI (beside
+a real server), applied by the job."""
 
 from __future__ import annotations
 
@@ -7,21 +8,32 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.fix_app import App
 from tests.fix_server import Server
 from tests.lifecycle.conftest import age, cli_json, conversation
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+def _reset(db: App | Server) -> None:
+    with db.superuser() as conn:  # other tests expect the configured defaults
+        conn.execute("DELETE FROM retention_policies")
+
+
+@pytest.fixture
+def app_policy_reset(app: App) -> Iterator[None]:
+    yield
+    _reset(app)
 
 
 @pytest.fixture
 def policy_reset(server: Server) -> Iterator[None]:
     yield
-    with server.superuser() as conn:  # other tests expect the configured defaults
-        conn.execute("DELETE FROM retention_policies")
+    _reset(server)
 
 
-def test_policy_defaults_changes_and_bad_input(http: httpx.Client, policy_reset: None) -> None:
-    r = http.get("/v1/admin/retention")
+def test_policy_defaults_changes_and_bad_input(
+    client: httpx.Client, app_policy_reset: None
+) -> None:
+    r = client.get("/v1/admin/retention")
     assert r.json() | {"updated_at": None, "updated_by": None} == {
         "retention_days": 90, "action": "archive", "fact_cleanup_days": None,
         "source": "config", "updated_at": None, "updated_by": None,
@@ -33,20 +45,22 @@ def test_policy_defaults_changes_and_bad_input(http: httpx.Client, policy_reset:
         ({"fact_cleanup_days": -3}, "fact_cleanup_days"),
         ({"keep": True}, "keep"),
     ):
-        bad = http.put("/v1/admin/retention", json=body)
+        bad = client.put("/v1/admin/retention", json=body)
         assert bad.status_code == 400 and bad.json()["field"] == field, bad.text
         assert bad.json()["hint"]
-    assert http.get("/v1/admin/retention").json()["source"] == "config"  # nothing written
+    assert client.get("/v1/admin/retention").json()["source"] == "config"  # nothing written
 
-    r = http.put("/v1/admin/retention", json={"retention_days": 30, "fact_cleanup_days": 10})
+    r = client.put("/v1/admin/retention", json={"retention_days": 30, "fact_cleanup_days": 10})
     assert r.status_code == 200, r.text
-    got = http.get("/v1/admin/retention").json()
+    got = client.get("/v1/admin/retention").json()
     assert (got["retention_days"], got["action"], got["fact_cleanup_days"]) == (30, "archive", 10)
     assert got["source"] == "tenant" and got["updated_by"] == "bootstrap-key"
-    r = http.put("/v1/admin/retention", json={"retention_days": None})  # keep forever
+    r = client.put("/v1/admin/retention", json={"retention_days": None})  # keep forever
     assert r.json()["retention_days"] is None and r.json()["fact_cleanup_days"] == 10
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_delete_action_and_fact_cleanup_follow_the_tenant_policy(
     server: Server, http: httpx.Client, uid: str, policy_reset: None
 ) -> None:

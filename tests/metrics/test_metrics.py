@@ -1,5 +1,6 @@
-"""/metrics on a real server: the families, route labels, search hit rate, and the
-background sampler's database figures (which /metrics itself never queries)."""
+"""/metrics of the app in process: the families, route labels, search hit rate, and the
+background sampler's database figures (which /metrics itself never queries); backups that
+`engram backup` records, on a real server."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fix_app import App, running_app
 from tests.fix_server import (
     ENGRAM,
     Server,
@@ -22,8 +24,6 @@ from tests.fix_server import (
     start_server,
     stop_server,
 )
-
-pytestmark = pytest.mark.integration
 
 RAM = 16 * 1024**3
 FAMILIES = [
@@ -48,28 +48,22 @@ METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
-def msrv() -> Iterator[Server]:
-    root = short_tmpdir("eg-m-")
-    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24), env={
-        "ENGRAM_METRICS__SAMPLE_INTERVAL_S": "0.5",
-        "ENGRAM_METRICS__DATABASE_MEMORY_BYTES": str(RAM),
-        "ENGRAM_METRICS__PORT": str(METRICS_PORT),
-    })  # fmt: skip
-    yield srv
-    assert stop_server(srv) == 0, srv.log.read_text()
-    shutil.rmtree(root, ignore_errors=True)
+def msrv() -> Iterator[App]:
+    metrics = {"sample_interval_s": 0.5, "database_memory_bytes": RAM, "port": METRICS_PORT}
+    with running_app(short_tmpdir("eg-m-") / "d", metrics=metrics) as app:
+        yield app
 
 
 @pytest.fixture
-def api(msrv: Server) -> Iterator[httpx.Client]:
+def api(msrv: App) -> Iterator[httpx.Client]:
     with msrv.client() as c:
         yield c
 
 
-def scrape(server: Server) -> str:
+def scrape(server: App | Server) -> str:
     """Every figure, as the platform's admin sees them on the API port."""
-    auth = {"Authorization": f"Api-Key {server.api_key}"}
-    r = httpx.get(f"{server.base_url}/metrics", headers=auth, timeout=10)
+    with server.client() as admin:
+        r = admin.get("/metrics", timeout=10)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     return r.text
@@ -87,15 +81,16 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_metrics_exposes_every_family(msrv: Server) -> None:
+def test_metrics_exposes_every_family(msrv: App) -> None:
     text = scrape(msrv)
     for family in FAMILIES:
         assert f"# TYPE {family} " in text, family
     assert value(text, "engram_database_memory_bytes") == RAM
 
 
-def test_without_credentials_only_liveness_figures_are_shown(msrv: Server) -> None:
-    r = httpx.get(f"{msrv.base_url}/metrics", timeout=10)
+def test_without_credentials_only_liveness_figures_are_shown(msrv: App) -> None:
+    with msrv.client(anonymous=True) as anonymous:
+        r = anonymous.get("/metrics", timeout=10)
     assert r.status_code == 200
     families = set(re.findall(r"^# TYPE (\S+) ", r.text, re.MULTILINE))
     assert {f for f in families if not f.endswith("_created")} == set(LIVENESS)
@@ -103,18 +98,19 @@ def test_without_credentials_only_liveness_figures_are_shown(msrv: Server) -> No
 
 
 def test_a_tenant_key_or_a_bad_one_is_refused_the_full_figures(
-    msrv: Server, api: httpx.Client
+    msrv: App, api: httpx.Client
 ) -> None:
     body = {"name": "metrics", "role": "admin", "tenant": "default"}
     assert api.post("/v1/admin/tenants", json={"id": "mt"}).status_code == 201
     key = api.post("/v1/admin/apikeys", json={**body, "tenant": "mt"}).json()["key"]
-    r = httpx.get(f"{msrv.base_url}/metrics", headers={"Authorization": f"Api-Key {key}"})
+    with msrv.client(key) as tenant_admin:
+        r = tenant_admin.get("/metrics")
     assert r.status_code == 403 and "metrics.port" in r.json()["hint"]
-    r = httpx.get(f"{msrv.base_url}/metrics", headers={"Authorization": "Api-Key nope"})
-    assert r.status_code == 401
+    with msrv.client("nope") as bad:
+        assert bad.get("/metrics").status_code == 401
 
 
-def test_the_metrics_port_serves_every_figure_without_credentials(msrv: Server) -> None:
+def test_the_metrics_port_serves_every_figure_without_credentials(msrv: App) -> None:
     r = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     for family in FAMILIES:
@@ -122,7 +118,7 @@ def test_the_metrics_port_serves_every_figure_without_credentials(msrv: Server) 
     assert httpx.get(f"http://127.0.0.1:{METRICS_PORT}/api/v2/users").status_code == 404
 
 
-def test_a_request_counts_under_its_route_template(msrv: Server, api: httpx.Client) -> None:
+def test_a_request_counts_under_its_route_template(msrv: App, api: httpx.Client) -> None:
     route = "/api/v2/sessions/{session_id}"
     labels = {"route": route, "method": "GET", "status": "4xx"}
     name = "engram_http_request_duration_seconds_count"
@@ -136,7 +132,7 @@ def test_a_request_counts_under_its_route_template(msrv: Server, api: httpx.Clie
     assert value(scrape(msrv), name, route="unmatched", method="GET", status="4xx")
 
 
-def test_searches_and_searches_with_hits(msrv: Server, api: httpx.Client) -> None:
+def test_searches_and_searches_with_hits(msrv: App, api: httpx.Client) -> None:
     user, empty = f"u-{secrets.token_hex(4)}", f"u-{secrets.token_hex(4)}"
     for u in (user, empty):
         api.post("/api/v2/users", json={"user_id": u}).raise_for_status()
@@ -161,7 +157,7 @@ def test_searches_and_searches_with_hits(msrv: Server, api: httpx.Client) -> Non
     assert value(scrape(msrv), "engram_searches_with_hits_total", route="/v1/search") == 1
 
 
-def test_the_sampler_fills_database_gauges(msrv: Server, api: httpx.Client) -> None:
+def test_the_sampler_fills_database_gauges(msrv: App, api: httpx.Client) -> None:
     user = f"u-{secrets.token_hex(4)}"
     api.post("/api/v2/users", json={"user_id": user}).raise_for_status()
     api.post("/api/v2/sessions", json={"session_id": user, "user_id": user}).raise_for_status()
@@ -193,7 +189,7 @@ def test_the_sampler_fills_database_gauges(msrv: Server, api: httpx.Client) -> N
     assert value(text, "engram_pool_connections_max", pool="api") == 10
 
 
-def test_scraping_never_queries_the_database(msrv: Server) -> None:
+def test_scraping_never_queries_the_database(msrv: App) -> None:
     with msrv.superuser() as conn:
         conn.execute("SELECT pg_stat_statements_reset()")
         for _ in range(30):
@@ -207,44 +203,52 @@ def test_scraping_never_queries_the_database(msrv: Server) -> None:
 
 
 def test_queue_depth_and_oldest_job_age_without_a_worker() -> None:
-    root = short_tmpdir("eg-mq-")
-    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24), extra=["--no-worker"],
-                       env={"ENGRAM_METRICS__SAMPLE_INTERVAL_S": "0.5"})  # fmt: skip
-    try:
-        with srv.client() as api:
-            api.post("/api/v2/users", json={"user_id": "u"}).raise_for_status()
-            api.post("/api/v2/sessions", json={"session_id": "s", "user_id": "u"})
-            for i in range(3):  # one extraction job per call
-                api.post(
-                    "/api/v2/sessions/s/memory",
-                    json={
-                        "messages": [
-                            {"role_type": "user", "content": f"I moved to Lisbon in {2020 + i}."}
-                        ]
-                    },
-                )
+    with running_app(
+        short_tmpdir("eg-mq-") / "d", worker={"enabled": False},
+        metrics={"sample_interval_s": 0.5},
+    ) as app, app.client() as api:  # fmt: skip
+        api.post("/api/v2/users", json={"user_id": "u"}).raise_for_status()
+        api.post("/api/v2/sessions", json={"session_id": "s", "user_id": "u"})
+        for i in range(3):  # one extraction job per call
+            api.post(
+                "/api/v2/sessions/s/memory",
+                json={
+                    "messages": [
+                        {"role_type": "user", "content": f"I moved to Lisbon in {2020 + i}."}
+                    ]
+                },
+            )
         time.sleep(2.5)
-        text = scrape(srv)
+        text = scrape(app)
         assert value(text, "engram_jobs_queue_depth") == 3
         assert value(text, "engram_jobs_running") == 0
         assert 1.5 < (value(text, "engram_jobs_oldest_age_seconds") or 0) < 60
-    finally:
-        assert stop_server(srv) == 0
-        shutil.rmtree(root, ignore_errors=True)
 
 
-def test_backups_are_exported_for_the_backup_alerts(msrv: Server, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def backup_srv() -> Iterator[Server]:
+    """A real server beside which `engram backup` runs, sampling often."""
+    root = short_tmpdir("eg-mb-")
+    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24),
+                       env={"ENGRAM_METRICS__SAMPLE_INTERVAL_S": "0.5"})  # fmt: skip
+    yield srv
+    assert stop_server(srv) == 0, srv.log.read_text()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_backups_are_exported_for_the_backup_alerts(backup_srv: Server, tmp_path: Path) -> None:
     """`engram backup` records each outcome; every API pod exports them for the alerts."""
 
     def backup(out: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([ENGRAM, "backup", "--out", str(out), "--data-dir",
-                               str(msrv.data_dir)], capture_output=True, text=True,
+                               str(backup_srv.data_dir)], capture_output=True, text=True,
                               timeout=600)  # fmt: skip
 
     def sampled(name: str, until: Callable[[float | None], bool]) -> float | None:
         deadline = time.monotonic() + 20
         while True:
-            got = value(scrape(msrv), name)
+            got = value(scrape(backup_srv), name)
             if until(got) or time.monotonic() > deadline:
                 return got
             time.sleep(0.3)
@@ -262,4 +266,4 @@ def test_backups_are_exported_for_the_backup_alerts(msrv: Server, tmp_path: Path
     assert failed.returncode == 2 and "error" in failed.stderr
     assert sampled("engram_backup_failures_total", lambda v: v == before + 1) == before + 1
     # A failure does not move the time of the last good backup.
-    assert value(scrape(msrv), "engram_backup_last_success_timestamp_seconds") == last
+    assert value(scrape(backup_srv), "engram_backup_last_success_timestamp_seconds") == last
