@@ -8,10 +8,18 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 from engram.api.responses import FastJSON
-from engram.errors import AuthError, EngramError, ForbiddenError, ValidationError
+from engram.errors import (
+    AuthError,
+    EngramError,
+    ForbiddenError,
+    OverloadedError,
+    RateLimitedError,
+    ValidationError,
+)
 
 __all__ = ["install_error_handlers"]
 
@@ -42,8 +50,10 @@ async def _engram_error(request: Request, exc: Exception) -> FastJSON:
     headers = {"WWW-Authenticate": "Api-Key"} if isinstance(exc, AuthError) else None
     field = exc.field if isinstance(exc, ValidationError) else None
     body = _body(exc.message, exc.hint, field)
-    if isinstance(exc, ForbiddenError):
+    if isinstance(exc, ForbiddenError | RateLimitedError):
         body["reason"] = exc.reason
+    if isinstance(exc, RateLimitedError | OverloadedError):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return FastJSON(body, status_code=exc.status, headers=headers)
 
 
@@ -91,6 +101,10 @@ async def _http_error(request: Request, exc: Exception) -> FastJSON:
 
 async def _database_error(request: Request, exc: Exception) -> FastJSON:
     logger.warning("%s %s: database error: %s", request.method, request.url.path, exc)
+    db = getattr(request.app.state.runtime, "db", None)
+    if isinstance(exc, PoolTimeout) and db is not None:
+        # A wait for a connection outside Database's own context managers.
+        return await _engram_error(request, db.unavailable(exc))
     if isinstance(exc, psycopg.OperationalError):
         return FastJSON(
             _body("the database is not reachable", "retry shortly; Engram reconnects by itself"),

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
+from engram.api.validation import search_bounds
 from engram.api.zep.errors import zep_duplicate
 from engram.api.zep.models import Session, SessionListResponse, SessionSearchResponse
 from engram.api.zep.schemas import (
@@ -85,9 +86,11 @@ async def search(
     tenant: Tenant,
     protector: Protect,
     plaintext: ReadProtected,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    limit: Annotated[int, Query(ge=1)] = 10,
 ) -> Any:
-    """Zep's search, served by the hybrid engine (fused score in 0..1)."""
+    """Zep's search, served by the hybrid engine (fused score in 0..1). ``limit`` is at
+    most the server's limits.max_search_results (100 by default)."""
+    search_bounds(runtime.settings.limits, limit, body.text)
     if body.search_scope == "summary":
         return {"results": []}  # Engram does not write summaries
     if body.user_id is not None:
