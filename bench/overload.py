@@ -1,8 +1,8 @@
 """Overload: one tenant floods costly searches while another tenant and the probes go on.
 
 Tenant A holds one user with --messages messages (LoCoMo turns, sent through the API
-in batches, with the in-process worker building the user's graph); tenant B a small
-user. Then, on a quiet machine:
+four at a time as an agent would, with the in-process worker building the user's graph:
+a fact said again and again cites many episodes); tenant B a small user. Then, on a quiet machine:
 
 1. quiet: /healthz and B's GETs (its session's memory, its user) alone, for --seconds;
 2. flood: --flooders clients of tenant A (one API key each, all of tenant A) send
@@ -53,7 +53,7 @@ from common import (
 
 FLOOD_USER = "flood-user"
 QUIET_USER = "quiet-user"
-BATCH = 100  # messages per POST memory while loading
+BATCH = 4  # messages per POST memory while loading (an episode each)
 
 
 def _client(server: BenchServer, key: str, timeout_s: float = 120) -> httpx.AsyncClient:
@@ -88,31 +88,41 @@ async def make_keys(server: BenchServer, flooders: int) -> dict[str, Any]:
     return keys
 
 
+async def _send(
+    client: httpx.AsyncClient, user: str, stream: int, texts: list[dict[str, str]]
+) -> None:
+    """``texts`` as the user's messages, BATCH per request, 50 requests per session."""
+    for n, start in enumerate(range(0, len(texts), BATCH)):
+        sid = f"{user}-{stream}-{n // 50}"
+        if n % 50 == 0:
+            await _ok(client, "POST", "/api/v2/sessions", json={"session_id": sid, "user_id": user})
+        batch = [
+            {"role": t["speaker"], "role_type": "user", "content": t["text"]}
+            for t in texts[start : start + BATCH]
+        ]
+        await _ok(client, "POST", f"/api/v2/sessions/{sid}/memory", json={"messages": batch})
+
+
 async def load(server: BenchServer, keys: dict[str, Any], messages: int) -> dict[str, Any]:
-    """A's user with ``messages`` messages, B's with 40; waits for the graph to be built."""
+    """A's user with ``messages`` messages (LoCoMo turns in order, again from the start
+    when they run out), B's with 40; waits for the graph to be built."""
     turns = [t for s in locomo_sessions() for t in s]
+    texts = [turns[i % len(turns)] for i in range(messages)]
     t0 = time.perf_counter()
-    async with _client(server, keys["a"][0]) as a, _client(server, keys["b"]) as b:
-        for client, user, n in ((a, FLOOD_USER, messages), (b, QUIET_USER, 40)):
-            await _ok(client, "POST", "/api/v2/users", json={"user_id": user})
-            sent = 0
-            session = 0
-            while sent < n:
-                sid = f"{user}-s{session}"
-                await _ok(client, "POST", "/api/v2/sessions",
-                          json={"session_id": sid, "user_id": user})  # fmt: skip
-                for _ in range(10):  # 10 batches per session
-                    if sent >= n:
-                        break
-                    picked = [turns[(sent + i) % len(turns)] for i in range(min(BATCH, n - sent))]
-                    batch = [
-                        {"role": t["speaker"], "role_type": "user", "content": t["text"]}
-                        for t in picked
-                    ]
-                    await _ok(client, "POST", f"/api/v2/sessions/{sid}/memory",
-                              json={"messages": batch})  # fmt: skip
-                    sent += len(batch)
-                session += 1
+    streams = 4
+    share = -(-messages // streams)
+    async with _client(server, keys["b"]) as b:
+        await _ok(b, "POST", "/api/v2/users", json={"user_id": QUIET_USER})
+        await _send(b, QUIET_USER, 0, turns[:40])
+    clients = [_client(server, keys["a"][0]) for _ in range(streams)]
+    try:
+        await _ok(clients[0], "POST", "/api/v2/users", json={"user_id": FLOOD_USER})
+        await asyncio.gather(*(
+            _send(c, FLOOD_USER, i, texts[i * share : (i + 1) * share])
+            for i, c in enumerate(clients)
+        ))  # fmt: skip
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
     ingest_s = time.perf_counter() - t0
     dsn = server.superuser_dsn()
     while True:
@@ -124,15 +134,18 @@ async def load(server: BenchServer, keys: dict[str, Any], messages: int) -> dict
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT (SELECT count(*) FROM messages WHERE tenant_id = 'a'),"
-            " (SELECT count(*) FROM facts WHERE tenant_id = 'a'),"
-            " (SELECT count(*) FROM entities WHERE tenant_id = 'a')"
+            """SELECT (SELECT count(*) FROM messages WHERE tenant_id = 'a'),
+                      (SELECT count(*) FROM episodes WHERE tenant_id = 'a'),
+                      (SELECT count(*) FROM facts WHERE tenant_id = 'a'),
+                      (SELECT count(*) FROM entities WHERE tenant_id = 'a'),
+                      (SELECT max(cardinality(episodes)) FROM facts WHERE tenant_id = 'a')"""
         ).fetchone()
         conn.execute("ANALYZE")
     assert row is not None
     return {
-        "messages": row[0], "facts": row[1], "entities": row[2],
-        "ingest_s": round(ingest_s, 1), "graph_built_s": round(time.perf_counter() - t0, 1),
+        "messages": row[0], "episodes": row[1], "facts": row[2], "entities": row[3],
+        "most_episodes_per_fact": row[4], "ingest_s": round(ingest_s, 1),
+        "graph_built_s": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
 
 
@@ -155,8 +168,9 @@ class Probe:
                 await asyncio.sleep(0.02)
 
     async def _reads(self, stop: asyncio.Event) -> None:
-        urls = [f"/api/v2/sessions/{QUIET_USER}-s0/memory?lastn=20",
-                f"/api/v2/users/{QUIET_USER}", f"/api/v2/sessions/{QUIET_USER}-s0"]  # fmt: skip
+        sid = f"{QUIET_USER}-0-0"
+        urls = [f"/api/v2/sessions/{sid}/memory?lastn=20", f"/api/v2/users/{QUIET_USER}",
+                f"/api/v2/sessions/{sid}"]  # fmt: skip
         i = 0
         async with _client(self.server, self.key_b) as c:
             while not stop.is_set():

@@ -168,19 +168,20 @@ class LimitSettings(BaseModel):
     max_messages_per_request: int = Field(default=1_000, ge=1)
     max_metadata_bytes: int = Field(default=65_536, ge=2)
     # Searches: the largest `limit` (results) a search accepts (400 above it), and the
-    # longest query text (400 above it: a long text is a long OR query to rank).
+    # longest query text (400 above it: a long text is a long OR query to rank; the
+    # request schemas allow 8,192 at most).
     max_search_results: int = Field(default=100, ge=1, le=10_000)
-    max_search_text_chars: int = Field(default=4_096, ge=16, le=1_000_000)
+    max_search_text_chars: int = Field(default=4_096, ge=16, le=8_192)
     # Requests at once (429 beyond, with Retry-After), per API key (or OIDC subject, or
     # the bootstrap key) and per tenant; 0: no limit.
     concurrent_requests_per_key: int = Field(default=16, ge=0)
     concurrent_requests_per_tenant: int = Field(default=32, ge=0)
     # Token buckets: requests per second sustained, and the burst above that, per key and
     # per tenant (429 with Retry-After when empty); 0: no limit.
-    requests_per_s_per_key: float = Field(default=200.0, ge=0)
-    burst_per_key: int = Field(default=400, ge=1)
-    requests_per_s_per_tenant: float = Field(default=500.0, ge=0)
-    burst_per_tenant: int = Field(default=1_000, ge=1)
+    requests_per_s_per_key: float = Field(default=1_000.0, ge=0)
+    burst_per_key: int = Field(default=2_000, ge=1)
+    requests_per_s_per_tenant: float = Field(default=2_000.0, ge=0)
+    burst_per_tenant: int = Field(default=4_000, ge=1)
 
 
 class LocalKeySettings(BaseModel):
