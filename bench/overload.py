@@ -1,23 +1,26 @@
 """Overload: one tenant floods costly searches while another tenant and the probes go on.
 
 Tenant A holds one user with --messages messages (LoCoMo turns, sent through the API
-four at a time as an agent would, with the in-process worker building the user's graph:
-a fact said again and again cites many episodes); tenant B a small user. Then, on a quiet machine:
+four at a time as an agent would, an episode each, with the in-process worker building
+the user's graph); tenant B a small user. With --cite N, each of A's facts then cites N
+episodes (its user's messages), as facts said again and again over a long history do
+(the local extractor's graph of LoCoMo cites a few dozen at most). Then:
 
-1. quiet: /healthz and B's GETs (its session's memory, its user) alone, for --seconds;
-2. flood: --flooders clients of tenant A (one API key each, all of tenant A) send
+1. quiet: /healthz and B's GETs (its session's memory, its user, its session) alone,
+   for --seconds;
+2. flood: --flooders clients of tenant A (one API key each) send
    ``POST /api/v2/sessions/search`` for A's user with the largest ``limit`` the server
    allows (alternately ``mmr`` and ``similarity``), while the same probes run.
 
-It prints /healthz p50/p95/p99 and B's GET p50/p95 in both phases, B's flood p95 over its
-quiet p95, the flood's answers by status (200, 429 refused by a limit, 503 overloaded),
-and the CPU seconds of the server and of PostgreSQL per flood search answered.
-With --baseline-src (another version's src/), that version's server is measured on a copy
-of the same data first (its flood asks for --baseline-limit, as that version allowed).
+It prints /healthz p50/p99 and B's GET p50/p95 in both phases, B's flood p95 over its
+quiet p95, the flood's answers by status (200; 429 refused by a limit; 503 overloaded),
+and the CPU seconds of the server and of PostgreSQL per flood search answered. With
+--baseline-src (another version's src/), that version's server is measured first on a
+copy of the same data (its flood asks for --baseline-limit, as that version allowed).
 
     .venv/bin/python bench/overload.py [--messages 10000] [--flooders 8] [--seconds 30]
     git archive 9267709 src | tar -x -C /tmp/base
-    .venv/bin/python bench/overload.py --baseline-src /tmp/base/src
+    .venv/bin/python bench/overload.py --cite 600 --baseline-src /tmp/base/src
 """
 
 from __future__ import annotations
@@ -147,6 +150,23 @@ async def load(server: BenchServer, keys: dict[str, Any], messages: int) -> dict
         "most_episodes_per_fact": row[4], "ingest_s": round(ingest_s, 1),
         "graph_built_s": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
+
+
+def cite(server: BenchServer, n: int) -> dict[str, Any]:
+    """Make each of A's facts cite the same ``n`` of its user's messages as episodes, as
+    facts said again and again over a long history do (the local extractor's graph of
+    LoCoMo cites at most a few dozen)."""
+    import psycopg
+
+    with psycopg.connect(server.superuser_dsn(), autocommit=True) as conn:
+        conn.execute(
+            """WITH e AS (SELECT array_agg(uuid) AS a FROM (
+                              SELECT uuid FROM messages WHERE tenant_id = 'a'
+                              ORDER BY uuid LIMIT %s) m)
+               UPDATE facts f SET episodes = e.a FROM e WHERE f.tenant_id = 'a'""",
+            (n,),
+        )
+    return {"episodes_per_fact": n}
 
 
 class Probe:
@@ -307,6 +327,14 @@ def main() -> None:
     parser.add_argument("--flooders", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--limit", type=int, default=100, help="the flood's search limit")
+    parser.add_argument(
+        "--cite", type=int, default=0,
+        help="make each of the flooding tenant's facts cite this many episodes",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tenant-concurrency", type=int, nargs="*", default=[],
+        help="also measure with limits.concurrent_requests_per_tenant at each of these",
+    )  # fmt: skip
     parser.add_argument("--baseline-src", type=Path)
     parser.add_argument("--baseline-limit", type=int, default=1000)
     parser.add_argument("--quiet-wait", type=float, default=300, help="max s to wait for quiet")
@@ -330,31 +358,34 @@ def main() -> None:
         else:
             words = (data / "keys.txt").read_text().split()
             keys = {"b": words[1], "a": words[2:]}
-        print("data:", result.get("data", "reused " + str(data)))
-        runs: dict[str, tuple[BenchServer, int]] = {}
+        if args.cite:
+            result["cited"] = cite(server, args.cite)
+        print("data:", result.get("data", "reused " + str(data)), result.get("cited", ""))
+        # (label, its data directory, the server's environment, the flood's limit)
+        runs: list[tuple[str, Path, dict[str, str] | None, int]] = []
         if args.baseline_src:
-            stop_server(server)
-            base = root / "b"
-            subprocess.run(["cp", "-a", str(data), str(base)], check=True)
+            subprocess.run(["cp", "-a", str(data), str(root / "b")], check=True)
             env = {"PYTHONPATH": str(args.baseline_src.resolve())}
-            runs["baseline"] = (start_server(base, api_key=api_key or words[0], env=env),
-                                args.baseline_limit)  # fmt: skip
-            server = start_server(data, api_key=api_key or words[0])
-        runs["this"] = (server, args.limit)
-        for label, (srv, limit) in runs.items():
+            runs.append(("baseline", root / "b", env, args.baseline_limit))
+        runs.append(("this", data, None, args.limit))
+        for n in args.tenant_concurrency:
+            env = {"ENGRAM_LIMITS__CONCURRENT_REQUESTS_PER_TENANT": str(n)}
+            runs.append((f"this, concurrent_requests_per_tenant={n}", data, env, args.limit))
+        api_key = server.api_key
+        stop_server(server)
+        for label, where, env, limit in runs:
+            server = start_server(where, api_key=api_key, env=env)
             result["quiet_cores_before_" + label] = wait_quiet(max_wait_s=args.quiet_wait)
-            r = asyncio.run(measure(srv, keys, args.flooders, args.seconds, limit))
-            result[label] = r | {"limit": limit, "flooders": args.flooders}
-            if label == "baseline":
-                stop_server(srv)
-                remove_tree(root / "b")
+            r = asyncio.run(measure(server, keys, args.flooders, args.seconds, limit))
+            result[label] = r | {"limit": limit, "flooders": args.flooders, "env": env}
+            stop_server(server)
     finally:
         stop_server(server)
+        remove_tree(root / "b")
         if args.data_dir is None:
             remove_tree(root)
-    for label in ("baseline", "this"):
-        if label in result:
-            report(label, result[label])
+    for label, *_ in runs:
+        report(label, result[label])
     print("wrote", write_json(args.json, "overload", result | {"machine": info}))
 
 

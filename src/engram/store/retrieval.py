@@ -49,7 +49,7 @@ _MESSAGE_COLUMNS = sql.SQL(
 )
 # A fact said again and again cites thousands of episodes: a search reads the first
 # EPISODES_PER_FACT (GET /v1/facts/{uuid}/episodes lists them all).
-EPISODES_PER_FACT = 100
+EPISODES_PER_FACT = 20
 _FACT_COLUMNS = sql.SQL(
     """f.uuid, f.user_id, f.fact, f.relation, f.source_uuid, f.target_uuid, f.valid_at,
        f.invalid_at, f.created_at, f.expired_at, f.episodes[1:{n}] AS episodes, f.rating,
