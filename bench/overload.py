@@ -133,9 +133,16 @@ async def load(server: BenchServer, keys: dict[str, Any], messages: int) -> dict
         if not counts.get("todo") and not counts.get("doing"):
             break
         await asyncio.sleep(1)
+    return describe(server) | {
+        "ingest_s": round(ingest_s, 1), "graph_built_s": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+
+
+def describe(server: BenchServer) -> dict[str, Any]:
+    """Tenant A's messages, episodes, facts, entities and most episodes cited by a fact."""
     import psycopg
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(server.superuser_dsn(), autocommit=True) as conn:
         row = conn.execute(
             """SELECT (SELECT count(*) FROM messages WHERE tenant_id = 'a'),
                       (SELECT count(*) FROM episodes WHERE tenant_id = 'a'),
@@ -147,8 +154,7 @@ async def load(server: BenchServer, keys: dict[str, Any], messages: int) -> dict
     assert row is not None
     return {
         "messages": row[0], "episodes": row[1], "facts": row[2], "entities": row[3],
-        "most_episodes_per_fact": row[4], "ingest_s": round(ingest_s, 1),
-        "graph_built_s": round(time.perf_counter() - t0, 1),
+        "most_episodes_per_fact": row[4],
     }  # fmt: skip
 
 
@@ -359,8 +365,9 @@ def main() -> None:
             words = (data / "keys.txt").read_text().split()
             keys = {"b": words[1], "a": words[2:]}
         if args.cite:
-            result["cited"] = cite(server, args.cite)
-        print("data:", result.get("data", "reused " + str(data)), result.get("cited", ""))
+            cite(server, args.cite)
+        result["data"] = result.get("data", {}) | describe(server)
+        print("data:", result["data"])
         # (label, its data directory, the server's environment, the flood's limit)
         runs: list[tuple[str, Path, dict[str, str] | None, int]] = []
         if args.baseline_src:
