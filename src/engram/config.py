@@ -182,10 +182,10 @@ class MetricsSettings(BaseModel):
 
 
 class LimitSettings(BaseModel):
-    """What one request may carry. Measured with the defaults, the largest writes they
-    allow (16 messages of 65,536 characters; 1,000 of 1,048) leave `engram serve` at
-    ~650 MB RSS, the model's working memory included, where one write of 500 messages
-    of 64K characters took it to 3.8 GB."""
+    """What one request may carry, and how much of the server one key or tenant may hold.
+    Measured with the defaults, the largest writes they allow (16 messages of 65,536
+    characters; 1,000 of 1,048) leave `engram serve` at ~650 MB RSS, the model's working
+    memory included, where one write of 500 messages of 64K characters took it to 3.8 GB."""
 
     # Characters of one message's content, and of all messages' contents in one request.
     max_content_chars: int = Field(default=65_536, ge=1)
@@ -196,6 +196,21 @@ class LimitSettings(BaseModel):
     # Bytes of a request body, refused (413) before it is read. The default holds
     # max_request_chars of content even escaped as \uXXXX (6 bytes a character).
     max_body_bytes: int = Field(default=8_388_608, ge=1024)
+    # Searches: the largest `limit` (results) a search accepts (400 above it), and the
+    # longest query text (400 above it: a long text is a long OR query to rank; the
+    # request schemas allow 8,192 at most).
+    max_search_results: int = Field(default=100, ge=1, le=10_000)
+    max_search_text_chars: int = Field(default=4_096, ge=16, le=8_192)
+    # Requests at once (429 beyond, with Retry-After), per API key (or OIDC subject, or
+    # the bootstrap key) and per tenant; 0: no limit.
+    concurrent_requests_per_key: int = Field(default=16, ge=0)
+    concurrent_requests_per_tenant: int = Field(default=32, ge=0)
+    # Token buckets: requests per second sustained, and the burst above that, per key and
+    # per tenant (429 with Retry-After when empty); 0: no limit.
+    requests_per_s_per_key: float = Field(default=1_000.0, ge=0)
+    burst_per_key: int = Field(default=2_000, ge=1)
+    requests_per_s_per_tenant: float = Field(default=2_000.0, ge=0)
+    burst_per_tenant: int = Field(default=4_000, ge=1)
 
 
 class LocalKeySettings(BaseModel):

@@ -9,7 +9,11 @@ EngramError
 ├── AuthError              missing or wrong credentials (HTTP 401)
 ├── ForbiddenError         valid credentials without the permission asked for, or of a
 │                          disabled tenant (HTTP 403); ``reason`` says which
+├── RateLimitedError       a caller over its share: too many requests at once or per
+│                          second, per key or per tenant (HTTP 429, ``retry_after_s``)
 ├── UnavailableError       a dependency (database, model, KMS) is down (HTTP 503)
+│   ├── OverloadedError    the server is up but busy: no database connection came free
+│   │                      in time (HTTP 503, ``retry_after_s``)
 │   └── KeyUnavailableError  a key provider cannot wrap or unwrap a data key right now
 │                          (unreachable, denied, misconfigured); ``reason`` says which
 ├── DecryptionError        a ciphertext that does not open: tampered, moved to another
@@ -33,6 +37,8 @@ __all__ = [
     "ForbiddenError",
     "KeyUnavailableError",
     "NotFoundError",
+    "OverloadedError",
+    "RateLimitedError",
     "SchemaMismatchError",
     "TooLargeError",
     "UnavailableError",
@@ -103,8 +109,31 @@ class ForbiddenError(EngramError):
         self.reason = reason
 
 
+class RateLimitedError(EngramError):
+    """Refused before any work: the caller's key or tenant is over a configured limit."""
+
+    status = 429
+    REASONS = frozenset({"concurrency", "rate"})
+
+    def __init__(
+        self, message: str, *, scope: str, reason: str, retry_after_s: int, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.scope = scope  # "key" or "tenant"
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
 class UnavailableError(EngramError):
     status = 503
+
+
+class OverloadedError(UnavailableError):
+    """Every database connection is busy: the server is up, retrying later may succeed."""
+
+    def __init__(self, message: str, *, retry_after_s: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s
 
 
 class KeyUnavailableError(UnavailableError):

@@ -124,6 +124,28 @@ def test_bad_search_requests_are_400(client: httpx.Client, body: dict[str, Any])
     assert r.json()["message"]
 
 
+def test_a_search_too_large_is_400_naming_the_maximum(client: httpx.Client, uid: str) -> None:
+    """At most limits.max_search_results (100) results and limits.max_search_text_chars
+    (4096) characters of text, at every door; the zep-python SDK sends no limit unless
+    asked (the default is 10)."""
+    user = f"big-{uid}"
+    assert client.post("/api/v2/users", json={"user_id": user}).status_code == 201
+    too_many = [
+        client.post("/api/v2/sessions/search?limit=101", json={"text": "x", "user_id": user}),
+        client.post("/v1/search", json={"text": "x", "user_id": user, "limit": 101}),
+        client.post("/v1/facts/search", json={"text": "x", "user_id": user, "limit": 101}),
+    ]
+    for r in too_many:
+        assert r.status_code == 400, r.text
+        assert r.json()["message"] == "limit 101 is above the maximum of 100 results per search"
+        assert r.json()["field"] == "limit"
+    r = client.post("/v1/search", json={"text": "x" * 4097, "user_id": user})
+    assert r.status_code == 400 and r.json()["field"] == "text"
+    assert "above the maximum of 4096" in r.json()["message"]
+    r = client.post("/api/v2/sessions/search?limit=100", json={"text": "x", "user_id": user})
+    assert r.status_code == 200, r.text
+
+
 def test_unknown_user_or_session_is_404(client: httpx.Client, uid: str) -> None:
     assert client.post("/v1/search", json={"text": "x", "user_id": f"no-{uid}"}).status_code == 404
     assert client.get(f"/v1/sessions/no-{uid}/context").status_code == 404

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from engram.api.admission import Admission
 from engram.api.audit import audit_context
 from engram.api.timing import route_template
 from engram.auth.authenticate import Authenticator
@@ -70,13 +72,24 @@ async def _authenticator(
     return auth
 
 
+async def _admission(request: Request, runtime: Annotated[Runtime, Depends(_runtime)]) -> Admission:
+    admission: Admission | None = getattr(request.app.state, "admission", None)
+    if admission is None:
+        admission = Admission(runtime.settings.limits)
+        request.app.state.admission = admission
+    return admission
+
+
 async def _authenticate(
     request: Request,
     auth: Annotated[Authenticator, Depends(_authenticator)],
+    admission: Annotated[Admission, Depends(_admission)],
     db: Annotated[Database, Depends(_db)],
-) -> Principal:
+) -> AsyncIterator[Principal]:
     """Who calls (401 if nobody valid), and whether the route's declared permission
-    (engram.auth.routes) allows it (403 otherwise, also for a route that declares none).
+    (engram.auth.routes) allows it (403 otherwise, also for a route that declares none);
+    then a slot of the caller's key and tenant for the request's run (429 when either
+    is over its limits, see engram.api.admission).
 
     ``Authorization: Api-Key <key>`` (what the Zep SDKs send) or ``Bearer <key or JWT>``.
     """
@@ -103,11 +116,15 @@ async def _authenticate(
                 reason="permission",
                 hint="use credentials with a role that has it (docs/security.md, roles)",
             )
+        release = admission.admit(principal)
     except EngramError as exc:
         if ctx is not None:
             ctx.reason = exc.message
         raise
-    return principal
+    try:
+        yield principal
+    finally:
+        release()
 
 
 async def _tenant(principal: Annotated[Principal, Depends(_authenticate)]) -> str:

@@ -8,10 +8,18 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 from engram.api.responses import FastJSON
-from engram.errors import AuthError, EngramError, ForbiddenError, ValidationError
+from engram.errors import (
+    AuthError,
+    EngramError,
+    ForbiddenError,
+    OverloadedError,
+    RateLimitedError,
+    ValidationError,
+)
 
 __all__ = ["describe_db_error", "error_response", "install_error_handlers"]
 
@@ -46,8 +54,10 @@ def error_response(exc: EngramError, headers: dict[str, str] | None = None) -> F
         headers = {**(headers or {}), "WWW-Authenticate": "Api-Key"}
     field = exc.field if isinstance(exc, ValidationError) else None
     body = _body(exc.message, exc.hint, field)
-    if isinstance(exc, ForbiddenError):
+    if isinstance(exc, ForbiddenError | RateLimitedError):
         body["reason"] = exc.reason
+    if isinstance(exc, RateLimitedError | OverloadedError):
+        headers = {**(headers or {}), "Retry-After": str(exc.retry_after_s)}
     return FastJSON(body, status_code=exc.status, headers=headers)
 
 
@@ -116,6 +126,10 @@ async def _database_error(request: Request, exc: Exception) -> FastJSON:
     logger.warning(
         "%s %s: database error %s", request.method, request.url.path, describe_db_error(exc)
     )
+    db = getattr(request.app.state.runtime, "db", None)
+    if isinstance(exc, PoolTimeout) and db is not None:
+        # A wait for a connection outside Database's own context managers.
+        return await _engram_error(request, db.unavailable(exc))
     if isinstance(exc, psycopg.OperationalError):
         return FastJSON(
             _body("the database is not reachable", "retry shortly; Engram reconnects by itself"),

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from engram.auth.principal import Permission
 from engram.auth.routes import permission_for
+from engram.config import LimitSettings
 
 __all__ = ["Error", "install_openapi", "returns"]
 
@@ -34,6 +35,32 @@ class Error(BaseModel):
 
 def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _REF}}}
+
+
+# The searches whose `limit` and `text` the server's limits bound (api.validation).
+_SEARCHES = (("/api/v2/sessions/search", "post"), ("/v1/search", "post"),
+             ("/v1/facts/search", "post"))  # fmt: skip
+
+
+def _search_bounds(doc: dict[str, Any], limits: LimitSettings) -> None:
+    """Document the configured maxima of the searches' `limit` and `text`."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    for path, method in _SEARCHES:
+        op = doc.get("paths", {}).get(path, {}).get(method)
+        if op is None:
+            continue
+        fields = [p["schema"] for p in op.get("parameters", []) if p.get("name") == "limit"]
+        ref = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+        body = schemas.get(ref.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1], {})
+        props = body.get("properties", {})
+        fields += [props["limit"]] if "limit" in props else []
+        for f in fields:
+            f["maximum"] = limits.max_search_results
+        if "text" in props:
+            props["text"]["maxLength"] = min(
+                props["text"].get("maxLength", limits.max_search_text_chars),
+                limits.max_search_text_chars,
+            )
 
 
 def _document(app: FastAPI) -> dict[str, Any]:
@@ -74,7 +101,15 @@ def _document(app: FastAPI) -> dict[str, Any]:
             op["security"] = _SECURITY
             responses.setdefault("401", _error("No valid credentials"))
             responses.setdefault("403", _error("The credentials lack the route's permission"))
-            responses.setdefault("503", _error("The database or a key provider is unreachable"))
+            responses.setdefault(
+                "429", _error("Over the key's or tenant's limits: retry after Retry-After s")
+            )
+            responses.setdefault(
+                "503",
+                _error("The database or a key provider is unreachable, or the server is"
+                       " overloaded (then with Retry-After)"),
+            )  # fmt: skip
+    _search_bounds(doc, app.state.runtime.settings.limits)
     return doc
 
 

@@ -14,9 +14,18 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AfterValidator, BeforeValidator, StrictFloat
 
+from engram.config import LimitSettings
 from engram.errors import ValidationError
 
-__all__ = ["MAX_DEPTH", "IsoDateTime", "JsonObject", "Number", "json_within", "whole"]
+__all__ = [
+    "MAX_DEPTH",
+    "IsoDateTime",
+    "JsonObject",
+    "Number",
+    "json_within",
+    "search_bounds",
+    "whole",
+]
 
 _NUMERIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -92,3 +101,22 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_portable_object)]
 IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 # A JSON number (an int or a float; not true/false, not "0.5"), constraints kept.
 Number = StrictFloat
+
+
+def search_bounds(limits: LimitSettings, limit: int, text: str) -> None:
+    """Refuse (400) a search asking for more results, or with a longer text, than the
+    server's limits allow: each costs CPU while the request runs."""
+    if limit > limits.max_search_results:
+        raise ValidationError(
+            f"limit {limit} is above the maximum of {limits.max_search_results} results per search",
+            field="limit",
+            hint=f"ask for at most {limits.max_search_results} (an operator can raise"
+            " limits.max_search_results)",
+        )
+    if len(text) > limits.max_search_text_chars:
+        raise ValidationError(
+            f"the search text has {len(text)} characters, above the maximum of"
+            f" {limits.max_search_text_chars}",
+            field="text",
+            hint="shorten the text (an operator can raise limits.max_search_text_chars)",
+        )

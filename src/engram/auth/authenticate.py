@@ -73,7 +73,7 @@ class Authenticator:
         hit = self._keys.get(cache_key)
         if hit is not None and time.monotonic() - hit[0] < self._ttl:
             return hit[1]
-        async with db.pool.connection() as conn:
+        async with db.connection() as conn:
             row = await apikeys.lookup(conn, key_id)
         if row is None or not secret_matches(secret, bytes(row["secret_sha256"])):
             raise AuthError("invalid API key", hint="check the key, or ask an admin for a new one")
@@ -138,7 +138,7 @@ class Authenticator:
         if hit is not None and time.monotonic() - hit[0] < self._ttl:
             status: Any = hit[1]
         else:
-            async with db.pool.connection() as conn:
+            async with db.connection() as conn:
                 status = await tenants.status(conn, tenant)
             self._tenants[tenant] = (time.monotonic(), status)
         self._check_status(tenant, status)

@@ -439,6 +439,12 @@ class SealedPage:
     def __bool__(self) -> bool:
         return bool(self._columns)
 
+    @property
+    def sealed(self) -> tuple[int, int]:
+        """The fields to open and their ciphertexts' total bytes: the cost of `open`."""
+        fields = sum(len(found) for _, _, found in self._columns)
+        return fields, sum(len(blob) for _, _, found in self._columns for _, blob, _ in found)
+
     def in_memory(self) -> bool:
         """Whether every data key the page needs is cached: opening it is then CPU only,
         cheaper on the event loop than a hop to a thread."""

@@ -4,10 +4,10 @@ Rows come from the store with their ciphertext columns (`content_enc`, `metadata
 `fact_enc`, `summary_enc`, an entity's `name_enc` (also joined to its facts as
 `source_name_enc` and `target_name_enc`), a user's `profile_enc`, and a user's per-field
 ciphertexts from before migration 0017); these functions put the plaintext in the plain
-columns when the caller may read it, and always drop the ciphertext columns. Decryption runs off the
-event loop when a key is not in memory (that means a call to the key provider), on it
-when every key is. A value whose key was shredded stays redacted: that data is gone by
-design.
+columns when the caller may read it, and always drop the ciphertext columns. Decryption
+runs off the event loop when a key is not in memory (that means a call to the key
+provider) or the page is large, on it when every key is and the page is small. A value
+whose key was shredded stays redacted: that data is gone by design.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ from engram.crypto.protect import Column, Protector
 __all__ = ["USER_FIELDS", "entities", "facts", "hits", "messages", "sessions", "users"]
 
 Row = dict[str, Any]
+
+# A page this small opens in well under a millisecond: less than a hop to a thread costs
+# under load. A larger one would hold the event loop (and every other request) meanwhile.
+_ON_LOOP_FIELDS = 256
+_ON_LOOP_BYTES = 256 * 1024
 
 _MESSAGE_FIELDS = (
     Column("content_enc", "content", "messages", "content"),
@@ -63,8 +68,9 @@ async def _reveal(
         page = protector.page(tenant, rows, fields, id_key)
         if page:
             # The whole page at once: its data keys are read and unwrapped together.
-            if page.in_memory():  # CPU only: cheaper than a thread hop
-                errors = page.open()
+            count, size = page.sealed
+            if page.in_memory() and count < _ON_LOOP_FIELDS and size < _ON_LOOP_BYTES:
+                errors = page.open()  # CPU only, and little: cheaper than a thread hop
             else:
                 errors = await asyncio.to_thread(page.open)
             for exc in errors:

@@ -33,6 +33,8 @@ Target = Literal["messages", "facts", "entities"]
 K = 60  # the usual RRF constant: damps the difference between ranks 1 and 2
 _WEIGHTS = {"vector": 1.0, "text": 1.0, "graph": 0.8}
 _HOP_FANOUT = 10  # facts per hop whose entities are expanded further
+# Candidates x results picked (MMR) from which re-ranking runs in a thread: ~0.5 ms of CPU.
+_ON_LOOP_WORK = 2_000
 _LISTS: dict[str, tuple[str, ...]] = {  # the signals that rank each kind of result
     "message": ("vector", "text", "graph"),
     "fact": ("vector", "text", "graph"),
@@ -141,6 +143,16 @@ async def _search(
     # Pipeline mode: the statements of each stage go out together, one round trip each.
     async with conn.pipeline():
         vector = await _gather(conn, tenant, q, embedding, fuser)
+    # Fusion and MMR are CPU only: a large re-ranking runs in a thread, so that the event
+    # loop goes on serving other requests; a small one costs less than the hop.
+    work = len(fuser.hits) * (q.limit if q.mmr_lambda is not None else 1)
+    if work >= _ON_LOOP_WORK:
+        return await asyncio.to_thread(_rank, fuser, q, vector)
+    return _rank(fuser, q, vector)
+
+
+def _rank(fuser: _Fuser, q: HybridQuery, vector: Any) -> list[Hit]:
+    """The fused hits weighed, filtered, diversified and cut to ``limit``."""
     hits = fuser.fused()
     if q.recency_half_life_days:
         _weigh_recency(hits, q.recency_half_life_days, q.recency_weight)
@@ -217,12 +229,18 @@ async def _gather(
         fuser.add("fact", "graph", graph_facts)
     cited_cur = near_cur = None
     if "messages" in want:
-        cited: list[uuidlib.UUID] = []
+        # In order, each once, and no more than are looked up: a fact said in thousands
+        # of episodes must not make this loop quadratic.
+        cited: dict[uuidlib.UUID, None] = {}
         for f in graph_facts:
-            cited.extend(u for u in f["episodes"] if u not in cited)
+            for u in f["episodes"]:
+                cited[u] = None
+            if len(cited) >= k * 2:
+                break
         if cited:
+            wanted = list(cited)[: k * 2]
             cited_cur = await send(
-                conn, retrieval.messages_by_uuid(cited[: k * 2], vector, scope, with_vectors=vec)
+                conn, retrieval.messages_by_uuid(wanted, vector, scope, with_vectors=vec)
             )
     if "entities" in want:
         near_cur = await send(conn, retrieval.entity_vector(vector, scope, k * 2, with_vectors=vec))

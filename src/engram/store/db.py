@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Generic, TypeVar
@@ -12,7 +13,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from engram.errors import UnavailableError
+from engram.errors import OverloadedError, UnavailableError
 
 __all__ = ["Conn", "Database", "Pending", "outage"]
 
@@ -80,6 +81,10 @@ class Database:
         # prepare_threshold=None behind a transaction pooler: a statement prepared on one
         # server connection is unknown on the next one ("prepared statement does not
         # exist"), or clashes with another client's of the same name.
+        self.timeout_s = timeout_s
+        # The pool's connection attempts (succeeded, failed) at the last timed-out wait,
+        # and whether they said that the database is down.
+        self._attempts, self._down = (0, 0), False
         self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             dsn,
             min_size=min_size,
@@ -105,6 +110,41 @@ class Database:
     async def close(self) -> None:
         await self.pool.close()
 
+    def unavailable(self, exc: PoolTimeout) -> UnavailableError:
+        """What a wait for a connection that timed out means: overload (retry shortly),
+        unless the pool's attempts to open connections since the last such wait all
+        failed (the database is down or refuses us; it stays so until one succeeds)."""
+        stats = self.pool.get_stats()
+        failed = stats.get("connections_errors", 0)
+        opened = stats.get("connections_num", 0) - failed  # it counts attempts
+        if failed > self._attempts[1] and opened == self._attempts[0]:
+            self._down = True  # only failures since the last look
+        elif opened > self._attempts[0] and failed == self._attempts[1]:
+            self._down = False  # only successes
+        self._attempts = (opened, failed)
+        if not self._down:
+            return OverloadedError(
+                f"server overloaded: no database connection free within {self.timeout_s:g}s",
+                retry_after_s=max(1, math.ceil(self.timeout_s)),
+                hint="retry after the Retry-After seconds; if it persists, raise pool.max_size"
+                " or lower the limits.* concurrency settings",
+            )
+        return UnavailableError(
+            f"the database is not reachable (no connection could be opened within"
+            f" {self.timeout_s:g}s)",
+            hint="check that PostgreSQL is running; Engram reconnects by itself",
+        )
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A connection of the pool, outside any tenant (autocommit); a timed-out wait
+        raises OverloadedError or UnavailableError (see `unavailable`)."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise self.unavailable(exc) from exc
+
     @asynccontextmanager
     async def tenant(self, tenant_id: str, *, pipeline: bool = False) -> AsyncIterator[Conn]:
         """Yield a connection inside a transaction bound to ``tenant_id`` (RLS).
@@ -122,10 +162,7 @@ class Database:
                 await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
                 yield conn
         except PoolTimeout as exc:
-            raise UnavailableError(
-                "the database is not reachable (no connection available in time)",
-                hint="check that PostgreSQL is running; Engram reconnects by itself",
-            ) from exc
+            raise self.unavailable(exc) from exc
         except psycopg.OperationalError as exc:
             if not outage(exc):
                 raise  # a statement the database refuses (e.g. too large for an index)

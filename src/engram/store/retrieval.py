@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from engram.store.db import Conn
 
 __all__ = [
+    "EPISODES_PER_FACT",
     "Scope",
     "Statement",
     "common_lexemes",
@@ -46,18 +47,21 @@ _MESSAGE_COLUMNS = sql.SQL(
        m.token_count, m.created_at, m.updated_at, m.sensitivity, m.content_enc,
        m.metadata_enc"""
 )
+# A fact said again and again cites thousands of episodes: a search reads the first
+# EPISODES_PER_FACT (GET /v1/facts/{uuid}/episodes lists them all).
+EPISODES_PER_FACT = 20
 _FACT_COLUMNS = sql.SQL(
     """f.uuid, f.user_id, f.fact, f.relation, f.source_uuid, f.target_uuid, f.valid_at,
-       f.invalid_at, f.created_at, f.expired_at, f.episodes, f.rating, f.sensitivity,
-       f.fact_enc"""
-)
+       f.invalid_at, f.created_at, f.expired_at, f.episodes[1:{n}] AS episodes, f.rating,
+       f.sensitivity, f.fact_enc"""
+).format(n=sql.Literal(EPISODES_PER_FACT))
 _ENTITY_COLUMNS = sql.SQL(
     """n.uuid, n.user_id, n.name, n.labels, n.aliases, n.summary, n.created_at, n.summary_enc,
        n.name_enc"""
 )
 
 
-def _columns(names: sql.SQL, vector: sql.SQL, with_vectors: bool) -> sql.Composable:
+def _columns(names: sql.Composable, vector: sql.SQL, with_vectors: bool) -> sql.Composable:
     # A row's embedding (1.5 KB at 384 dimensions) only when the caller re-ranks by it.
     return sql.SQL("{}, {}").format(names, vector) if with_vectors else names
 

@@ -14,7 +14,7 @@ from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenan
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
 from engram.api.v1.models import EntityWithFacts, FactEpisodes, FactSearchResults, UserGraph
-from engram.api.validation import IsoDateTime, Number, whole
+from engram.api.validation import IsoDateTime, Number, search_bounds, whole
 from engram.api.zep.schemas import message_json
 from engram.errors import ValidationError
 from engram.memory import reveal
@@ -110,7 +110,7 @@ class FactSearch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: StrictStr = Field(min_length=1, max_length=8192)
     user_id: StrictStr
-    limit: StrictInt = Field(default=10, ge=1, le=1000)
+    limit: StrictInt = Field(default=10, ge=1)  # at most limits.max_search_results
     min_score: Number | None = Field(default=None, ge=-1, le=1)
 
     _whole = field_validator("limit", mode="before")(whole)
@@ -122,6 +122,7 @@ async def fact_search(
     protector: Protect, plaintext: ReadProtected,
 ) -> Any:  # fmt: skip
     """Currently valid facts of a user closest in meaning to the text."""
+    search_bounds(runtime.settings.limits, body.limit, body.text)
     async with db.tenant(tenant) as conn:
         await users.get(conn, body.user_id)
     hits = await hybrid_search(

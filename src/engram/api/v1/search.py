@@ -21,7 +21,7 @@ from engram.api.deps import Db, Embed, Protect, ReadProtected, RuntimeDep, Tenan
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
 from engram.api.v1.models import Context, SearchResults
-from engram.api.validation import IsoDateTime, JsonObject, Number, json_within, whole
+from engram.api.validation import IsoDateTime, JsonObject, Number, json_within, search_bounds, whole
 from engram.errors import ConflictError
 from engram.memory import estimate_tokens, reveal
 from engram.memory.focus import FOCUS, recall
@@ -53,7 +53,8 @@ class SearchBody(BaseModel):
     user_id: StrictStr | None = None
     user_ids: list[StrictStr] | None = None
     session_ids: list[StrictStr] | None = None
-    limit: StrictInt = Field(default=10, ge=1, le=200)
+    # At most limits.max_search_results (100 by default).
+    limit: StrictInt = Field(default=10, ge=1)
     min_score: Number | None = Field(default=None, ge=0, le=1)
     time_from: IsoDateTime | None = None
     time_to: IsoDateTime | None = None
@@ -95,6 +96,7 @@ async def search(
 ) -> Any:  # fmt: skip
     """Hybrid search over messages, facts and entities, with why each result ranked."""
     json_within(runtime.settings.limits.max_metadata_bytes, {"metadata": body.metadata})
+    search_bounds(runtime.settings.limits, body.limit, body.text)
     user_ids = body.user_ids or ([body.user_id] if body.user_id else None)
     if user_ids:
         async with db.tenant(tenant) as conn:

@@ -10,7 +10,7 @@ from engram.api.body import JsonRoute
 from engram.api.deps import Db, Embed, Limits, Protect, ReadProtected, RuntimeDep, Tenant
 from engram.api.openapi import returns
 from engram.api.responses import FastJSON
-from engram.api.validation import json_within
+from engram.api.validation import json_within, search_bounds
 from engram.api.zep.errors import zep_duplicate
 from engram.api.zep.models import Session, SessionListResponse, SessionSearchResponse
 from engram.api.zep.schemas import (
@@ -91,9 +91,11 @@ async def search(
     tenant: Tenant,
     protector: Protect,
     plaintext: ReadProtected,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    limit: Annotated[int, Query(ge=1)] = 10,
 ) -> Any:
-    """Zep's search, served by the hybrid engine (fused score in 0..1)."""
+    """Zep's search, served by the hybrid engine (fused score in 0..1). ``limit`` is at
+    most the server's limits.max_search_results (100 by default)."""
+    search_bounds(runtime.settings.limits, limit, body.text)
     json_within(runtime.settings.limits.max_metadata_bytes, {"record_filter": body.record_filter})
     if body.search_scope == "summary":
         return {"results": []}  # Engram does not write summaries
