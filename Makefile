@@ -26,6 +26,7 @@ run: install
 test: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	# The pkcs11 key provider's tests drive a real SoftHSM2 token.
 	command -v softhsm2-util >/dev/null || (apt-get update && apt-get install -y softhsm2)
 	# The alert rules are checked and unit-tested with promtool (Debian's prometheus).
@@ -37,13 +38,15 @@ test: install
 	test -x $(AZURITE) || (mkdir -p .tools/azurite && cd .tools/azurite && npm install --no-audit --no-fund --silent azurite@3)
 	$(BIN)/pytest --durations=15
 
-# The inner loop: lint, types and the tests that need no server process and no program from
-# outside pip (not marked `integration` or `slow`), in under 3 minutes. The API tests among
+# The inner loop: lint, types, import contracts and the tests that need no server process and
+# no program from outside pip (not marked `integration` or `slow`), in under 3 minutes. The API tests among
 # them run the app in process on one embedded PostgreSQL (tests/fix_app.py).
 check: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	# The layers, no package cycles, no front door on the store ([tool.importlinter]).
+	$(BIN)/lint-imports
 	$(BIN)/pytest -m "not integration and not slow"
 
 lint: install
@@ -59,4 +62,4 @@ bench: install
 	$(BIN)/python bench/search.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -118,7 +118,7 @@ def test_the_golden_user_profile_reads_back_field_by_field(golden_keyring: Keyri
     (golden/profile.json): read as the API reads users, each field comes back, and the
     same ciphertext on another user's row does not open."""
     from engram.crypto.protect import SealedPage
-    from engram.memory.reveal import USER_FIELDS
+    from engram.crypto.reveal import USER_FIELDS
 
     golden = json.loads((GOLDEN / "profile.json").read_text())
     assert golden["sealed"] == golden["read"]  # what it holds: the fields by name

@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
 from engram.cli.common import ConfigOpt, DatabaseOpt, DataDirOpt, app, console, with_runtime
+
+if TYPE_CHECKING:
+    from engram.runtime import Runtime
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 app.add_typer(audit_app, name="audit")
@@ -18,8 +21,10 @@ app.add_typer(audit_app, name="audit")
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="default: every tenant")]
 
 
-async def _tenants(rt: Any, tenant: str | None) -> list[str]:
+async def _tenants(rt: Runtime, tenant: str | None) -> list[str]:
     from engram.store import tenants
+
+    assert rt.db is not None
 
     if tenant is not None:
         return [tenant]
@@ -39,7 +44,8 @@ def verify(
     from engram.audit.checkpoints import from_settings
     from engram.audit.verify import Report, verify_tenant
 
-    async def work(rt: Any) -> list[Report]:
+    async def work(rt: Runtime) -> list[Report]:
+        assert rt.db is not None
         store, signer = from_settings(rt.settings)
         reports = []
         for t in await _tenants(rt, tenant):
@@ -97,7 +103,8 @@ def export(
             out.write(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE))
         rows.clear()
 
-    async def work(rt: Any) -> int:
+    async def work(rt: Runtime) -> int:
+        assert rt.db is not None
         n = 0
         for t in await _tenants(rt, tenant):
             async with rt.db.tenant(t) as conn:
@@ -131,7 +138,8 @@ def checkpoint(
     from engram.audit.checkpoints import from_settings, write
     from engram.store import audit as store
 
-    async def work(rt: Any) -> list[tuple[str, int]]:
+    async def work(rt: Runtime) -> list[tuple[str, int]]:
+        assert rt.db is not None
         folder, signer = from_settings(rt.settings)
         done = []
         for t in await _tenants(rt, tenant):

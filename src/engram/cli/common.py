@@ -5,14 +5,18 @@ from __future__ import annotations
 import getpass
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from engram.config import Settings, load_settings
 from engram.errors import EngramError
+
+if TYPE_CHECKING:  # imported when a command runs: `engram --help` stays quick
+    from engram.runtime import Runtime
 
 __all__ = [
     "ConfigOpt",
@@ -29,6 +33,8 @@ __all__ = [
     "tenant_or_default",
     "with_runtime",
 ]
+
+T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Engram Memory server.")
 console = Console(stderr=True)
@@ -58,18 +64,19 @@ def actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def tenant_or_default(runtime: Any, tenant: str | None) -> str:
+def tenant_or_default(runtime: Runtime, tenant: str | None) -> str:
     """The tenant given, else the configured default tenant."""
     return tenant or str(runtime.settings.default_tenant)
 
 
-async def existing_tenant(runtime: Any, tenant: str | None) -> str:
+async def existing_tenant(runtime: Runtime, tenant: str | None) -> str:
     """The tenant given, else the default one; a ValidationError if it does not exist
     (a command run for a mistyped tenant would otherwise do nothing, or record runs and
     keys for a tenant nobody has)."""
     from engram.errors import ValidationError
     from engram.store import tenants
 
+    assert runtime.db is not None
     t = tenant_or_default(runtime, tenant)
     async with runtime.db.tenant(t) as conn:
         if await tenants.status(conn, t) is None:
@@ -106,7 +113,7 @@ def setup_logging(level: str) -> None:
 
 
 def with_runtime(config: Path | None, data_dir: Path | None, database_url: str | None,
-                  work: Any) -> Any:  # fmt: skip
+                  work: Callable[[Runtime], Awaitable[T]]) -> T:  # fmt: skip
     """Prepare a runtime (no migrations), open it, run ``work(runtime)``, close it."""
     import asyncio
 
@@ -118,7 +125,7 @@ def with_runtime(config: Path | None, data_dir: Path | None, database_url: str |
     try:
         runtime.prepare(run_migrations=False)
 
-        async def main() -> Any:
+        async def main() -> T:
             await runtime.open()
             try:
                 return await work(runtime)

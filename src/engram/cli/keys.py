@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,18 +24,24 @@ from engram.cli.common import (
     with_runtime,
 )
 
+if TYPE_CHECKING:
+    from engram.runtime import Runtime
+
+T = TypeVar("T")
+
 keys_app = typer.Typer(no_args_is_help=True, help="Data keys: rotation and crypto-shredding.")
 app.add_typer(keys_app, name="keys")
 
 
 def _run(config: Path | None, data_dir: Path | None, database_url: str | None, op: str,
-         work: Any, tenant: str | None = None, resource: str = "data_keys",
-         user: str | None = None) -> Any:  # fmt: skip
+         work: Callable[[Runtime], Awaitable[T]], tenant: str | None = None,
+         resource: str = "data_keys", user: str | None = None) -> T:  # fmt: skip
     """Run `work(runtime)` with keys open, and audit the outcome as a key operation (the
     ``user`` it concerns appears in the record as a pseudonym)."""
     from engram.audit import record_now
 
-    async def wrapped(rt: Any) -> Any:
+    async def wrapped(rt: Runtime) -> T:
+        assert rt.db is not None
         if rt.keyrings is None:
             from engram.errors import ConfigError
 
@@ -74,7 +81,8 @@ def status_cmd(
     """Fields per key version, and the latest re-encryption runs."""
     from engram.crypto import rotation
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.key_pool is not None and rt.keyrings is not None
         t = tenant_or_default(rt, tenant)
         return await asyncio.to_thread(rotation.status, rt.key_pool, rt.keyrings, t)
 
@@ -122,7 +130,8 @@ def rotate_cmd(
     from engram.crypto import rotation
     from engram.jobs.keys import start_reencrypt
 
-    async def work(rt: Any) -> str:
+    async def work(rt: Runtime) -> str:
+        assert rt.keyrings is not None
         t = tenant_or_default(rt, tenant)
         if kek:
             kek_id, n = await asyncio.to_thread(rotation.rotate_kek, rt.keyrings, [t])
@@ -140,17 +149,19 @@ def rotate_cmd(
     )
 
 
-def _new_run(rt: Any, tenant: str) -> int:
+def _new_run(rt: Runtime, tenant: str) -> int:
     from engram.store import keys
 
+    assert rt.key_pool is not None
     with rt.key_pool.tenant(tenant) as conn:
         return keys.start_run(conn)
 
 
-def _reencrypt(rt: Any, tenant: str, run_id: int) -> int:
+def _reencrypt(rt: Runtime, tenant: str, run_id: int) -> int:
     from engram.crypto.rotation import reencrypt
     from engram.memory.unclassified import seal_unclassified
 
+    assert rt.key_pool is not None and rt.keyrings is not None
     c = rt.settings.crypto
     sealed = seal_unclassified(rt.key_pool, rt.protector, tenant, c.reencrypt_batch)
     moved: int = reencrypt(rt.key_pool, rt.keyrings, tenant, run_id,
@@ -170,7 +181,7 @@ def reencrypt_cmd(
     """Move every protected field to its key's primary version (resumable)."""
     from engram.jobs.keys import start_reencrypt
 
-    async def work(rt: Any) -> str:
+    async def work(rt: Runtime) -> str:
         t = tenant_or_default(rt, tenant)
         if not now:
             return f"re-encryption run {await start_reencrypt(rt, t)} queued for the workers"
@@ -192,7 +203,8 @@ def reclassify_cmd(
     turning crypto.enabled on, or adding a class to crypto.protect). Safe to re-run."""
     from engram.memory.reclassify import reclassify
 
-    async def work(rt: Any) -> str:
+    async def work(rt: Runtime) -> str:
+        assert rt.key_pool is not None and rt.embedder is not None
         t = tenant_or_default(rt, tenant)
         s = rt.settings
         done = await asyncio.to_thread(
@@ -215,7 +227,8 @@ def retire_cmd(
     """Disable a version; refused while any field still uses it."""
     from engram.crypto import rotation
 
-    async def work(rt: Any) -> int:
+    async def work(rt: Runtime) -> int:
+        assert rt.key_pool is not None and rt.keyrings is not None
         t = tenant_or_default(rt, tenant)
         n: int = await asyncio.to_thread(rotation.retire, rt.key_pool, rt.keyrings, t, version)
         return n
@@ -242,7 +255,8 @@ def destroy_cmd(
             abort=True,
         )
 
-    async def work(rt: Any) -> int:
+    async def work(rt: Runtime) -> int:
+        assert rt.keyrings is not None
         t = tenant_or_default(rt, tenant)
         n: int = await asyncio.to_thread(rotation.destroy, rt.keyrings, t, version)
         return n
@@ -266,7 +280,8 @@ def shred_cmd(
     if not yes:
         typer.confirm(f"Shred the data key of user {user!r}? This cannot be undone.", abort=True)
 
-    async def work(rt: Any) -> int:
+    async def work(rt: Runtime) -> int:
+        assert rt.keyrings is not None
         t = tenant_or_default(rt, tenant)
         n: int = await asyncio.to_thread(rotation.shred_user, rt.keyrings, t, user)
         return n

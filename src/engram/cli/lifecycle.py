@@ -6,7 +6,7 @@ import json
 import uuid as uuidlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,6 +28,10 @@ from engram.cli.common import (
 )
 from engram.errors import EngramError, ValidationError
 
+if TYPE_CHECKING:
+    from engram.lifecycle.blobs import BlobStore
+    from engram.runtime import Runtime
+
 __all__: list[str] = []
 
 retention_app = typer.Typer(no_args_is_help=True, help="Retention policy and the retention job.")
@@ -38,7 +42,7 @@ app.add_typer(archive_app, name="archive")
 out = Console()
 
 
-def _store(runtime: Any) -> Any:
+def _store(runtime: Runtime) -> BlobStore:
     from engram.lifecycle.blobs import build_blob_store
 
     return build_blob_store(runtime.settings.lifecycle.blob, runtime.settings.data_dir)
@@ -58,7 +62,8 @@ def retention_show(
     """Show the tenant's retention policy (its own, or the configured defaults)."""
     from engram.lifecycle.policy import effective_policy
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         async with rt.db.tenant(tenant_or_default(rt, tenant)) as conn:
             return (await effective_policy(conn, rt.settings.lifecycle)).to_json()
 
@@ -99,7 +104,8 @@ def retention_set(
             )
         )
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         t = tenant_or_default(rt, tenant)
         async with rt.db.tenant(t) as conn:
             policy = await set_policy(conn, t, rt.settings.lifecycle, changes, actor())
@@ -118,7 +124,8 @@ def retention_run(
     """Run the retention job once now (what the worker runs on its schedule)."""
     from engram.lifecycle.retention import run_retention
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         return await run_retention(rt.db, rt.settings, only=[tenant] if tenant else None)
 
     _print_json(with_runtime(config, data_dir, database_url, work))
@@ -137,7 +144,8 @@ def archive_list(
     """List archived sessions, newest first."""
     from engram.store import archives
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         async with rt.db.tenant(tenant_or_default(rt, tenant)) as conn:
             return await archives.list_records(conn, session_id=session, user_id=user)
 
@@ -185,7 +193,8 @@ def archive_restore(
             )
         )
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         return await restore_session(
             rt.db, _store(rt), tenant_or_default(rt, tenant), session, wanted
         )
@@ -205,7 +214,8 @@ def erase(
     Safe to run again: an interrupted erasure is completed."""
     from engram.lifecycle.erasure import erase_user
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         return await erase_user(
             rt.db,
             lambda: _store(rt),

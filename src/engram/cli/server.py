@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from engram.cli.common import (
     with_runtime,
 )
 from engram.errors import EngramError
+
+if TYPE_CHECKING:
+    from engram.runtime import Runtime
 
 model_app = typer.Typer(no_args_is_help=True, help="The local embedding model.")
 app.add_typer(model_app, name="model")
@@ -180,7 +183,7 @@ def worker(
     """Run an extraction worker (any number, on any machine) until SIGTERM/SIGINT."""
     import asyncio
 
-    async def work(runtime: Any) -> None:
+    async def work(runtime: Runtime) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -207,11 +210,13 @@ def jobs_list(
     """List extraction jobs with their state and, for failures, the reason."""
     from rich.table import Table
 
-    from engram.jobs.admin import list_jobs
+    from engram.jobs.admin import JobRow, list_jobs
 
-    rows = with_runtime(
-        config, data_dir, database_url, lambda rt: list_jobs(rt.queue, rt.db, status)
-    )
+    async def work(rt: Runtime) -> list[JobRow]:
+        assert rt.queue is not None and rt.db is not None
+        return await list_jobs(rt.queue, rt.db, status)
+
+    rows = with_runtime(config, data_dir, database_url, work)
     table = Table("id", "status", "tenant", "episode", "attempts", "reason")
     for r in rows:
         table.add_row(str(r.id), r.status, r.tenant, r.episode, str(r.attempts), r.error or "")
@@ -228,5 +233,9 @@ def jobs_retry(
     """Run a failed job again now."""
     from engram.jobs.admin import retry_job
 
-    with_runtime(config, data_dir, database_url, lambda rt: retry_job(rt.queue, rt.db, job_id))
+    async def work(rt: Runtime) -> None:
+        assert rt.queue is not None and rt.db is not None
+        await retry_job(rt.queue, rt.db, job_id)
+
+    with_runtime(config, data_dir, database_url, work)
     console.print(f"job {job_id} queued again")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from engram.cli.common import (
     tenant_or_default,
     with_runtime,
 )
+
+if TYPE_CHECKING:
+    from engram.runtime import Runtime
 
 tenants_app = typer.Typer(no_args_is_help=True, help="Tenants (platform administration).")
 app.add_typer(tenants_app, name="tenants")
@@ -40,7 +43,8 @@ def tenants_create(
     from engram.audit import record
     from engram.store import tenants
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         async with rt.db.tenant(tenant_id) as conn:
             row = await tenants.create(conn, tenant_id, name)
             await record(conn, tenant_id, actor=actor(), action="tenant.create", resource=tenant_id)
@@ -57,7 +61,8 @@ def tenants_list(
     """List tenants and their status."""
     from engram.store import tenants
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         async with rt.db.tenant("") as conn:
             return await tenants.list_all(conn)
 
@@ -67,12 +72,14 @@ def tenants_list(
     Console().print(table)
 
 
-def _set_status(tenant_id: str, status: str, data_dir: Any, database_url: Any, config: Any) -> None:
+def _set_status(tenant_id: str, status: str, data_dir: DataDirOpt, database_url: DatabaseOpt,
+                config: ConfigOpt) -> None:  # fmt: skip
     from engram.audit import record
     from engram.errors import ValidationError
     from engram.store import tenants
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         if status == "disabled" and tenant_id == rt.settings.default_tenant:
             raise ValidationError(
                 "the default tenant cannot be disabled",
@@ -132,7 +139,8 @@ def keys_create(
 
     key = new_key()
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         if role not in {r.value for r in Role}:
             raise ValidationError(
                 f"unknown role {role!r}", hint="use admin, writer, reader or auditor"
@@ -164,7 +172,8 @@ def keys_list(
     """List a tenant's keys (never the secrets)."""
     from engram.store import apikeys
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         async with rt.db.tenant(tenant_or_default(rt, tenant)) as conn:
             return await apikeys.list_for_tenant(conn)
 
@@ -191,7 +200,8 @@ def keys_revoke(
     from engram.audit import record
     from engram.store import apikeys
 
-    async def work(rt: Any) -> Any:
+    async def work(rt: Runtime) -> Any:
+        assert rt.db is not None
         t = tenant_or_default(rt, tenant)
         async with rt.db.tenant(t) as conn:
             await apikeys.revoke(conn, key_id)

@@ -21,9 +21,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 from uuid import UUID, uuid4
@@ -34,8 +33,9 @@ from engram.config import CryptoSettings
 from engram.crypto.cache import DataKey, DataKeyCache
 from engram.crypto.envelope import KEY_BYTES
 from engram.crypto.providers import build_provider
-from engram.crypto.providers.base import BatchUnwrap, KeyProvider, WrappedDek
+from engram.crypto.providers.base import BatchUnwrap, KeyProvider
 from engram.errors import DecryptionError, KeyUnavailableError, NotFoundError, ValidationError
+from engram.store.keys import DataKeyRecord, KeyState, WrappedDek
 
 __all__ = [
     "DataKeyRecord",
@@ -47,26 +47,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class KeyState(StrEnum):
-    PRIMARY = "primary"
-    ACTIVE = "active"
-    DISABLED = "disabled"
-    DESTROYED = "destroyed"
-
-
-@dataclass(frozen=True, slots=True)
-class DataKeyRecord:
-    """One version of a data key as stored (never the plaintext key)."""
-
-    key_id: UUID
-    version: int
-    tenant: str
-    user: str | None
-    state: KeyState
-    wrapped: WrappedDek | None  # None once destroyed
-    created_at: datetime
 
 
 class KeyStore(Protocol):

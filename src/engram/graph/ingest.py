@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from engram.crypto import reveal
 from engram.crypto.detect import Redaction
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import KeyRef, Protector, Sealed
@@ -32,7 +33,6 @@ from engram.extract.types import (
 )
 from engram.graph import entities, facts
 from engram.graph.entities import normalize_name
-from engram.memory import reveal
 from engram.store import entities as stored_entities
 from engram.store import episodes
 from engram.store import facts as stored_facts

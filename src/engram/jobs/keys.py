@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from engram.crypto import rotation
-from engram.jobs.queue import MAINTENANCE_QUEUE, REENCRYPT_TASK
+from engram.jobs.deps import JobDeps
+from engram.jobs.tasks import MAINTENANCE_QUEUE, REENCRYPT_TASK
 from engram.store import keys
 
 __all__ = ["rotate_due", "start_reencrypt"]
@@ -16,22 +16,23 @@ __all__ = ["rotate_due", "start_reencrypt"]
 logger = logging.getLogger(__name__)
 
 
-async def start_reencrypt(runtime: Any, tenant: str) -> int:
+async def start_reencrypt(runtime: JobDeps, tenant: str) -> int:
     """Record a re-encryption run of `tenant` and queue it; returns the run id."""
-    assert runtime.key_pool is not None and runtime.queue is not None
+    pool, queue = runtime.key_pool, runtime.queue
+    assert pool is not None and queue is not None
 
     def create() -> int:
-        with runtime.key_pool.tenant(tenant) as conn:
+        with pool.tenant(tenant) as conn:
             return keys.start_run(conn)
 
     run_id = await asyncio.to_thread(create)
-    await runtime.queue.configure_task(REENCRYPT_TASK, queue=MAINTENANCE_QUEUE).defer_async(
+    await queue.configure_task(REENCRYPT_TASK, queue=MAINTENANCE_QUEUE).defer_async(
         tenant_id=tenant, run_id=run_id
     )
     return run_id
 
 
-async def rotate_due(runtime: Any, timestamp: int) -> list[str]:
+async def rotate_due(runtime: JobDeps, timestamp: int) -> list[str]:
     """Rotate (and re-encrypt) each tenant whose primary keys are older than configured."""
     every = runtime.settings.crypto.rotate_every_days
     if not every or runtime.keyrings is None:

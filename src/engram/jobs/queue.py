@@ -14,20 +14,24 @@ from procrastinate import RetryDecision, RetryStrategy
 from procrastinate.jobs import Job
 from procrastinate.worker import Worker
 
+from engram.crypto.rotation import reencrypt
 from engram.errors import EmbeddingError, EngramError, ExtractionError, UnavailableError
 from engram.graph.ingest import GraphSettings, process_episode
+from engram.jobs.deps import JobDeps
+from engram.jobs.keys import rotate_due
+from engram.jobs.tasks import (
+    CLEANUP_TASK,
+    MAINTENANCE_QUEUE,
+    REENCRYPT_TASK,
+    RETENTION_TASK,
+    ROTATE_TASK,
+)
 from engram.lifecycle.retention import run_retention
+from engram.memory.unclassified import seal_unclassified
 from engram.store import episodes
 from engram.store.db import outage
 
-__all__ = ["MAINTENANCE_QUEUE", "REENCRYPT_TASK", "RETENTION_TASK", "build_queue", "run_worker"]
-
-# Long-running upkeep (re-encryption, rotation) beside the extraction queue.
-MAINTENANCE_QUEUE = "maintenance"
-REENCRYPT_TASK = "engram.reencrypt"
-ROTATE_TASK = "engram.rotate_keys"
-RETENTION_TASK = "engram.retention"
-CLEANUP_TASK = "engram.remove_succeeded_jobs"
+__all__ = ["build_queue", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +59,20 @@ class _Retry(RetryStrategy):
         return super().get_retry_decision(exception=exception, job=job)
 
 
-def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) -> procrastinate.App:
+def build_queue(
+    dsn: str, runtime: JobDeps, *, prepare_threshold: int | None = 5
+) -> procrastinate.App:
     """A procrastinate app whose extraction task uses the runtime's pool and models."""
     connector = procrastinate.PsycopgConnector(
         conninfo=dsn, kwargs={"prepare_threshold": prepare_threshold}
     )
     app = procrastinate.App(connector=connector)
     w = runtime.settings.worker
-    retry = _Retry(max_attempts=w.max_attempts, exponential_wait=w.retry_wait_s)
+    # procrastinate annotates an int; the setting's float works the same (seconds).
+    retry = _Retry(
+        max_attempts=w.max_attempts,
+        exponential_wait=w.retry_wait_s,  # type: ignore[arg-type]
+    )
 
     @app.task(name=episodes.TASK, queue=episodes.QUEUE, retry=retry, pass_context=True)
     async def extract_episode(
@@ -94,9 +104,6 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
 
     @app.task(name=REENCRYPT_TASK, queue=MAINTENANCE_QUEUE, retry=retry)
     async def reencrypt_task(tenant_id: str, run_id: int) -> None:
-        from engram.crypto.rotation import reencrypt
-        from engram.memory.unclassified import seal_unclassified
-
         assert runtime.key_pool is not None and runtime.keyrings is not None
         c = runtime.settings.crypto
         try:
@@ -149,8 +156,6 @@ def build_queue(dsn: str, runtime: Any, *, prepare_threshold: int | None = 5) ->
         @app.periodic(cron="17 3 * * *", periodic_id="rotate-keys")
         @app.task(name=ROTATE_TASK, queue=MAINTENANCE_QUEUE, pass_context=False)
         async def rotate_keys(timestamp: int) -> None:
-            from engram.jobs.keys import rotate_due
-
             await rotate_due(runtime, timestamp)
 
     return app

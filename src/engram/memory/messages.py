@@ -14,11 +14,11 @@ import asyncio
 import uuid as uuidlib
 from typing import Any
 
+from engram.crypto import reveal
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import KeyRef, Protector, SealedMetadata, has_values
 from engram.crypto.sensitivity import Sensitivity, combine, from_metadata, stored_class
 from engram.errors import ValidationError
-from engram.memory import reveal
 from engram.memory.guard import refuse_unreadable
 from engram.store import messages, sessions
 from engram.store.db import Database

@@ -12,11 +12,11 @@ import uuid as uuidlib
 from functools import partial
 from typing import Any
 
+from engram.crypto import reveal
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import KeyRef, Protector, SealedMetadata
 from engram.crypto.sensitivity import Sensitivity, from_metadata, stored_class
 from engram.errors import NotFoundError, ValidationError
-from engram.memory import reveal
 from engram.memory.guard import off_loop, refuse_unreadable
 from engram.store import keys, sessions, users
 from engram.store.db import Database

@@ -17,15 +17,15 @@ import logging
 from functools import partial
 from typing import Any
 
+from engram.crypto import reveal
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import IDENTITY_FIELDS, Protector, sealed_or_redacted
 from engram.crypto.sensitivity import combine, stored_class
 from engram.errors import DecryptionError
-from engram.memory import reveal
 from engram.memory.messages import seal_message_metadata
 from engram.memory.sessions import seal_session
 from engram.memory.users import seal_user
-from engram.store import keys
+from engram.store import keys, users
 from engram.store.keys import KeyPool
 from engram.store.users import UserFields
 
@@ -81,7 +81,7 @@ def seal_unclassified(pool: KeyPool, protector: Protector, tenant: str, batch: i
         with pool.tenant(tenant) as conn:
             rows = keys.unclassified_users(conn, batch)
             for r in rows:
-                keys.classify_user(conn, r["uuid"], _user(protector, tenant, r))
+                users.classify(conn, r["uuid"], _user(protector, tenant, r))
         done += len(rows)
         if not rows:
             break

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+from engram.crypto import reveal
 from engram.crypto.protect import IDENTITY_FIELDS, KeyRef, Protector
-from engram.memory import reveal
 from engram.memory.guard import off_loop, refuse_unreadable
 from engram.store import keys, users
 from engram.store.db import Database

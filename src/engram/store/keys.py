@@ -12,7 +12,10 @@ import logging
 import uuid as uuidlib
 from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any, LiteralString
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -20,23 +23,21 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from engram.crypto.keyring import DataKeyRecord, KeyState
-from engram.crypto.providers.base import WrappedDek
 from engram.errors import ConflictError, UnavailableError
 from engram.store.db import Conn, Pending
-
-if TYPE_CHECKING:  # store.users imports this module (a new user's key goes in with it)
-    from engram.store.users import UserFields
 
 __all__ = [
     "ENCRYPTED_FIELDS",
     "INSERT_DRAFT",
+    "DataKeyRecord",
     "KeyPool",
+    "KeyState",
     "KeyTaken",
     "PgKeyStore",
+    "SyncConn",
+    "WrappedDek",
     "classify_message",
     "classify_session",
-    "classify_user",
     "encrypted_batch",
     "finish_run",
     "key_id_of",
@@ -61,6 +62,41 @@ SyncConn = psycopg.Connection[dict[str, Any]]
 # A user's data key is named by its version 1 (later versions share the key id).
 _FIND_KEY = """SELECT key_id FROM data_keys
                WHERE coalesce(user_id, '') = coalesce(%s, '') AND version = 1"""
+
+
+class KeyState(StrEnum):
+    """A data-key version's state (see `engram.crypto.keyring`)."""
+
+    PRIMARY = "primary"
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    DESTROYED = "destroyed"
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedDek:
+    """A data key as a provider wrapped it: what to store next to the key's id.
+
+    `kek_id` names exactly the KEK (and version, where the provider has versions) that
+    wrapped it, so it unwraps after the provider's current KEK has moved on.
+    """
+
+    provider: str
+    kek_id: str
+    blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataKeyRecord:
+    """One version of a data key as stored (never the plaintext key)."""
+
+    key_id: uuidlib.UUID
+    version: int
+    tenant: str
+    user: str | None
+    state: KeyState
+    wrapped: WrappedDek | None  # None once destroyed
+    created_at: datetime
 
 
 class KeyPool:
@@ -374,14 +410,6 @@ def unclassified_users(conn: SyncConn, limit: int) -> list[dict[str, Any]]:
         (limit,),
     ).fetchall()
     return rows
-
-
-def classify_user(conn: SyncConn, uuid: uuidlib.UUID, fields: UserFields) -> None:
-    """Store a locked user's fields as classified and sealed (updated_at unchanged)."""
-    conn.execute(
-        sql.SQL("UPDATE users SET {} WHERE uuid = %(uuid)s").format(sql.SQL(fields.SET)),
-        {"uuid": uuid, **fields.params()},
-    )
 
 
 def unclassified_sessions(conn: SyncConn, limit: int) -> list[dict[str, Any]]:

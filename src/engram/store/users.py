@@ -17,13 +17,13 @@ from typing import Any, ClassVar, LiteralString
 from psycopg import sql
 from psycopg.errors import UniqueViolation
 
-from engram.crypto.keyring import DataKeyRecord
 from engram.errors import ConflictError, NotFoundError
 from engram.store import keys
 from engram.store.db import Conn, Pending
 from engram.store.jsonb import jsonb
+from engram.store.keys import DataKeyRecord, SyncConn
 
-__all__ = ["UserFields", "add", "conflict", "delete", "exists", "get", "lock",
+__all__ = ["UserFields", "add", "classify", "conflict", "delete", "exists", "get", "lock",
            "replace", "send_count", "send_exists", "send_list_ordered"]  # fmt: skip
 
 _COLUMNS = sql.SQL("""user_id, id, uuid, email, first_name, last_name, metadata,
@@ -47,7 +47,7 @@ class UserFields:
     profile_enc: bytes | None = None
 
     # How an UPDATE stores them: the new form, and the per-field ciphertexts of a row
-    # written before migration 0017 cleared (`store.keys.classify_user` uses it too).
+    # written before migration 0017 cleared (`classify` uses it too).
     SET: ClassVar[LiteralString] = """email = %(email)s, first_name = %(first_name)s,
         last_name = %(last_name)s, metadata = %(metadata)s,
         identity_sensitivity = %(identity_sensitivity)s,
@@ -173,3 +173,12 @@ async def send_count(conn: Conn) -> Pending[int]:
     """How many users the tenant has, sent now and read later (see `Pending`)."""
     cur = await conn.execute("SELECT count(*) AS n FROM users")
     return Pending(cur, lambda row: int(row["n"]) if row else 0)
+
+
+def classify(conn: SyncConn, uuid: uuidlib.UUID, fields: UserFields) -> None:
+    """Store a locked user's fields as classified and sealed (updated_at unchanged); the
+    users to classify are `store.keys.unclassified_users`."""
+    conn.execute(
+        sql.SQL("UPDATE users SET {} WHERE uuid = %(uuid)s").format(sql.SQL(fields.SET)),
+        {"uuid": uuid, **fields.params()},
+    )

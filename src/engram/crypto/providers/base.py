@@ -4,25 +4,12 @@ and unwraps data keys with them, never handing a KEK out."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from engram.errors import DecryptionError
+from engram.store.keys import WrappedDek
 
 __all__ = ["BatchUnwrap", "KeyProvider", "WrappedDek"]
-
-
-@dataclass(frozen=True, slots=True)
-class WrappedDek:
-    """A data key as a provider wrapped it: what to store next to the key's id.
-
-    `kek_id` names exactly the KEK (and version, where the provider has versions) that
-    wrapped it, so it unwraps after the provider's current KEK has moved on.
-    """
-
-    provider: str
-    kek_id: str
-    blob: bytes
 
 
 @runtime_checkable
