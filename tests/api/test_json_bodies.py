@@ -140,3 +140,17 @@ def test_zero_written_any_way_is_zero(http: httpx.Client, session_id: str) -> No
     r = http.patch(path, content=b'{"metadata": {"a": 0e-999, "b": -0.0e5}}', headers=JSON)
     assert r.status_code == 200, r.text
     assert http.get(path).json()["metadata"] == {"a": 0.0, "b": 0.0}
+
+
+@pytest.mark.parametrize("number", ["1.5e300", "1.5e+300", "2E20", "1e16"])
+def test_a_large_float_sent_alone_comes_back_a_float(
+    http: httpx.Client, session_id: str, number: str
+) -> None:
+    # As a client's encoder writes it, with no big integer beside it in the body.
+    path = f"/api/v2/sessions/{session_id}"
+    body = b'{"metadata": {"f": %s, "list": [%s]}}' % (number.encode(), number.encode())
+    r = http.patch(path, content=body, headers=JSON)
+    assert r.status_code == 200, r.text
+    for got in (json.loads(r.content), json.loads(http.get(path).content)):
+        assert got["metadata"] == {"f": float(number), "list": [float(number)]}
+        assert isinstance(got["metadata"]["f"], float), got["metadata"]
