@@ -16,6 +16,11 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engram.api.deps import authenticate
+from engram.api.timing import route_template
+from engram.auth.principal import Permission
+from engram.auth.routes import permission_for
+
 __all__ = ["JsonRequest", "JsonRoute", "loads"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -98,6 +103,14 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+async def _credentials_first(request: Request) -> None:
+    """Authenticate the caller of a route that is not public: FastAPI reads a body before
+    it runs the dependencies, so a bad body would otherwise be a 400 to a caller without
+    credentials, and on the audit record as anonymous."""
+    if permission_for(request.method, route_template(request.scope)) is not Permission.PUBLIC:
+        await authenticate(request)
+
+
 class JsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -116,17 +129,17 @@ class JsonRoute(APIRoute):
         async def handler(request: Request) -> Response:
             request = JsonRequest(request.scope, request.receive)
             if _is_json(request.headers.get("content-type")) and await request.body():
+                found: tuple[tuple[int | str, ...], str] | None = None
                 try:
-                    body = await request.json()
-                except Exception:  # noqa: S110 (FastAPI reads it again, and says why)
-                    pass
-                else:
-                    found = _first_problem(body)
-                    if found is not None:
-                        path, problem = found
-                        raise RequestValidationError(
-                            [{"type": "value_error", "loc": ("body", *path), "msg": problem}]
-                        )
+                    found = _first_problem(await request.json())
+                except Exception:  # FastAPI reads it again, and says why
+                    await _credentials_first(request)
+                if found is not None:
+                    await _credentials_first(request)
+                    path, problem = found
+                    raise RequestValidationError(
+                        [{"type": "value_error", "loc": ("body", *path), "msg": problem}]
+                    )
             return await handle(request)
 
         return handler
