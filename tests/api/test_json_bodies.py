@@ -154,3 +154,39 @@ def test_a_large_float_sent_alone_comes_back_a_float(
     for got in (json.loads(r.content), json.loads(http.get(path).content)):
         assert got["metadata"] == {"f": float(number), "list": [float(number)]}
         assert isinstance(got["metadata"]["f"], float), got["metadata"]
+
+
+def test_a_nul_character_is_400_naming_the_field_and_never_logged(
+    server: Server, http: httpx.Client, session_id: str, uid: str
+) -> None:
+    # PostgreSQL refuses \u0000 in jsonb and quotes the JSON around it in its log.
+    marker = f"nul-marker-{uid}"
+    before = _counts(server)
+    for path, body, field in [
+        (
+            "/api/v2/users",
+            {"user_id": f"n-{uid}", "metadata": {"a": f"{marker}\x00"}},
+            "metadata.a",
+        ),
+        (
+            "/api/v2/sessions",
+            {"session_id": f"n-{uid}", "user_id": f"u-{uid}", "metadata": {f"{marker}\x00": 1}},
+            f"metadata.{marker}\x00",
+        ),
+        (
+            f"/api/v2/sessions/{session_id}/memory",
+            {
+                "messages": [
+                    {"role_type": "user", "content": "hi", "metadata": {"q": [marker, "\x00"]}}
+                ]
+            },
+            "messages[0].metadata.q[1]",
+        ),
+        ("/v1/search", {"text": "x", "metadata": {"k": f"{marker}\x00"}}, "metadata.k"),
+    ]:
+        r = http.post(path, json=body)
+        assert r.status_code == 400, r.text
+        assert "NUL character" in r.json()["message"] and r.json()["field"] == field, r.text
+    assert _counts(server) == before
+    for log in (server.log, server.data_dir / "postgres.log"):
+        assert marker not in log.read_text(errors="replace"), log

@@ -1,7 +1,8 @@
 """JSON request bodies read so that nothing in them is silently changed: a number that a
-64-bit float cannot hold (1e-400 would be read as 0) or a text that is not Unicode (a
-lone surrogate such as \\ud800, which cannot be stored) is refused with a 400 naming
-the field. Every API router takes ``route_class=JsonRoute``."""
+64-bit float cannot hold (1e-400 would be read as 0) or a text PostgreSQL cannot store
+(a lone surrogate such as \\ud800, or a NUL character, which PostgreSQL's log would
+quote in its refusal) is refused with a 400 naming the field. Every API router takes
+``route_class=JsonRoute``."""
 
 from __future__ import annotations
 
@@ -53,17 +54,22 @@ def loads(body: bytes) -> Any:
         raise json.JSONDecodeError(str(exc), body.decode(errors="replace"), 0) from exc
 
 
-def _surrogate(text: str) -> str | None:
+def _unstorable(text: str) -> str | None:
+    """What in ``text`` is not text PostgreSQL can store, or None."""
     found = _SURROGATE.search(text)
-    if found is None:
-        return None
-    return f"a lone surrogate (\\u{ord(found.group()):04x}) at character {found.start()}"
+    if found is not None:
+        where = f"at character {found.start()}"
+        return f"a lone surrogate (\\u{ord(found.group()):04x}) {where} is not Unicode text"
+    nul = text.find("\x00")
+    if nul >= 0:  # refused here, not by PostgreSQL, whose log would quote the value
+        return f"a NUL character (\\u0000) at character {nul} cannot be stored"
+    return None
 
 
 def _problem(value: str | float) -> str | None:
     if isinstance(value, str):
-        found = _surrogate(value)
-        return f"{found} is not Unicode text; send valid UTF-8" if found else None
+        found = _unstorable(value)
+        return f"{found}; send valid UTF-8 text without it" if found else None
     if isinstance(value, _Unrepresentable):
         return (
             f"{value.text} is beyond what a 64-bit floating-point number holds (magnitudes "
@@ -87,8 +93,8 @@ def _first_problem(body: Any) -> tuple[tuple[int | str, ...], str] | None:
                 return path, problem
         elif isinstance(value, dict):
             for key in reversed(value):  # reversed: popped in document order
-                if found := _surrogate(key):
-                    return (*path, key), f"the name has {found}; send valid UTF-8"
+                if found := _unstorable(key):
+                    return (*path, key), f"the name has {found}; send valid UTF-8 text without it"
                 stack.append(((*path, key), value[key]))
         elif isinstance(value, list):
             stack.extend(((*path, i), value[i]) for i in reversed(range(len(value))))
