@@ -287,3 +287,24 @@ def test_the_servers_user_cannot_make_engram_write_or_read_through_links() -> No
         assert not [p for p in copies if "root's secret" in p.read_text(errors="replace")]
     finally:
         pg.stop(force=True)
+
+
+def test_a_hard_link_to_a_root_file_is_not_copied() -> None:
+    d = short_tmpdir("eg-hl-") / "d"
+    pg = EmbeddedPostgres(d)
+    pg.start()
+    try:
+        pg.stop(force=True)
+        # As the server's user could, where links to others' files are allowed
+        # (fs.protected_hardlinks=0): root's file in place of pg_ident.conf.
+        ident = d / "pg" / "pg_ident.conf"
+        ident.unlink()
+        secret = d.parent / "secret"
+        secret.write_text("root's secret\n")
+        secret.chmod(0o600)
+        os.link(secret, ident)
+        with pytest.raises(UnavailableError, match=r"pg_ident\.conf is not a plain file"):
+            EmbeddedPostgres(d).start()
+        assert secret.read_text() == "root's secret\n" and secret.stat().st_uid == 0
+    finally:
+        pg.stop(force=True)

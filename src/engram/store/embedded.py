@@ -249,8 +249,8 @@ class EmbeddedPostgres:
 
     def _read(self, path: Path) -> str:
         """A file of the server's directory, read only if it is a plain file of the
-        server's (or ours): its user could otherwise point it (a symbolic or hard link)
-        at a file only root may read, which Engram would copy into a file it can read."""
+        server's OS user: that user could otherwise point it (a symbolic or hard link) at
+        a file only root may read, which Engram would copy into a file it can read."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
@@ -259,9 +259,9 @@ class EmbeddedPostgres:
             raise self._untrusted(path, "is a symbolic link") from None
         with os.fdopen(fd, encoding="utf-8") as f:
             st = os.fstat(fd)
-            owners = {os.geteuid(), self._user.uid if self._user else os.geteuid()}
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid not in owners:
-                raise self._untrusted(path, "is not a plain file of the server's own")
+            owner = self._user.uid if self._user else os.geteuid()
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != owner:
+                raise self._untrusted(path, "is not a plain file of the server's OS user")
             return f.read()
 
     def _untrusted(self, path: Path, what: str) -> UnavailableError:
