@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import secrets
 
 import pytest
 from fastapi.routing import APIRoute
@@ -13,6 +14,7 @@ from fastapi.routing import APIRoute
 import engram.api.v1
 import engram.api.zep
 from engram.api.body import JsonRoute
+from tests.fix_app import App
 
 ROUTERS = [
     f"{package.__name__}.{m.name}"
@@ -28,3 +30,35 @@ def test_routes_with_a_body_read_it_faithfully(module: str) -> None:
     for route in routes:
         if route.body_field is not None:
             assert isinstance(route, JsonRoute), f"{module}: {route.path}"
+
+
+BAD_BODIES = [
+    b'{"user_id": "x", "metadata": {"a": "\\ud800"}}',  # a lone surrogate
+    b'{"user_id": "x", "metadata": {"n": 1e-400}}',  # no 64-bit float
+    b'{"user_id": ',  # not JSON
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("body", BAD_BODIES)
+def test_a_bad_body_is_judged_after_the_credentials(app: App, body: bytes) -> None:
+    headers = {"Content-Type": "application/json"}
+    with app.client(anonymous=True) as anonymous:
+        r = anonymous.post("/api/v2/users", content=body, headers=headers)
+        assert r.status_code == 401, r.text  # no hint about the body to a stranger
+        r = anonymous.post(
+            "/v1/search", content=body, headers={**headers, "Authorization": "Api-Key nope"}
+        )
+        assert r.status_code == 401, r.text
+    with app.client() as admin:
+        request_id = f"bad-body-{secrets.token_hex(4)}"
+        r = admin.post(
+            "/api/v2/users", content=body, headers={**headers, "X-Request-Id": request_id}
+        )
+        assert r.status_code == 400, r.text
+    # The 400 is on the record as the key's, not as an anonymous request's.
+    with app.superuser() as conn:
+        row = conn.execute(
+            "SELECT actor, status FROM audit_log WHERE request_id = %s", (request_id,)
+        ).fetchone()
+    assert row == ("bootstrap-key", 400)

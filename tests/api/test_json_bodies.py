@@ -140,3 +140,53 @@ def test_zero_written_any_way_is_zero(http: httpx.Client, session_id: str) -> No
     r = http.patch(path, content=b'{"metadata": {"a": 0e-999, "b": -0.0e5}}', headers=JSON)
     assert r.status_code == 200, r.text
     assert http.get(path).json()["metadata"] == {"a": 0.0, "b": 0.0}
+
+
+@pytest.mark.parametrize("number", ["1.5e300", "1.5e+300", "2E20", "1e16"])
+def test_a_large_float_sent_alone_comes_back_a_float(
+    http: httpx.Client, session_id: str, number: str
+) -> None:
+    # As a client's encoder writes it, with no big integer beside it in the body.
+    path = f"/api/v2/sessions/{session_id}"
+    body = b'{"metadata": {"f": %s, "list": [%s]}}' % (number.encode(), number.encode())
+    r = http.patch(path, content=body, headers=JSON)
+    assert r.status_code == 200, r.text
+    for got in (json.loads(r.content), json.loads(http.get(path).content)):
+        assert got["metadata"] == {"f": float(number), "list": [float(number)]}
+        assert isinstance(got["metadata"]["f"], float), got["metadata"]
+
+
+def test_a_nul_character_is_400_naming_the_field_and_never_logged(
+    server: Server, http: httpx.Client, session_id: str, uid: str
+) -> None:
+    # PostgreSQL refuses \u0000 in jsonb and quotes the JSON around it in its log.
+    marker = f"nul-marker-{uid}"
+    before = _counts(server)
+    for path, body, field in [
+        (
+            "/api/v2/users",
+            {"user_id": f"n-{uid}", "metadata": {"a": f"{marker}\x00"}},
+            "metadata.a",
+        ),
+        (
+            "/api/v2/sessions",
+            {"session_id": f"n-{uid}", "user_id": f"u-{uid}", "metadata": {f"{marker}\x00": 1}},
+            f"metadata.{marker}\x00",
+        ),
+        (
+            f"/api/v2/sessions/{session_id}/memory",
+            {
+                "messages": [
+                    {"role_type": "user", "content": "hi", "metadata": {"q": [marker, "\x00"]}}
+                ]
+            },
+            "messages[0].metadata.q[1]",
+        ),
+        ("/v1/search", {"text": "x", "metadata": {"k": f"{marker}\x00"}}, "metadata.k"),
+    ]:
+        r = http.post(path, json=body)
+        assert r.status_code == 400, r.text
+        assert "NUL character" in r.json()["message"] and r.json()["field"] == field, r.text
+    assert _counts(server) == before
+    for log in (server.log, server.data_dir / "postgres.log"):
+        assert marker not in log.read_text(errors="replace"), log

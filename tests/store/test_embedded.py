@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from engram.errors import UnavailableError
 from engram.store.embedded import EmbeddedPostgres
 from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
 
@@ -247,3 +248,63 @@ def test_an_api_key_file_another_user_wrote_is_refused() -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"the API key file {key}" in done.stderr and f"delete {key}" in done.stderr
     assert not (d / "pg").exists()
+
+
+def _as_server_user(script: str) -> None:
+    subprocess.run(
+        ["sh", "-c", script], user=PG_USER, group=PG_USER, extra_groups=[],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+
+
+def test_the_servers_user_cannot_make_engram_write_or_read_through_links() -> None:
+    d = short_tmpdir("eg-ln-") / "d"
+    root_file, secret = d.parent / "root-file", d.parent / "secret"
+    root_file.write_text("root's own\n")
+    secret.write_text("root's secret\n")
+    secret.chmod(0o600)
+    pg = EmbeddedPostgres(d)
+    pg.start()
+    try:
+        # The database's OS user (e.g. by COPY ... TO PROGRAM) makes the next start
+        # rewrite pg_hba.conf, and leaves a link where Engram writes the new file.
+        _as_server_user(
+            f"echo 'local all nobody trust' >> {d}/pg/pg_hba.conf && "
+            f"ln -s {root_file} {d}/pg/pg_hba.conf.engram"
+        )
+        EmbeddedPostgres(d).start()  # the next start (a restart after a kill, say)
+        assert root_file.read_text() == "root's own\n"
+        assert (root_file.stat().st_uid, mode(root_file)) == (0, 0o644)
+        assert _hba_methods(d) == {"peer map=engram"}
+        assert not (d / "pg" / "pg_hba.conf").is_symlink()
+
+        # A configuration file made a link to a file only root may read.
+        _as_server_user(f"ln -sf {secret} {d}/pg/pg_ident.conf")
+        with pytest.raises(UnavailableError, match=r"pg_ident\.conf is a symbolic link"):
+            EmbeddedPostgres(d).start()
+        assert (d / "pg" / "pg_ident.conf").is_symlink()
+        copies = [p for p in (d / "pg").iterdir() if p.is_file() and not p.is_symlink()]
+        assert not [p for p in copies if "root's secret" in p.read_text(errors="replace")]
+    finally:
+        pg.stop(force=True)
+
+
+def test_a_hard_link_to_a_root_file_is_not_copied() -> None:
+    d = short_tmpdir("eg-hl-") / "d"
+    pg = EmbeddedPostgres(d)
+    pg.start()
+    try:
+        pg.stop(force=True)
+        # As the server's user could, where links to others' files are allowed
+        # (fs.protected_hardlinks=0): root's file in place of pg_ident.conf.
+        ident = d / "pg" / "pg_ident.conf"
+        ident.unlink()
+        secret = d.parent / "secret"
+        secret.write_text("root's secret\n")
+        secret.chmod(0o600)
+        os.link(secret, ident)
+        with pytest.raises(UnavailableError, match=r"pg_ident\.conf is not a plain file"):
+            EmbeddedPostgres(d).start()
+        assert secret.read_text() == "root's secret\n" and secret.stat().st_uid == 0
+    finally:
+        pg.stop(force=True)

@@ -1,7 +1,8 @@
 """JSON request bodies read so that nothing in them is silently changed: a number that a
-64-bit float cannot hold (1e-400 would be read as 0) or a text that is not Unicode (a
-lone surrogate such as \\ud800, which cannot be stored) is refused with a 400 naming
-the field. Every API router takes ``route_class=JsonRoute``."""
+64-bit float cannot hold (1e-400 would be read as 0) or a text PostgreSQL cannot store
+(a lone surrogate such as \\ud800, or a NUL character, which PostgreSQL's log would
+quote in its refusal) is refused with a 400 naming the field. Every API router takes
+``route_class=JsonRoute``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+
+from engram.api.deps import authenticate
+from engram.api.timing import route_template
+from engram.auth.principal import Permission
+from engram.auth.routes import permission_for
 
 __all__ = ["JsonRequest", "JsonRoute", "loads"]
 
@@ -48,17 +54,22 @@ def loads(body: bytes) -> Any:
         raise json.JSONDecodeError(str(exc), body.decode(errors="replace"), 0) from exc
 
 
-def _surrogate(text: str) -> str | None:
+def _unstorable(text: str) -> str | None:
+    """What in ``text`` is not text PostgreSQL can store, or None."""
     found = _SURROGATE.search(text)
-    if found is None:
-        return None
-    return f"a lone surrogate (\\u{ord(found.group()):04x}) at character {found.start()}"
+    if found is not None:
+        where = f"at character {found.start()}"
+        return f"a lone surrogate (\\u{ord(found.group()):04x}) {where} is not Unicode text"
+    nul = text.find("\x00")
+    if nul >= 0:  # refused here, not by PostgreSQL, whose log would quote the value
+        return f"a NUL character (\\u0000) at character {nul} cannot be stored"
+    return None
 
 
 def _problem(value: str | float) -> str | None:
     if isinstance(value, str):
-        found = _surrogate(value)
-        return f"{found} is not Unicode text; send valid UTF-8" if found else None
+        found = _unstorable(value)
+        return f"{found}; send valid UTF-8 text without it" if found else None
     if isinstance(value, _Unrepresentable):
         return (
             f"{value.text} is beyond what a 64-bit floating-point number holds (magnitudes "
@@ -82,8 +93,8 @@ def _first_problem(body: Any) -> tuple[tuple[int | str, ...], str] | None:
                 return path, problem
         elif isinstance(value, dict):
             for key in reversed(value):  # reversed: popped in document order
-                if found := _surrogate(key):
-                    return (*path, key), f"the name has {found}; send valid UTF-8"
+                if found := _unstorable(key):
+                    return (*path, key), f"the name has {found}; send valid UTF-8 text without it"
                 stack.append(((*path, key), value[key]))
         elif isinstance(value, list):
             stack.extend(((*path, i), value[i]) for i in reversed(range(len(value))))
@@ -96,6 +107,14 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     )
+
+
+async def _credentials_first(request: Request) -> None:
+    """Authenticate the caller of a route that is not public: FastAPI reads a body before
+    it runs the dependencies, so a bad body would otherwise be a 400 to a caller without
+    credentials, and on the audit record as anonymous."""
+    if permission_for(request.method, route_template(request.scope)) is not Permission.PUBLIC:
+        await authenticate(request)
 
 
 class JsonRequest(Request):
@@ -116,17 +135,17 @@ class JsonRoute(APIRoute):
         async def handler(request: Request) -> Response:
             request = JsonRequest(request.scope, request.receive)
             if _is_json(request.headers.get("content-type")) and await request.body():
+                found: tuple[tuple[int | str, ...], str] | None = None
                 try:
-                    body = await request.json()
-                except Exception:  # noqa: S110 (FastAPI reads it again, and says why)
-                    pass
-                else:
-                    found = _first_problem(body)
-                    if found is not None:
-                        path, problem = found
-                        raise RequestValidationError(
-                            [{"type": "value_error", "loc": ("body", *path), "msg": problem}]
-                        )
+                    found = _first_problem(await request.json())
+                except Exception:  # FastAPI reads it again, and says why
+                    await _credentials_first(request)
+                if found is not None:
+                    await _credentials_first(request)
+                    path, problem = found
+                    raise RequestValidationError(
+                        [{"type": "value_error", "loc": ("body", *path), "msg": problem}]
+                    )
             return await handle(request)
 
         return handler

@@ -127,6 +127,13 @@ async def _authenticate(
         release()
 
 
+async def authenticate(request: Request) -> Principal:
+    """The caller of the route being served, as its dependencies would find it (for a
+    check that must come after the credentials' but runs before the dependencies)."""
+    runtime = await _runtime(request)
+    return await _authenticate(request, await _authenticator(request, runtime), await _db(runtime))
+
+
 async def _tenant(principal: Annotated[Principal, Depends(_authenticate)]) -> str:
     return principal.tenant
 

@@ -36,12 +36,12 @@ def _body(message: str, hint: str | None = None, field: str | None = None) -> di
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
-    # A name may hold what cannot be written as UTF-8 (a lone surrogate): escaped.
-    parts = [
-        str(p).encode("utf-8", "backslashreplace").decode()
-        for p in loc
-        if p not in ("body", "query", "path")
-    ]
+    # FastAPI's first element says where (body, query, ...); the rest names the field,
+    # which may itself be called "query" or "body". A name may hold what cannot be
+    # written as UTF-8 (a lone surrogate): escaped.
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        loc = loc[1:]
+    parts = [str(p).encode("utf-8", "backslashreplace").decode() for p in loc]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)

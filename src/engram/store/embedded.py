@@ -16,6 +16,7 @@ refused with what to do, and binaries it cannot reach are copied into ``pgbin/``
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import importlib.util
 import logging
@@ -226,7 +227,7 @@ class EmbeddedPostgres:
         whether a file changed (a running server must then reload)."""
         hba = self.pgdata / "pg_hba.conf"
         lines = []
-        for line in hba.read_text().splitlines():
+        for line in self._read(hba).splitlines():
             fields = line.split("#", 1)[0].split()
             if fields[:1] == ["local"] and fields[3:] in (["trust"], ["peer"]):
                 line = f"local   {fields[1]:<15} {fields[2]:<15} {_PEER}"
@@ -240,21 +241,50 @@ class EmbeddedPostgres:
         ident = self.pgdata / "pg_ident.conf"
         kept = [
             line
-            for line in ident.read_text().splitlines()
+            for line in self._read(ident).splitlines()
             if line.split("#", 1)[0].split()[:1] != [_IDENT_MAP]
         ]
         ident_lines = [*kept, *(f"{_IDENT_MAP:<15} {u:<23} all" for u in users)]
         return self._rewrite(hba, lines) | self._rewrite(ident, ident_lines)
 
+    def _read(self, path: Path) -> str:
+        """A file of the server's directory, read only if it is a plain file of the
+        server's OS user: that user could otherwise point it (a symbolic or hard link) at
+        a file only root may read, which Engram would copy into a file it can read."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise self._untrusted(path, "is a symbolic link") from None
+        with os.fdopen(fd, encoding="utf-8") as f:
+            st = os.fstat(fd)
+            owner = self._user.uid if self._user else os.geteuid()
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != owner:
+                raise self._untrusted(path, "is not a plain file of the server's OS user")
+            return f.read()
+
+    def _untrusted(self, path: Path, what: str) -> UnavailableError:
+        return UnavailableError(
+            f"{path} {what}; Engram does not follow or overwrite it",
+            hint=f"check who changed {self.pgdata} (its OS user is the database's), then "
+            "restore the file from initdb's default or a backup",
+        )
+
     def _rewrite(self, path: Path, lines: list[str]) -> bool:
         text = "\n".join(lines) + "\n"
-        if path.read_text() == text:
+        if self._read(path) == text:
             return False
+        # The directory is the server's user's: a file or link it left at the temporary
+        # name is removed, and the new file is created, never opened through a link.
         tmp = path.with_name(path.name + ".engram")
-        tmp.write_text(text)
-        tmp.chmod(0o600)
-        self._chown(tmp)
-        tmp.replace(path)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            if self._user is not None:
+                os.fchown(fd, self._user.uid, self._user.gid)
+        os.replace(tmp, path)
         logger.info("secured local authentication in %s", path)
         return True
 

@@ -15,8 +15,9 @@ __all__ = ["dumps", "jsonb", "loads"]
 
 # jsonb keeps a number as a PostgreSQL numeric, which writes no exponent: 1.5e300 would
 # come back as 301 digits, which JSON readers take for an integer. A float that is a
-# whole number written with an exponent (from 1e16 up) goes with a ".0" to stay a float.
-_WHOLE_WITH_EXPONENT = re.compile(rb"\de\d")
+# whole number written with an exponent (from 1e16 up; orjson writes "1e+16") goes with
+# a ".0" to stay a float.
+_WHOLE_WITH_EXPONENT = re.compile(rb"\de\+?\d")
 _INT64 = range(-(2**63), 2**64)  # what orjson writes; beyond, it raises TypeError
 _LONG_DIGITS = re.compile(rb"\d{19}")  # orjson reads an integer past 64 bits as a float
 

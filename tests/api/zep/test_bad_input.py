@@ -199,5 +199,5 @@ def test_nul_characters_are_400(server: Server, http: httpx.Client, session_id: 
         ("/api/v2/users", {"user_id": "nul", "metadata": {"k": "a\x00b"}}),
     ):
         r = http.post(path, json=body)
-        assert r.status_code == 400 and "database refused" in r.json()["message"], r.text
+        assert r.status_code == 400 and "NUL character" in r.json()["message"], r.text
     assert _counts(server) == before
