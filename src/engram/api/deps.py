@@ -80,16 +80,9 @@ async def _admission(request: Request, runtime: Annotated[Runtime, Depends(_runt
     return admission
 
 
-async def _authenticate(
-    request: Request,
-    auth: Annotated[Authenticator, Depends(_authenticator)],
-    admission: Annotated[Admission, Depends(_admission)],
-    db: Annotated[Database, Depends(_db)],
-) -> AsyncIterator[Principal]:
+async def _identify(request: Request, auth: Authenticator, db: Database) -> Principal:
     """Who calls (401 if nobody valid), and whether the route's declared permission
-    (engram.auth.routes) allows it (403 otherwise, also for a route that declares none);
-    then a slot of the caller's key and tenant for the request's run (429 when either
-    is over its limits, see engram.api.admission).
+    (engram.auth.routes) allows it (403 otherwise, also for a route that declares none).
 
     ``Authorization: Api-Key <key>`` (what the Zep SDKs send) or ``Bearer <key or JWT>``.
     """
@@ -116,8 +109,27 @@ async def _authenticate(
                 reason="permission",
                 hint="use credentials with a role that has it (docs/security.md, roles)",
             )
+    except EngramError as exc:
+        if ctx is not None:
+            ctx.reason = exc.message
+        raise
+    return principal
+
+
+async def _authenticate(
+    request: Request,
+    auth: Annotated[Authenticator, Depends(_authenticator)],
+    admission: Annotated[Admission, Depends(_admission)],
+    db: Annotated[Database, Depends(_db)],
+) -> AsyncIterator[Principal]:
+    """The caller, allowed the route (see _identify); then a slot of the caller's key and
+    tenant for the request's run (429 when either is over its limits, see
+    engram.api.admission)."""
+    principal = await _identify(request, auth, db)
+    try:
         release = admission.admit(principal)
     except EngramError as exc:
+        ctx = audit_context(request.scope)
         if ctx is not None:
             ctx.reason = exc.message
         raise
@@ -129,9 +141,10 @@ async def _authenticate(
 
 async def authenticate(request: Request) -> Principal:
     """The caller of the route being served, as its dependencies would find it (for a
-    check that must come after the credentials' but runs before the dependencies)."""
+    check that must come after the credentials' but runs before the dependencies); it
+    takes no admission slot."""
     runtime = await _runtime(request)
-    return await _authenticate(request, await _authenticator(request, runtime), await _db(runtime))
+    return await _identify(request, await _authenticator(request, runtime), await _db(runtime))
 
 
 async def _tenant(principal: Annotated[Principal, Depends(_authenticate)]) -> str:
