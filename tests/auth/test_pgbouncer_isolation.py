@@ -75,7 +75,11 @@ def server(bouncer: Bouncer) -> Iterator[Server]:
     root = short_tmpdir("egpbt-")
     srv = start_server(root / "d", api_key=secrets.token_urlsafe(24),
                        extra=["--database-url", bouncer.dsn()],
-                       env={"ENGRAM_POOL__MAX_SIZE": "8"})  # fmt: skip
+                       # More requests at once per key than admission allows by default
+                       # (tests/api/test_admission.py tests that); here they all must run.
+                       env={"ENGRAM_POOL__MAX_SIZE": "8",
+                            "ENGRAM_LIMITS__CONCURRENT_REQUESTS_PER_KEY": "0",
+                            "ENGRAM_LIMITS__CONCURRENT_REQUESTS_PER_TENANT": "0"})  # fmt: skip
     yield srv
     assert stop_server(srv) == 0, srv.log.read_text()[-3000:]
     shutil.rmtree(root, ignore_errors=True)
