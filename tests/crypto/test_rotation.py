@@ -685,7 +685,7 @@ def test_a_user_id_with_a_data_key_already_is_sealed_under_that_key(
         await db.open()
         try:
             fields = {"email": EMAIL, "first_name": "Grace", "metadata": {"mail": EMAIL}}
-            return await add_user(db, protector, "default", uid, fields)
+            return await add_user(db, protector, "default", uid, fields, plaintext=False)
         finally:
             await db.close()
 

@@ -12,18 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
+from dataclasses import dataclass
 from typing import Any
 
+from engram.config import Settings
 from engram.crypto import reveal
 from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import KeyRef, Protector, SealedMetadata, has_values
 from engram.crypto.sensitivity import Sensitivity, combine, from_metadata, stored_class
+from engram.embed.batcher import BatchingEmbedder
 from engram.errors import ValidationError
+from engram.memory.focus import recall
 from engram.memory.guard import refuse_unreadable
+from engram.memory.page import Page
 from engram.store import messages, sessions
 from engram.store.db import Database
 
-__all__ = ["seal_message_metadata", "update_message"]
+__all__ = [
+    "SessionMemory",
+    "delete_messages",
+    "get_message",
+    "list_messages",
+    "seal_message_metadata",
+    "session_memory",
+    "update_message",
+]
 
 Row = dict[str, Any]
 
@@ -78,8 +91,11 @@ async def update_message(
     session_id: str,
     message_uuid: uuidlib.UUID,
     metadata: dict[str, Any],
+    *,
+    plaintext: bool,
 ) -> Row:
-    """Merge metadata key by key into a message's; its declared class cannot change."""
+    """Merge metadata key by key into a message's; its declared class cannot change. The
+    row as stored, revealed as the caller may read it (`plaintext`)."""
     from_metadata(metadata)  # a bad "sensitivity" is refused before anything changes
     async with db.tenant(tenant) as conn:
         session = await sessions.get(conn, session_id)
@@ -96,7 +112,81 @@ async def update_message(
         sealed, level, overall = (
             await asyncio.to_thread(_reseal, *args) if protector.enabled else _reseal(*args)
         )
-        return await messages.update_metadata(
+        updated = await messages.update_metadata(
             conn, session_id, message_uuid, sealed.value, sealed.ciphertext,
             metadata_sensitivity=level, sensitivity=overall,
         )  # fmt: skip
+    await reveal.messages(protector, tenant, [updated], plaintext)
+    return updated
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMemory:
+    """A session's memory: the session, its latest messages (oldest first), and the facts
+    of its user relevant to those (all revealed as the caller may read them)."""
+
+    session: Row
+    messages: list[Row]
+    relevant_facts: list[Row]
+
+
+async def session_memory(
+    db: Database, embedder: BatchingEmbedder, protector: Protector, tenant: str,
+    settings: Settings, session_id: str, *, last: int, min_rating: float | None,
+    plaintext: bool,
+) -> SessionMemory:  # fmt: skip
+    """The session (404 for an unknown one), its `last` messages, and up to
+    settings.relevant_facts facts of its user relevant to them, rated at least `min_rating`
+    (a fact without a rating counts as 1)."""
+    relevant: list[Row] = []
+    # One transaction, its statements pipelined: the session, its latest messages, and
+    # the facts relevant to those.
+    async with db.tenant(tenant, pipeline=True) as conn:
+        session = await sessions.get(conn, session_id)
+        rows = await messages.last_n(conn, session_id, last)
+        if session["user_id"] is not None and settings.relevant_facts:
+            hits = await recall(
+                conn, embedder, tenant, settings, session["user_id"], rows, targets=("facts",),
+                limit=settings.relevant_facts, candidates=max(20, settings.relevant_facts),
+            )  # fmt: skip
+            relevant = [
+                h.item for h in hits
+                if min_rating is None or (h.item.get("rating") or 1) >= min_rating
+            ]  # fmt: skip
+    await reveal.messages(protector, tenant, rows, plaintext)
+    await reveal.facts(protector, tenant, relevant, plaintext)
+    await reveal.sessions(protector, tenant, [session], plaintext)
+    return SessionMemory(session, rows, relevant)
+
+
+async def delete_messages(db: Database, tenant: str, session_id: str) -> None:
+    """Delete a session's messages (404 for an unknown session); the session stays."""
+    async with db.tenant(tenant) as conn:
+        await sessions.get(conn, session_id)
+        await messages.delete_for_session(conn, session_id)
+
+
+async def list_messages(
+    db: Database, protector: Protector, tenant: str, session_id: str, *, offset: int,
+    limit: int, plaintext: bool,
+) -> Page:  # fmt: skip
+    """A page of a session's messages (404 for an unknown session), and how many it has."""
+    async with db.tenant(tenant) as conn:
+        await sessions.get(conn, session_id)
+        rows = await messages.list_for_session(conn, session_id, offset=offset, limit=limit)
+        total = await messages.count_for_session(conn, session_id)
+    await reveal.messages(protector, tenant, rows, plaintext)
+    return Page(rows, total)
+
+
+async def get_message(
+    db: Database, protector: Protector, tenant: str, session_id: str,
+    message_uuid: uuidlib.UUID, *, plaintext: bool,
+) -> Row:  # fmt: skip
+    """One message of a session (404 for an unknown session or message), revealed as the
+    caller may read it."""
+    async with db.tenant(tenant) as conn:
+        await sessions.get(conn, session_id)
+        row = await messages.get(conn, session_id, message_uuid)
+    await reveal.messages(protector, tenant, [row], plaintext)
+    return row

@@ -18,10 +18,19 @@ from engram.crypto.protect import KeyRef, Protector, SealedMetadata
 from engram.crypto.sensitivity import Sensitivity, from_metadata, stored_class
 from engram.errors import NotFoundError, ValidationError
 from engram.memory.guard import off_loop, refuse_unreadable
+from engram.memory.page import Page
 from engram.store import keys, sessions, users
 from engram.store.db import Database
+from engram.store.sessions import OrderBy
 
-__all__ = ["add_session", "seal_session", "update_session"]
+__all__ = [
+    "OrderBy",
+    "add_session",
+    "get_session",
+    "list_sessions",
+    "seal_session",
+    "update_session",
+]
 
 Row = dict[str, Any]
 
@@ -54,8 +63,11 @@ async def add_session(
     user_id: str | None,
     metadata: dict[str, Any] | None,
     fact_rating_instruction: dict[str, Any] | None,
+    *,
+    plaintext: bool,
 ) -> Row:
-    """Store a new session of `user_id` (404 for an unknown user); the row as stored."""
+    """Store a new session of `user_id` (404 for an unknown user); the row as stored,
+    revealed as the caller may read it (`plaintext`)."""
     from_metadata(metadata)  # a bad "sensitivity" is refused before anything is stored
     key = None
     async with db.tenant(tenant, pipeline=True) as conn:  # one round trip for the checks
@@ -72,10 +84,12 @@ async def add_session(
     uuid = uuidlib.uuid4()
     sealed, level = await _seal(protector, tenant, uuid, user_id, metadata or {}, key)
     async with db.tenant(tenant) as conn:
-        return await sessions.add(
+        row = await sessions.add(
             conn, tenant, session_id, uuid, user_id, sealed.value, fact_rating_instruction,
             metadata_sensitivity=level, metadata_enc=sealed.ciphertext,
         )  # fmt: skip
+    await reveal.sessions(protector, tenant, [row], plaintext)
+    return row
 
 
 def _refuse_lower_class(current: dict[str, Any], change: dict[str, Any], session_id: str) -> None:
@@ -101,8 +115,11 @@ async def update_session(
     session_id: str,
     metadata: dict[str, Any] | None,
     fact_rating_instruction: dict[str, Any] | None,
+    *,
+    plaintext: bool,
 ) -> Row:
-    """Merge metadata key by key and replace the fact rating instruction when given."""
+    """Merge metadata key by key and replace the fact rating instruction when given; the
+    row as stored, revealed as the caller may read it."""
     from_metadata(metadata)
     async with db.tenant(tenant) as conn:
         row = await sessions.lock(conn, session_id)
@@ -112,7 +129,33 @@ async def update_session(
         _refuse_lower_class(current["metadata"], metadata or {}, session_id)
         merged = {**current["metadata"], **(metadata or {})}
         sealed, level = await _seal(protector, tenant, row["uuid"], row["user_id"], merged)
-        return await sessions.update(
+        updated = await sessions.update(
             conn, session_id, sealed.value, fact_rating_instruction,
             metadata_sensitivity=level, metadata_enc=sealed.ciphertext,
         )  # fmt: skip
+    await reveal.sessions(protector, tenant, [updated], plaintext)
+    return updated
+
+
+async def get_session(
+    db: Database, protector: Protector, tenant: str, session_id: str, *, plaintext: bool
+) -> Row:
+    """One session (404 for an unknown one), revealed as the caller may read it."""
+    async with db.tenant(tenant) as conn:
+        row = await sessions.get(conn, session_id)
+    await reveal.sessions(protector, tenant, [row], plaintext)
+    return row
+
+
+async def list_sessions(
+    db: Database, protector: Protector, tenant: str, *, offset: int, limit: int,
+    order_by: OrderBy, ascending: bool, plaintext: bool,
+) -> Page:  # fmt: skip
+    """A page of the tenant's sessions in the order asked, and how many there are."""
+    async with db.tenant(tenant) as conn:
+        rows = await sessions.list_ordered(
+            conn, offset=offset, limit=limit, order_by=order_by, ascending=ascending
+        )
+        total = await sessions.count(conn)
+    await reveal.sessions(protector, tenant, rows, plaintext)
+    return Page(rows, total)

@@ -17,11 +17,21 @@ from typing import Any
 
 from engram.crypto import reveal
 from engram.crypto.protect import IDENTITY_FIELDS, KeyRef, Protector
+from engram.errors import NotFoundError
 from engram.memory.guard import off_loop, refuse_unreadable
-from engram.store import keys, users
+from engram.memory.page import Page
+from engram.store import keys, sessions, users
 from engram.store.db import Database
 
-__all__ = ["add_user", "seal_user", "update_user"]
+__all__ = [
+    "add_user",
+    "delete_user",
+    "get_user",
+    "list_users",
+    "seal_user",
+    "update_user",
+    "user_sessions",
+]
 
 Row = dict[str, Any]
 
@@ -68,9 +78,20 @@ async def _sealed(
 
 async def add_user(
     db: Database, protector: Protector, tenant: str, user_id: str, fields: dict[str, Any],
+    *, plaintext: bool,
+) -> Row:  # fmt: skip
+    """Store a new user (`fields`: email, first_name, last_name, metadata); the row as
+    stored, revealed as the caller may read it (`plaintext`)."""
+    row = await _add(db, protector, tenant, user_id, fields)
+    await reveal.users(protector, tenant, [row], plaintext)
+    return row
+
+
+async def _add(
+    db: Database, protector: Protector, tenant: str, user_id: str, fields: dict[str, Any],
     *, retried: bool = False,
 ) -> Row:  # fmt: skip
-    """Store a new user (`fields`: email, first_name, last_name, metadata); the row as stored.
+    """Store a new user; the row as stored.
 
     A new user's data key, when one is needed, is made here and stored in the same
     statement as the user, not in a transaction of its own."""
@@ -107,14 +128,24 @@ async def add_user(
         if isinstance(exc, keys.KeyTaken) and not retried:
             # The user id has a key already (used before, or stored meanwhile by another
             # write): look it up and seal again under that one.
-            return await add_user(db, protector, tenant, user_id, fields, retried=True)
+            return await _add(db, protector, tenant, user_id, fields, retried=True)
         raise
 
 
 async def update_user(
+    db: Database, protector: Protector, tenant: str, user_id: str, fields: dict[str, Any],
+    *, plaintext: bool,
+) -> Row:  # fmt: skip
+    """Set the given identity fields and merge metadata key by key (as Zep does); the
+    row as stored, revealed as the caller may read it."""
+    row = await _update(db, protector, tenant, user_id, fields)
+    await reveal.users(protector, tenant, [row], plaintext)
+    return row
+
+
+async def _update(
     db: Database, protector: Protector, tenant: str, user_id: str, fields: dict[str, Any]
 ) -> Row:
-    """Set the given identity fields and merge metadata key by key (as Zep does)."""
     async with db.tenant(tenant) as conn:
         row = await users.lock(conn, user_id)
         refuse_unreadable(protector, row, f"user {user_id!r}")
@@ -128,3 +159,43 @@ async def update_user(
         metadata = {**current["metadata"], **(fields.get("metadata") or {})}
         sealed = await _sealed(protector, tenant, row["uuid"], user_id, identity, metadata)
         return await users.replace(conn, user_id, sealed)
+
+
+async def get_user(
+    db: Database, protector: Protector, tenant: str, user_id: str, *, plaintext: bool
+) -> Row:
+    """One user (404 for an unknown one), revealed as the caller may read it."""
+    async with db.tenant(tenant) as conn:
+        row = await users.get(conn, user_id)
+    await reveal.users(protector, tenant, [row], plaintext)
+    return row
+
+
+async def list_users(
+    db: Database, protector: Protector, tenant: str, *, offset: int, limit: int, plaintext: bool
+) -> Page:
+    """A page of the tenant's users in creation order, and how many there are."""
+    async with db.tenant(tenant, pipeline=True) as conn:  # one round trip for both
+        listed = await users.send_list_ordered(conn, offset=offset, limit=limit)
+        counted = await users.send_count(conn)
+        rows, total = await listed.result(), await counted.result()
+    await reveal.users(protector, tenant, rows, plaintext)
+    return Page(rows, total)
+
+
+async def delete_user(db: Database, tenant: str, user_id: str) -> None:
+    """Delete a user with their sessions and messages (404 for an unknown one)."""
+    async with db.tenant(tenant) as conn:
+        await users.delete(conn, user_id)
+
+
+async def user_sessions(
+    db: Database, protector: Protector, tenant: str, user_id: str, *, plaintext: bool
+) -> list[Row]:
+    """A user's sessions (404 for an unknown user), revealed as the caller may read them."""
+    async with db.tenant(tenant) as conn:
+        if not await users.exists(conn, user_id):
+            raise NotFoundError("user", user_id)
+        rows = await sessions.list_for_user(conn, user_id)
+    await reveal.sessions(protector, tenant, rows, plaintext)
+    return rows

@@ -13,8 +13,7 @@ from engram.api.openapi import returns
 from engram.api.responses import FastJSON
 from engram.api.zep.models import FactResponse
 from engram.api.zep.schemas import fact_json
-from engram.memory import reveal
-from engram.store import facts
+from engram.memory import facts
 
 __all__ = ["router"]
 
@@ -25,14 +24,11 @@ router = APIRouter(tags=["facts"], default_response_class=FastJSON, route_class=
 async def get_fact(
     fact_uuid: UUID, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
 ) -> Any:
-    async with db.tenant(tenant) as conn:
-        row = await facts.get(conn, fact_uuid)
-    await reveal.facts(protector, tenant, [row], plaintext)
+    row = await facts.get_fact(db, protector, tenant, fact_uuid, plaintext=plaintext)
     return {"fact": fact_json(row)}
 
 
 @router.delete("/facts/{fact_uuid}", responses=returns(str))
 async def delete_fact(fact_uuid: UUID, db: Db, tenant: Tenant) -> Any:
-    async with db.tenant(tenant) as conn:
-        await facts.delete(conn, fact_uuid)
+    await facts.delete_fact(db, tenant, fact_uuid)
     return "Deleted"

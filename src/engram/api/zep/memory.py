@@ -23,10 +23,7 @@ from engram.api.zep.schemas import (
     message_json,
 )
 from engram.errors import ValidationError
-from engram.memory import MessageIn, add_messages, reveal
-from engram.memory.focus import recall
-from engram.memory.messages import update_message as change_message
-from engram.store import messages, sessions
+from engram.memory import MessageIn, add_messages, messages
 
 __all__ = ["router"]
 
@@ -96,40 +93,22 @@ async def get_memory(
     lastn: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     min_rating: Annotated[float | None, Query(alias="minRating")] = None,
 ) -> Any:
-    n = lastn or runtime.settings.memory_window
-    s = runtime.settings
-    relevant: list[dict[str, Any]] = []
-    # One transaction, its statements pipelined: the session, its latest messages, and
-    # the facts relevant to those.
-    async with db.tenant(tenant, pipeline=True) as conn:
-        session = await sessions.get(conn, session_id)
-        rows = await messages.last_n(conn, session_id, n)
-        if session["user_id"] is not None and s.relevant_facts:
-            hits = await recall(
-                conn, embed, tenant, s, session["user_id"], rows, targets=("facts",),
-                limit=s.relevant_facts, candidates=max(20, s.relevant_facts),  # a page
-            )  # fmt: skip
-            relevant = [
-                h.item for h in hits
-                if min_rating is None or (h.item.get("rating") or 1) >= min_rating
-            ]  # fmt: skip
-    await reveal.messages(protector, tenant, rows, plaintext)
-    await reveal.facts(protector, tenant, relevant, plaintext)
-    await reveal.sessions(protector, tenant, [session], plaintext)
+    memory = await messages.session_memory(
+        db, embed, protector, tenant, runtime.settings, session_id,
+        last=lastn or runtime.settings.memory_window, min_rating=min_rating, plaintext=plaintext,
+    )  # fmt: skip
     return {
-        "messages": [message_json(r) for r in rows],
-        "relevant_facts": [fact_json(f) for f in relevant],
+        "messages": [message_json(r) for r in memory.messages],
+        "relevant_facts": [fact_json(f) for f in memory.relevant_facts],
         "facts": [],
-        "metadata": session["metadata"],
+        "metadata": memory.session["metadata"],
         "summary": None,
     }
 
 
 @router.delete("/sessions/{session_id}/memory", responses=returns(SuccessResponse))
 async def delete_memory(session_id: str, db: Db, tenant: Tenant) -> Any:
-    async with db.tenant(tenant) as conn:
-        await sessions.get(conn, session_id)
-        await messages.delete_for_session(conn, session_id)
+    await messages.delete_messages(db, tenant, session_id)
     return {"message": "OK"}
 
 
@@ -144,15 +123,13 @@ async def list_messages(
     cursor: Annotated[int, Query(ge=0, le=MAX_PAGE, description="1-based page number")] = 1,
 ) -> Any:
     offset = (max(cursor, 1) - 1) * limit
-    async with db.tenant(tenant) as conn:
-        await sessions.get(conn, session_id)
-        rows = await messages.list_for_session(conn, session_id, offset=offset, limit=limit)
-        total = await messages.count_for_session(conn, session_id)
-    await reveal.messages(protector, tenant, rows, plaintext)
+    page = await messages.list_messages(
+        db, protector, tenant, session_id, offset=offset, limit=limit, plaintext=plaintext
+    )
     return {
-        "messages": [message_json(r) for r in rows],
-        "row_count": len(rows),
-        "total_count": total,
+        "messages": [message_json(r) for r in page.rows],
+        "row_count": len(page.rows),
+        "total_count": page.total,
     }
 
 
@@ -161,10 +138,9 @@ async def get_message(
     session_id: str, message_uuid: UUID, db: Db, tenant: Tenant, protector: Protect,
     plaintext: ReadProtected,
 ) -> Any:  # fmt: skip
-    async with db.tenant(tenant) as conn:
-        await sessions.get(conn, session_id)
-        row = await messages.get(conn, session_id, message_uuid)
-    await reveal.messages(protector, tenant, [row], plaintext)
+    row = await messages.get_message(
+        db, protector, tenant, session_id, message_uuid, plaintext=plaintext
+    )
     return message_json(row)
 
 
@@ -174,6 +150,7 @@ async def update_message(
     protector: Protect, plaintext: ReadProtected, limits: Limits,
 ) -> Any:  # fmt: skip
     json_within(limits.max_metadata_bytes, {"metadata": body.metadata})
-    row = await change_message(db, protector, tenant, session_id, message_uuid, body.metadata)
-    await reveal.messages(protector, tenant, [row], plaintext)
+    row = await messages.update_message(
+        db, protector, tenant, session_id, message_uuid, body.metadata, plaintext=plaintext
+    )
     return message_json(row)

@@ -22,13 +22,9 @@ from engram.api.zep.schemas import (
     message_json,
     session_json,
 )
-from engram.errors import NotFoundError
-from engram.memory import reveal
-from engram.memory.sessions import add_session as store_session
-from engram.memory.sessions import update_session as change_session
-from engram.search.hybrid import HybridQuery, hybrid_search
-from engram.store import sessions, users
-from engram.store.retrieval import Scope
+from engram.memory import sessions
+from engram.memory.search import search as search_memory
+from engram.search import HybridQuery, Scope
 
 __all__ = ["router"]
 
@@ -45,11 +41,10 @@ async def add_session(
         {"metadata": body.metadata, "fact_rating_instruction": body.fact_rating_instruction},
     )
     async with zep_duplicate():
-        row = await store_session(
+        row = await sessions.add_session(
             db, protector, tenant, body.session_id, body.user_id, body.metadata,
-            body.fact_rating_instruction,
+            body.fact_rating_instruction, plaintext=plaintext,
         )  # fmt: skip
-    await reveal.sessions(protector, tenant, [row], plaintext)
     return FastJSON(session_json(row), status_code=201)
 
 
@@ -65,20 +60,14 @@ async def list_sessions(
     asc: bool = False,
 ) -> Any:
     offset = (max(page_number, 1) - 1) * page_size
-    async with db.tenant(tenant) as conn:
-        rows = await sessions.list_ordered(
-            conn,
-            offset=offset,
-            limit=page_size,
-            order_by=order_by,
-            ascending=asc,
-        )
-        total = await sessions.count(conn)
-    await reveal.sessions(protector, tenant, rows, plaintext)
+    page = await sessions.list_sessions(
+        db, protector, tenant, offset=offset, limit=page_size, order_by=order_by,
+        ascending=asc, plaintext=plaintext,
+    )  # fmt: skip
     return {
-        "sessions": [session_json(r) for r in rows],
-        "response_count": len(rows),
-        "total_count": total,
+        "sessions": [session_json(r) for r in page.rows],
+        "response_count": len(page.rows),
+        "total_count": page.total,
     }
 
 
@@ -99,14 +88,11 @@ async def search(
     json_within(runtime.settings.limits.max_metadata_bytes, {"record_filter": body.record_filter})
     if body.search_scope == "summary":
         return {"results": []}  # Engram does not write summaries
-    if body.user_id is not None:
-        async with db.tenant(tenant) as conn:
-            if not await users.exists(conn, body.user_id):
-                raise NotFoundError("user", body.user_id)
     facts = body.search_scope == "facts"
-    hits = await hybrid_search(
+    hits = await search_memory(
         db,
         embed,
+        protector,
         tenant,
         HybridQuery(
             text=body.text,
@@ -124,8 +110,9 @@ async def search(
             ef_search=runtime.settings.vector.hnsw_ef_search,
             ts_config=runtime.settings.text_search_config,
         ),
+        user_id=body.user_id,
+        plaintext=plaintext,
     )
-    await reveal.hits(protector, tenant, hits, plaintext)
     if facts:
         rated = [
             h for h in hits
@@ -156,10 +143,9 @@ async def search(
 async def get_session(
     session_id: str, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
 ) -> Any:
-    async with db.tenant(tenant) as conn:
-        row = await sessions.get(conn, session_id)
-    await reveal.sessions(protector, tenant, [row], plaintext)
-    return session_json(row)
+    return session_json(
+        await sessions.get_session(db, protector, tenant, session_id, plaintext=plaintext)
+    )
 
 
 @router.patch("/sessions/{session_id}", responses=returns(Session))
@@ -171,8 +157,8 @@ async def update_session(
         limits.max_metadata_bytes,
         {"metadata": body.metadata, "fact_rating_instruction": body.fact_rating_instruction},
     )
-    row = await change_session(
-        db, protector, tenant, session_id, body.metadata, body.fact_rating_instruction
-    )
-    await reveal.sessions(protector, tenant, [row], plaintext)
+    row = await sessions.update_session(
+        db, protector, tenant, session_id, body.metadata, body.fact_rating_instruction,
+        plaintext=plaintext,
+    )  # fmt: skip
     return session_json(row)

@@ -20,11 +20,7 @@ from engram.api.zep.schemas import (
     session_json,
     user_json,
 )
-from engram.errors import NotFoundError
-from engram.memory import reveal
-from engram.memory.users import add_user as store_user
-from engram.memory.users import update_user as change_user
-from engram.store import sessions, users
+from engram.memory import users
 
 __all__ = ["router"]
 
@@ -38,8 +34,9 @@ async def add_user(
 ) -> Any:  # fmt: skip
     json_within(limits.max_metadata_bytes, {"metadata": body.metadata})
     async with zep_duplicate():
-        row = await store_user(db, protector, tenant, body.user_id, body.model_dump())
-    await reveal.users(protector, tenant, [row], plaintext)
+        row = await users.add_user(
+            db, protector, tenant, body.user_id, body.model_dump(), plaintext=plaintext
+        )
     return FastJSON(user_json(row), status_code=201)
 
 
@@ -53,22 +50,21 @@ async def list_users(
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 10,
 ) -> Any:
     offset = (max(page_number, 1) - 1) * page_size
-    async with db.tenant(tenant, pipeline=True) as conn:  # one round trip for both
-        listed = await users.send_list_ordered(conn, offset=offset, limit=page_size)
-        counted = await users.send_count(conn)
-        rows, total = await listed.result(), await counted.result()
-    await reveal.users(protector, tenant, rows, plaintext)
-    return {"users": [user_json(r) for r in rows], "row_count": len(rows), "total_count": total}
+    page = await users.list_users(
+        db, protector, tenant, offset=offset, limit=page_size, plaintext=plaintext
+    )
+    return {
+        "users": [user_json(r) for r in page.rows],
+        "row_count": len(page.rows),
+        "total_count": page.total,
+    }
 
 
 @router.get("/users/{user_id}", responses=returns(User))
 async def get_user(
     user_id: str, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
 ) -> Any:
-    async with db.tenant(tenant) as conn:
-        row = await users.get(conn, user_id)
-    await reveal.users(protector, tenant, [row], plaintext)
-    return user_json(row)
+    return user_json(await users.get_user(db, protector, tenant, user_id, plaintext=plaintext))
 
 
 @router.patch("/users/{user_id}", responses=returns(User))
@@ -77,15 +73,15 @@ async def update_user(
     plaintext: ReadProtected, limits: Limits,
 ) -> Any:  # fmt: skip
     json_within(limits.max_metadata_bytes, {"metadata": body.metadata})
-    row = await change_user(db, protector, tenant, user_id, body.model_dump())
-    await reveal.users(protector, tenant, [row], plaintext)
+    row = await users.update_user(
+        db, protector, tenant, user_id, body.model_dump(), plaintext=plaintext
+    )
     return user_json(row)
 
 
 @router.delete("/users/{user_id}", responses=returns(SuccessResponse))
 async def delete_user(user_id: str, db: Db, tenant: Tenant) -> Any:
-    async with db.tenant(tenant) as conn:
-        await users.delete(conn, user_id)
+    await users.delete_user(db, tenant, user_id)
     return {"message": "OK"}
 
 
@@ -93,11 +89,7 @@ async def delete_user(user_id: str, db: Db, tenant: Tenant) -> Any:
 async def user_sessions(
     user_id: str, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
 ) -> Any:
-    async with db.tenant(tenant) as conn:
-        if not await users.exists(conn, user_id):
-            raise NotFoundError("user", user_id)
-        rows = await sessions.list_for_user(conn, user_id)
-    await reveal.sessions(protector, tenant, rows, plaintext)
+    rows = await users.user_sessions(db, protector, tenant, user_id, plaintext=plaintext)
     # A list wrapping one list: the shape zep-python 2.x parses (List[List[Session]], as
     # Zep's published API definition declares it); a flat list breaks the SDK.
     return [[session_json(r) for r in rows]]
