@@ -19,6 +19,8 @@ from tests.fix_app import App, running_app
 from tests.fix_server import short_tmpdir
 from tests.graph.test_extraction_flow import _wait_extracted
 
+pytestmark = pytest.mark.slow  # a graph of 1,000 messages to build first
+
 NAMES = ["Maria", "Jonas", "Lena", "Omar", "Priya", "Tomas", "Yuki", "Carla", "Ivan", "Nadia"]
 CITIES = ["Porto", "Lyon", "Graz", "Turku", "Bergen", "Malaga", "Ghent", "Krakow", "Split"]
 SUBJECTS = ["piano", "chemistry", "history", "judo", "French", "painting", "cello"]
