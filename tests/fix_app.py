@@ -274,3 +274,12 @@ def client(app: App) -> Iterator[httpx.Client]:
     """A client of the session's app with its admin API key."""
     with app.client() as http:
         yield http
+
+
+@pytest.fixture
+def session_id(client: httpx.Client, uid: str) -> str:
+    """A fresh user `u-<uid>` with a session `s-<uid>` in the session's app."""
+    assert client.post("/api/v2/users", json={"user_id": f"u-{uid}"}).status_code == 201
+    r = client.post("/api/v2/sessions", json={"session_id": f"s-{uid}", "user_id": f"u-{uid}"})
+    assert r.status_code == 201, r.text
+    return f"s-{uid}"

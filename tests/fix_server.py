@@ -14,10 +14,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from engram.store.embedded import EmbeddedPostgres
 
@@ -49,6 +51,25 @@ class Server:
             headers={"Authorization": f"Api-Key {self.api_key}"},
             timeout=30,
         )
+
+
+class HasDatabase(Protocol):
+    def superuser(self) -> psycopg.Connection[tuple[object, ...]]: ...
+
+
+def row_counts(db: HasDatabase, *tables: str) -> tuple[int, ...]:
+    """Rows in each table, read as superuser (past RLS): what a refused request must not
+    have changed. Default: users, sessions, messages."""
+    names = tables or ("users", "sessions", "messages")
+    query = sql.SQL("SELECT {}").format(
+        sql.SQL(", ").join(
+            sql.SQL("(SELECT count(*) FROM {})").format(sql.Identifier(t)) for t in names
+        )
+    )
+    with db.superuser() as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return tuple(int(str(v)) for v in row)
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ superuser): it waits in PostgreSQL, holding its slot and its connection, until r
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -17,36 +16,28 @@ import httpx
 import psycopg
 import pytest
 
-from tests.fix_server import Server, short_tmpdir, start_server, stop_server
-
-pytestmark = pytest.mark.integration
-
-
-def _server(prefix: str, env: dict[str, str]) -> Iterator[Server]:
-    root = short_tmpdir(prefix)
-    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24), extra=["--no-worker"],
-                       env=env)  # fmt: skip
-    yield srv
-    stop_server(srv)
+from tests.fix_app import App, running_app
+from tests.fix_server import short_tmpdir
 
 
 @pytest.fixture(scope="module")
-def limited() -> Iterator[Server]:
-    yield from _server("eg-lim-", {
-        "ENGRAM_LIMITS__CONCURRENT_REQUESTS_PER_KEY": "1",
-        "ENGRAM_LIMITS__CONCURRENT_REQUESTS_PER_TENANT": "2",
-        "ENGRAM_LIMITS__REQUESTS_PER_S_PER_KEY": "0.001",
-        "ENGRAM_LIMITS__BURST_PER_KEY": "20",
-        "ENGRAM_LIMITS__REQUESTS_PER_S_PER_TENANT": "0.001",
-        "ENGRAM_LIMITS__BURST_PER_TENANT": "30",
-    })  # fmt: skip
+def limited() -> Iterator[App]:
+    limits = {
+        "concurrent_requests_per_key": 1, "concurrent_requests_per_tenant": 2,
+        "requests_per_s_per_key": 0.001, "burst_per_key": 20,
+        "requests_per_s_per_tenant": 0.001, "burst_per_tenant": 30,
+    }  # fmt: skip
+    with running_app(short_tmpdir("eg-lim-") / "d", worker={"enabled": False},
+                     limits=limits) as app:  # fmt: skip
+        yield app
 
 
 @pytest.fixture(scope="module")
-def tiny_pool() -> Iterator[Server]:
-    yield from _server("eg-pool-", {
-        "ENGRAM_POOL__MIN_SIZE": "1", "ENGRAM_POOL__MAX_SIZE": "1", "ENGRAM_POOL__TIMEOUT_S": "1",
-    })  # fmt: skip
+def tiny_pool() -> Iterator[App]:
+    pool = {"min_size": 1, "max_size": 1, "timeout_s": 1}
+    with running_app(short_tmpdir("eg-pool-") / "d", worker={"enabled": False},
+                     pool=pool) as app:  # fmt: skip
+        yield app
 
 
 @pytest.fixture
@@ -57,7 +48,7 @@ def opened() -> Iterator[list[httpx.Client]]:
         c.close()
 
 
-def _keys(srv: Server, tenant: str, n: int, opened: list[httpx.Client]) -> list[httpx.Client]:
+def _keys(srv: App, tenant: str, n: int, opened: list[httpx.Client]) -> list[httpx.Client]:
     """``n`` clients of a new tenant, each with its own writer key, each used once (so
     that its key is known to the server before a test holds the database)."""
     out = []
@@ -67,8 +58,7 @@ def _keys(srv: Server, tenant: str, n: int, opened: list[httpx.Client]) -> list[
             body = {"name": f"k{i}", "role": "writer", "tenant": tenant}
             r = admin.post("/v1/admin/apikeys", json=body)
             assert r.status_code == 201, r.text
-            c = httpx.Client(base_url=srv.base_url, timeout=60,
-                             headers={"Authorization": f"Api-Key {r.json()['key']}"})  # fmt: skip
+            c = srv.client(r.json()["key"])
             assert c.get("/api/v2/sessions-ordered").status_code == 200
             opened.append(c)
             out.append(c)
@@ -78,7 +68,7 @@ def _keys(srv: Server, tenant: str, n: int, opened: list[httpx.Client]) -> list[
 class _Held:
     """Requests that wait in PostgreSQL on a lock of the users table until released."""
 
-    def __init__(self, srv: Server) -> None:
+    def __init__(self, srv: App) -> None:
         self.srv = srv
         self.lock = srv.superuser()
         self.lock.execute("BEGIN")
@@ -116,7 +106,7 @@ class _Held:
 
 
 def test_a_key_over_its_concurrency_gets_429_others_go_on(
-    limited: Server, uid: str, opened: list[httpx.Client]
+    limited: App, uid: str, opened: list[httpx.Client]
 ) -> None:
     a1, a2, a3 = _keys(limited, f"a-{uid}", 3, opened)
     (b,) = _keys(limited, f"b-{uid}", 1, opened)
@@ -138,7 +128,7 @@ def test_a_key_over_its_concurrency_gets_429_others_go_on(
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after(
-    limited: Server, uid: str, opened: list[httpx.Client]
+    limited: App, uid: str, opened: list[httpx.Client]
 ) -> None:
     c1, c2 = _keys(limited, f"c-{uid}", 2, opened)  # one request each so far
     (b,) = _keys(limited, f"d-{uid}", 1, opened)
@@ -156,7 +146,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(
 
 
 def test_no_connection_free_is_503_overloaded(
-    tiny_pool: Server, uid: str, opened: list[httpx.Client]
+    tiny_pool: App, uid: str, opened: list[httpx.Client]
 ) -> None:
     a, b = _keys(tiny_pool, f"p-{uid}", 2, opened)
     held = _Held(tiny_pool)

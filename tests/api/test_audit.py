@@ -10,17 +10,26 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 
+from tests.fix_app import App, AppTransport, running_app
 from tests.fix_server import Server, short_tmpdir, start_server, stop_server
-
-pytestmark = pytest.mark.integration
 
 WINDOW_S = 3
 
 
 @pytest.fixture(scope="module")
+def own() -> Iterator[App]:
+    """An app of its own: these tests count anonymous requests."""
+    root = short_tmpdir("eg-aua-")
+    with running_app(root / "d", worker={"enabled": False},
+                     audit={"anonymous_window_s": WINDOW_S}) as app:  # fmt: skip
+        yield app
+
+
+@pytest.fixture(scope="module")
 def srv() -> Iterator[Server]:
-    """A server of its own: these tests count anonymous requests and break the log."""
+    """A server of its own, whose log the test reads: it breaks the audit log."""
     root = short_tmpdir("eg-au-")
     server = start_server(
         root / "d", api_key=secrets.token_urlsafe(24), extra=["--no-worker"],
@@ -30,7 +39,7 @@ def srv() -> Iterator[Server]:
     assert stop_server(server) == 0, server.log.read_text()
 
 
-def _rows(srv: Server, *, client: str = "", request_ids: tuple[str, ...] = ()) -> list[Any]:
+def _rows(srv: App | Server, *, client: str = "", request_ids: tuple[str, ...] = ()) -> list[Any]:
     """The records from ``client`` or with one of ``request_ids``, in chain order."""
     with srv.superuser() as conn:
         return conn.execute(
@@ -56,17 +65,27 @@ def _from(address: str, srv: Server, **kw: Any) -> httpx.Client:
     return httpx.Client(base_url=srv.base_url, transport=transport, timeout=30, **kw)
 
 
-def test_a_refused_request_whose_path_holds_nul_leaves_a_record(srv: Server) -> None:
+def _from_in_process(address: str, app: App) -> httpx.Client:
+    """A client of the app in process whose requests come from ``address``, as the ASGI
+    scope of a server says where a connection came from."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        await app.asgi({**scope, "client": (address, 50000)}, receive, send)
+
+    return httpx.Client(base_url=app.base_url, transport=AppTransport(asgi, app.loop), timeout=30)
+
+
+def test_a_refused_request_whose_path_holds_nul_leaves_a_record(own: App) -> None:
     rid = secrets.token_hex(8)
-    with _from("127.0.0.3", srv) as anonymous:
+    with _from_in_process("127.0.0.3", own) as anonymous:
         r = anonymous.get("/api/v2/users/a%00b%ff/sessions", headers={"X-Request-Id": rid})
         assert r.status_code == 401
         r = anonymous.get("/api/v2/no%00such", headers={"X-Request-Id": rid + "n"})
         assert r.status_code == 404
-    with srv.client() as http:
+    with own.client() as http:
         r = http.get("/api/v2/sessions/s%00x", headers={"X-Request-Id": rid + "a"})
         assert r.status_code == 400  # the database refuses the id
-    rows = _rows(srv, request_ids=(rid, rid + "n", rid + "a"))
+    rows = _rows(own, request_ids=(rid, rid + "n", rid + "a"))
     assert [(r[0], r[1], r[3]) for r in rows] == [
         ("anonymous", "GET /api/v2/users/{user_id}/sessions", 401),
         ("anonymous", "GET unmatched", 404),
@@ -77,17 +96,17 @@ def test_a_refused_request_whose_path_holds_nul_leaves_a_record(srv: Server) -> 
 
 
 def test_a_flood_of_anonymous_requests_leaves_few_records_that_count_them_all(
-    srv: Server,
+    own: App,
 ) -> None:
     address, sent = "127.0.0.2", 500
     started = time.monotonic()
-    with _from(address, srv) as anonymous:
+    with _from_in_process(address, own) as anonymous:
         for n in range(sent):
             assert anonymous.get(f"/api/v2/users/u{n}").status_code == 401
     windows = (time.monotonic() - started) // WINDOW_S + 2  # it may straddle them
 
     def counted() -> list[tuple[Any, ...]] | None:
-        rows = _rows(srv, client=address)
+        rows = _rows(own, client=address)
         total = sum(int(r[7]["count"]) if r[1] == "anonymous requests" else 1 for r in rows)
         return rows if total == sent else None
 
@@ -100,6 +119,7 @@ def test_a_flood_of_anonymous_requests_leaves_few_records_that_count_them_all(
     assert summaries[0][4] == "denied" and details["first"] <= details["last"]
 
 
+@pytest.mark.integration  # it reads the server's log
 def test_when_the_log_refuses_records_writes_are_answered_and_reads_withheld(
     srv: Server,
 ) -> None:

@@ -15,6 +15,8 @@ import pytest
 
 from tests.fix_server import Server, short_tmpdir, start_server, stop_server
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # kill -9 of a server's PostgreSQL
+
 ENV = {"ENGRAM_EMBEDDED_POSTGRES__WATCH_INTERVAL_S": "0.5"}
 
 

@@ -13,22 +13,12 @@ import httpx
 import pytest
 
 from engram.config import LimitSettings
-from tests.fix_server import Server
-
-pytestmark = pytest.mark.integration
+from tests.fix_app import App
+from tests.fix_server import Server, row_counts
 
 LIMITS = LimitSettings()  # the server under test runs with the defaults
 HUNDRED_MB = 100 * 2**20
-
-
-def _counts(server: Server) -> tuple[int, ...]:
-    with server.superuser() as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions),"
-            " (SELECT count(*) FROM messages), (SELECT count(*) FROM audit_log)"
-        ).fetchone()
-    assert row is not None
-    return tuple(int(v) for v in row)  # type: ignore[call-overload]
+TABLES = ("users", "sessions", "messages", "audit_log")  # what a refusal must not change
 
 
 def _response(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, str]]:
@@ -48,16 +38,10 @@ def _response(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, str]]
     return int(lines[0].split()[1]), headers, json.loads(body)
 
 
-@pytest.fixture
-def session_id(http: httpx.Client, uid: str) -> str:
-    assert http.post("/api/v2/users", json={"user_id": f"u-{uid}"}).status_code == 201
-    r = http.post("/api/v2/sessions", json={"session_id": f"s-{uid}", "user_id": f"u-{uid}"})
-    assert r.status_code == 201
-    return f"s-{uid}"
-
-
+# Raw sockets to a real port (uvicorn's parser): what the server answers before reading.
+@pytest.mark.integration
 def test_a_declared_100_mb_body_is_413_before_a_byte_of_it_is_read(server: Server) -> None:
-    before = _counts(server)
+    before = row_counts(server, *TABLES)
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         # Headers only, no credentials: the server must answer without waiting for the
         # body (before, it read and parsed all of it, then said 401).
@@ -73,7 +57,7 @@ def test_a_declared_100_mb_body_is_413_before_a_byte_of_it_is_read(server: Serve
     )
     assert "split the request" in body["hint"] and "limits.max_body_bytes" in body["hint"]
     assert headers["connection"] == "close"
-    assert _counts(server) == before
+    assert row_counts(server, *TABLES) == before
     paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
     assert "413" in paths["/api/v2/users"]["post"]["responses"]
 
@@ -86,8 +70,9 @@ def _chunks() -> Iterator[bytes]:
         yield b"%x\r\n%s\r\n" % (len(piece), piece)
 
 
+@pytest.mark.integration
 def test_a_chunked_body_is_refused_once_it_passes_the_limit(server: Server) -> None:
-    before = _counts(server)
+    before = row_counts(server, *TABLES)
     sent = 0
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         sock.sendall(
@@ -111,11 +96,11 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit(server: Server) -> N
         f"the request body is longer than the limit of {LIMITS.max_body_bytes} bytes"
     )
     assert sent < HUNDRED_MB  # it stopped reading: the rest was never sent
-    assert _counts(server) == before
+    assert row_counts(server, *TABLES) == before
 
 
 def test_the_largest_write_the_limits_allow_is_stored(
-    server: Server, http: httpx.Client, session_id: str
+    app: App, client: httpx.Client, session_id: str
 ) -> None:
     # 16 messages of 65,536 characters, escaped as \uXXXX the way Python's json writes
     # them: 6 MiB, under max_body_bytes.
@@ -123,24 +108,24 @@ def test_the_largest_write_the_limits_allow_is_stored(
     text = "".join(chr(0x4E00 + i % 2000) for i in range(LIMITS.max_content_chars))
     body = json.dumps({"messages": [{"role_type": "user", "content": text}] * count})
     assert len(body) > 6 * 2**20
-    r = http.post(
+    r = client.post(
         f"/api/v2/sessions/{session_id}/memory",
         content=body,
         headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 200, r.text
-    assert http.get(f"/api/v2/sessions/{session_id}/messages").json()["total_count"] == count
+    assert client.get(f"/api/v2/sessions/{session_id}/messages").json()["total_count"] == count
 
 
 def test_a_write_past_the_characters_of_one_request_is_400(
-    server: Server, http: httpx.Client, session_id: str
+    app: App, client: httpx.Client, session_id: str
 ) -> None:
     # 500 messages of 64K characters took 68 s and left the server at 3.8 GB: now one
     # write holds at most max_request_chars of content.
     count = LIMITS.max_request_chars // LIMITS.max_content_chars + 1
     body = {"messages": [{"role_type": "user", "content": "x" * LIMITS.max_content_chars}] * count}
-    before = _counts(server)
-    r = http.post(f"/api/v2/sessions/{session_id}/memory", json=body)
+    before = row_counts(app, *TABLES)
+    r = client.post(f"/api/v2/sessions/{session_id}/memory", json=body)
     assert r.status_code == 400, r.text
     assert r.json()["field"] == "messages"
     total = count * LIMITS.max_content_chars
@@ -149,7 +134,7 @@ def test_a_write_past_the_characters_of_one_request_is_400(
         f"request is {LIMITS.max_request_chars}"
     )
     assert r.json()["hint"] == "split the messages over several requests"
-    assert _counts(server)[:3] == before[:3]
+    assert row_counts(app, *TABLES)[:3] == before[:3]
 
 
 def _big() -> dict[str, str]:
@@ -158,12 +143,12 @@ def _big() -> dict[str, str]:
 
 
 def test_metadata_past_its_limit_is_400_naming_the_field(
-    server: Server, http: httpx.Client, session_id: str, uid: str
+    app: App, client: httpx.Client, session_id: str, uid: str
 ) -> None:
     message = {"role_type": "user", "content": "hello"}
-    ok = http.post(f"/api/v2/sessions/{session_id}/memory", json={"messages": [message]})
+    ok = client.post(f"/api/v2/sessions/{session_id}/memory", json={"messages": [message]})
     assert ok.status_code == 200
-    stored = http.get(f"/api/v2/sessions/{session_id}/messages").json()["messages"][0]
+    stored = client.get(f"/api/v2/sessions/{session_id}/messages").json()["messages"][0]
     cases = [
         ("POST", "/api/v2/users", {"user_id": f"b-{uid}", "metadata": _big()}, "metadata"),
         ("PATCH", f"/api/v2/users/u-{uid}", {"metadata": _big()}, "metadata"),
@@ -195,9 +180,9 @@ def test_metadata_past_its_limit_is_400_naming_the_field(
         ),
         ("POST", "/v1/search", {"text": "x", "metadata": _big()}, "metadata"),
     ]
-    before = _counts(server)
+    before = row_counts(app, *TABLES)
     for method, path, body, field in cases:
-        r = http.request(method, path, json=body)
+        r = client.request(method, path, json=body)
         assert r.status_code == 400, (path, r.text)
         assert r.json()["field"] == field
         size = LIMITS.max_metadata_bytes + 1
@@ -205,24 +190,24 @@ def test_metadata_past_its_limit_is_400_naming_the_field(
             f"{field} is {size} bytes as JSON; the limit is {LIMITS.max_metadata_bytes}"
         )
         assert "limits.max_metadata_bytes" in r.json()["hint"]
-    assert _counts(server)[:3] == before[:3]
-    assert http.get(f"/api/v2/users/u-{uid}").json()["metadata"] == {}
-    assert http.get(f"/api/v2/sessions/{session_id}").json()["metadata"] == {}
-    again = http.get(f"/api/v2/sessions/{session_id}/messages").json()["messages"][0]
+    assert row_counts(app, *TABLES)[:3] == before[:3]
+    assert client.get(f"/api/v2/users/u-{uid}").json()["metadata"] == {}
+    assert client.get(f"/api/v2/sessions/{session_id}").json()["metadata"] == {}
+    again = client.get(f"/api/v2/sessions/{session_id}/messages").json()["messages"][0]
     assert again["metadata"] == stored["metadata"]
 
 
-def test_metadata_at_its_limit_is_stored(http: httpx.Client, session_id: str) -> None:
+def test_metadata_at_its_limit_is_stored(client: httpx.Client, session_id: str) -> None:
     meta = {"k": "x" * (LIMITS.max_metadata_bytes - len('{"k":""}'))}
-    r = http.patch(f"/api/v2/sessions/{session_id}", json={"metadata": meta})
+    r = client.patch(f"/api/v2/sessions/{session_id}", json={"metadata": meta})
     assert r.status_code == 200, r.text
-    assert http.get(f"/api/v2/sessions/{session_id}").json()["metadata"] == meta
+    assert client.get(f"/api/v2/sessions/{session_id}").json()["metadata"] == meta
 
 
-def test_a_60_mb_metadata_value_is_413(server: Server, http: httpx.Client, uid: str) -> None:
-    before = _counts(server)
+def test_a_60_mb_metadata_value_is_413(app: App, client: httpx.Client, uid: str) -> None:
+    before = row_counts(app, *TABLES)
     body = {"user_id": f"m-{uid}", "metadata": {"v": "x" * 60_000_000}}
-    r = http.post("/api/v2/users", json=body)
+    r = client.post("/api/v2/users", json=body)
     assert r.status_code == 413
     assert "limits.max_body_bytes" in r.json()["hint"]
-    assert _counts(server) == before
+    assert row_counts(app, *TABLES) == before

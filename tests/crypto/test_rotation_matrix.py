@@ -28,9 +28,8 @@ from engram.crypto.keyring import DataKeyRecord
 from engram.crypto.protect import Keyrings
 from engram.crypto.providers import LocalKeyProvider
 from engram.store.keys import KeyPool, PgKeyStore
-from tests.fix_server import Server, short_tmpdir, start_server, stop_server
-
-pytestmark = pytest.mark.integration
+from tests.fix_app import App, running_app
+from tests.fix_server import short_tmpdir
 
 TENANT = "default"
 P, A, D = KeyState.PRIMARY, KeyState.ACTIVE, KeyState.DISABLED
@@ -85,7 +84,7 @@ class Written:
 
 @dataclass
 class Matrix:
-    server: Server
+    server: App
     store: PgKeyStore
     written: dict[str, Written]
 
@@ -102,7 +101,7 @@ class Matrix:
         assert states == {1: old, **({2: new} if new else {})}
 
 
-def _versions(server: Server, user_id: str) -> dict[int, int]:
+def _versions(server: App, user_id: str) -> dict[int, int]:
     """Key versions named by every ciphertext of the user, their session and message."""
     with server.superuser() as conn:
         rows = conn.execute(
@@ -121,10 +120,12 @@ def _versions(server: Server, user_id: str) -> dict[int, int]:
 
 @pytest.fixture(scope="module")
 def matrix() -> Iterator[Matrix]:
-    root = short_tmpdir("eg-mx-")
-    env = {"ENGRAM_CRYPTO__DEK_CACHE_TTL_S": "0"}
-    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24), env=env,
-                       extra=["--no-worker"])  # fmt: skip
+    with running_app(short_tmpdir("eg-mx-") / "d", worker={"enabled": False},
+                     crypto={"dek_cache_ttl_s": 0}) as srv:  # fmt: skip
+        yield from _matrix(srv)
+
+
+def _matrix(srv: App) -> Iterator[Matrix]:
     pool = KeyPool(srv.pg.dsn("engram_app", "engram"))
     rings = Keyrings(
         LocalKeyProvider(srv.data_dir / "keys" / "kek.json"),
@@ -160,7 +161,6 @@ def matrix() -> Iterator[Matrix]:
         yield m
     finally:
         pool.close()
-        stop_server(srv)
 
 
 def _reads(http: httpx.Client, w: Written) -> list[httpx.Response]:

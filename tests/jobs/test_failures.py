@@ -13,12 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fix_app import App
 from tests.fix_server import ENGRAM, Server
 
-pytestmark = pytest.mark.integration
 
-
-def _episode(server: Server, session_id: str, timeout: float = 120) -> dict[str, Any]:
+def _episode(server: App | Server, session_id: str, timeout: float = 120) -> dict[str, Any]:
     """The session's episode once the worker has finished with it (done, or failed with
     its job failed for good)."""
     deadline = time.monotonic() + timeout
@@ -56,21 +55,21 @@ def _word(n: int) -> str:
 
 
 def test_an_episode_with_a_very_long_name_is_extracted(
-    server: Server, http: httpx.Client, uid: str
+    app: App, client: httpx.Client, uid: str
 ) -> None:
     """A 60,000-letter word taken for a name (and a fact about it) no longer trips an
     index: the job succeeds at once, and the names and fact texts stored are bounded."""
     sid = _session(
-        http, uid,
+        client, uid,
         f"My friend {_word(60_000)} lives in Oslo.",
         "I love " + " ".join(_word(12 + i % 7).lower() for i in range(3800)) + ".",
         "I work at Statoil.",
     )  # fmt: skip
-    episode = _episode(server, sid)
+    episode = _episode(app, sid)
     assert (episode["job"], episode["status"], episode["attempts"]) == ("succeeded", "done", 1), (
         episode
     )
-    with server.superuser() as conn:
+    with app.superuser() as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM entities WHERE user_id = %s", (uid,))]
         facts = [r[0] for r in conn.execute("SELECT fact FROM facts WHERE user_id = %s", (uid,))]
     assert any("Statoil" in f for f in facts) and any("Oslo" in n for n in names)
@@ -108,6 +107,7 @@ def _jobs_list(server: Server) -> str:
         ),
     ],
 )
+@pytest.mark.integration  # `engram jobs list` beside a server
 def test_a_job_the_database_refuses_fails_once_with_its_reason(
     server: Server, http: httpx.Client, uid: str, ddl: str, reason: str
 ) -> None:

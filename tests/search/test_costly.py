@@ -7,18 +7,19 @@ hold the event loop, so /healthz answers while such searches run.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.fix_server import Server, short_tmpdir, start_server, stop_server
+from tests.fix_app import App, running_app
+from tests.fix_server import short_tmpdir
 from tests.graph.test_extraction_flow import _wait_extracted
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.slow  # a graph of 1,000 messages to build first
 
 NAMES = ["Maria", "Jonas", "Lena", "Omar", "Priya", "Tomas", "Yuki", "Carla", "Ivan", "Nadia"]
 CITIES = ["Porto", "Lyon", "Graz", "Turku", "Bergen", "Malaga", "Ghent", "Krakow", "Split"]
@@ -27,11 +28,14 @@ EPISODES = 6000  # episodes each fact cites
 
 
 @pytest.fixture(scope="module")
-def big() -> Iterator[tuple[Server, str]]:
-    """Its own server (a stalled one must not hold up the other tests) with one user of
+def big() -> Iterator[tuple[App, str]]:
+    """Its own app (a stalled one must not hold up the other tests) with one user of
     1,000 messages, their graph built by the worker, each fact citing EPISODES episodes."""
-    root = short_tmpdir("eg-cost-")
-    srv = start_server(root / "d", api_key=secrets.token_urlsafe(24))
+    with running_app(short_tmpdir("eg-cost-") / "d") as srv:
+        yield from _fill(srv)
+
+
+def _fill(srv: App) -> Iterator[tuple[App, str]]:
     user, session = "big", "big-s"
     with srv.client() as http:
         assert http.post("/api/v2/users", json={"user_id": user}).status_code == 201
@@ -60,19 +64,25 @@ def big() -> Iterator[tuple[Server, str]]:
         row = conn.execute("SELECT count(*) FROM facts WHERE user_id = %s", (user,)).fetchone()
     assert row is not None and row[0] >= 20, "the graph should have facts to expand"
     yield srv, user
-    stop_server(srv)
 
 
-def test_healthz_answers_while_costly_searches_run(big: tuple[Server, str]) -> None:
+async def _get(srv: App, method: str, path: str, **kw: Any) -> httpx.Response:
+    """A request on the app's own loop, as a server's connection would be."""
+    transport = httpx.ASGITransport(app=srv.asgi)
+    async with httpx.AsyncClient(transport=transport, base_url=srv.base_url) as c:
+        return await c.request(method, path, **kw)
+
+
+def test_healthz_answers_while_costly_searches_run(big: tuple[App, str]) -> None:
     srv, user = big
     results: list[httpx.Response] = []
 
     def search(i: int) -> None:
         body = {"text": f"Where does {NAMES[i]} live and what does she teach?", "user_id": user,
                 "search_type": "mmr" if i % 2 else "similarity"}  # fmt: skip
-        with srv.client() as c:
-            c.timeout = httpx.Timeout(900)
-            results.append(c.post("/api/v2/sessions/search?limit=100", json=body))
+        headers = {"Authorization": f"Api-Key {srv.api_key}"}
+        path = "/api/v2/sessions/search?limit=100"
+        results.append(srv.loop.run(_get(srv, "POST", path, json=body, headers=headers), 900))
 
     # Each search, its work done, waits to write its audit record while the audit log is
     # locked: the searches stay in flight until the lock goes.
@@ -99,7 +109,7 @@ def test_healthz_answers_while_costly_searches_run(big: tuple[Server, str]) -> N
                 time.sleep(0.01)
         # Before, each search held the event loop for a minute (a timeout here); now
         # /healthz answers at once, while the searches are held by the lock.
-        health = httpx.get(f"{srv.base_url}/healthz", timeout=30)
+        health = srv.loop.run(_get(srv, "GET", "/healthz"), timeout=30)
         assert health.status_code == 200
         assert all(t.is_alive() for t in threads), "the searches should still be in flight"
         lock.execute("ROLLBACK")

@@ -13,22 +13,21 @@ from psycopg.types.json import Jsonb
 
 from engram.config import load_settings
 from engram.store import migrate
-from tests.fix_server import ENGRAM, Server, short_tmpdir, start_server, stop_server
+from tests.fix_app import App
+from tests.fix_server import ENGRAM, short_tmpdir, start_server, stop_server
 
-pytestmark = pytest.mark.integration
 
-
-def test_every_migration_is_recorded_and_none_pending(server: Server) -> None:
-    with server.superuser() as conn:
+def test_every_migration_is_recorded_and_none_pending(app: App) -> None:
+    with app.superuser() as conn:
         applied = [
             r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY version")
         ]
     assert applied and applied[0] == "0001_foundation.sql"
-    assert migrate.pending_migrations(server.pg.dsn("engram_app")) == []
+    assert migrate.pending_migrations(app.pg.dsn("engram_app")) == []
 
 
-def test_vector_settings_recorded_at_first_migration(server: Server) -> None:
-    with server.superuser() as conn:
+def test_vector_settings_recorded_at_first_migration(app: App) -> None:
+    with app.superuser() as conn:
         meta = migrate.read_meta(conn)
         indexdef = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'messages_embedding_idx'"
@@ -43,14 +42,14 @@ def test_vector_settings_recorded_at_first_migration(server: Server) -> None:
     assert "autovacuum_analyze_scale_factor=0.05" in reloptions[0]
 
 
-def test_migrating_again_is_a_no_op(server: Server) -> None:
-    settings = load_settings(data_dir=server.data_dir)
-    owner = server.pg.dsn("engram_owner")
+def test_migrating_again_is_a_no_op(app: App) -> None:
+    settings = load_settings(data_dir=app.data_dir)
+    owner = app.pg.dsn("engram_owner")
     assert migrate.migrate(owner, settings, "local/all-MiniLM-L6-v2", 384) == []
 
 
-def test_app_role_owns_nothing_and_cannot_bypass_rls(server: Server) -> None:
-    with server.superuser() as conn:
+def test_app_role_owns_nothing_and_cannot_bypass_rls(app: App) -> None:
+    with app.superuser() as conn:
         role = conn.execute(
             "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb FROM pg_roles"
             " WHERE rolname = 'engram_app'"
@@ -63,8 +62,8 @@ def test_app_role_owns_nothing_and_cannot_bypass_rls(server: Server) -> None:
     assert owned == (0,)
 
 
-def test_every_tenant_table_forces_rls_with_a_policy(server: Server) -> None:
-    with server.superuser() as conn:
+def test_every_tenant_table_forces_rls_with_a_policy(app: App) -> None:
+    with app.superuser() as conn:
         rows = conn.execute(
             """SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
                       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)
@@ -77,10 +76,10 @@ def test_every_tenant_table_forces_rls_with_a_policy(server: Server) -> None:
         assert enabled and forced and policies >= 1, name
 
 
-def test_without_tenant_context_the_app_role_sees_nothing(server: Server, uid: str) -> None:
-    with server.client() as http:
+def test_without_tenant_context_the_app_role_sees_nothing(app: App, uid: str) -> None:
+    with app.client() as http:
         assert http.post("/api/v2/users", json={"user_id": f"u-{uid}"}).status_code == 201
-    with psycopg.connect(server.pg.dsn("engram_app"), autocommit=True) as conn:
+    with psycopg.connect(app.pg.dsn("engram_app"), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
         conn.execute("SELECT set_config('app.tenant_id', 'someone-else', false)")
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
@@ -91,6 +90,7 @@ def test_without_tenant_context_the_app_role_sees_nothing(server: Server, uid: s
             conn.execute("INSERT INTO users (tenant_id, user_id) VALUES ('other', 'x')")
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_0018_keeps_the_ids_and_counts_on_per_tenant_past_the_old_sequence() -> None:
     """Upgrading a database whose users and sessions were numbered by one sequence for
@@ -144,6 +144,7 @@ def test_0018_keeps_the_ids_and_counts_on_per_tenant_past_the_old_sequence() -> 
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_0015_leaves_declared_message_metadata_of_every_tenant_to_the_next_run() -> None:
     """Upgrading a database whose declared messages kept their metadata values in clear

@@ -5,27 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.fix_server import Server
-
-pytestmark = pytest.mark.integration
-
-
-def _counts(server: Server) -> tuple[int, int, int]:
-    with server.superuser() as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions),"
-            " (SELECT count(*) FROM messages)"
-        ).fetchone()
-    assert row is not None
-    return (int(row[0]), int(row[1]), int(row[2]))  # type: ignore[call-overload]
-
-
-@pytest.fixture
-def session_id(http: httpx.Client, uid: str) -> str:
-    assert http.post("/api/v2/users", json={"user_id": f"u-{uid}"}).status_code == 201
-    r = http.post("/api/v2/sessions", json={"session_id": f"s-{uid}", "user_id": f"u-{uid}"})
-    assert r.status_code == 201
-    return f"s-{uid}"
+from tests.fix_app import App
+from tests.fix_server import row_counts
 
 
 def _msg(**kw: object) -> dict[str, object]:
@@ -50,35 +31,35 @@ BAD_MEMORY_BODIES = [
 
 @pytest.mark.parametrize(("body", "field"), BAD_MEMORY_BODIES)
 def test_bad_messages_are_400_naming_the_field(
-    server: Server, http: httpx.Client, session_id: str, body: dict[str, object], field: str
+    app: App, client: httpx.Client, session_id: str, body: dict[str, object], field: str
 ) -> None:
-    before = _counts(server)
-    r = http.post(f"/api/v2/sessions/{session_id}/memory", json=body)
+    before = row_counts(app)
+    r = client.post(f"/api/v2/sessions/{session_id}/memory", json=body)
     assert r.status_code == 400, r.text
     assert r.json()["field"] == field
     assert field.split(".")[-1].split("[")[0] in r.json()["message"]
-    assert _counts(server) == before
+    assert row_counts(app) == before
 
 
 def test_one_bad_message_rejects_the_whole_episode(
-    server: Server, http: httpx.Client, session_id: str
+    app: App, client: httpx.Client, session_id: str
 ) -> None:
-    before = _counts(server)
+    before = row_counts(app)
     body = {"messages": [_msg(), _msg(role_type="nobody")]}
-    assert http.post(f"/api/v2/sessions/{session_id}/memory", json=body).status_code == 400
-    assert _counts(server) == before
+    assert client.post(f"/api/v2/sessions/{session_id}/memory", json=body).status_code == 400
+    assert row_counts(app) == before
 
 
-def test_malformed_json_is_400(server: Server, http: httpx.Client, session_id: str) -> None:
-    before = _counts(server)
-    r = http.post(
+def test_malformed_json_is_400(app: App, client: httpx.Client, session_id: str) -> None:
+    before = row_counts(app)
+    r = client.post(
         f"/api/v2/sessions/{session_id}/memory",
         content=b'{"messages": [',
         headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 400
     assert "malformed JSON" in r.json()["message"]
-    assert _counts(server) == before
+    assert row_counts(app) == before
 
 
 @pytest.mark.parametrize(
@@ -95,109 +76,113 @@ def test_malformed_json_is_400(server: Server, http: httpx.Client, session_id: s
     ],
 )
 def test_bad_bodies_are_400(
-    server: Server, http: httpx.Client, path: str, body: dict[str, object], field: str
+    app: App, client: httpx.Client, path: str, body: dict[str, object], field: str
 ) -> None:
-    before = _counts(server)
-    r = http.post(path, json=body)
+    before = row_counts(app)
+    r = client.post(path, json=body)
     assert r.status_code == 400, r.text
     assert r.json()["field"] == field
-    assert _counts(server) == before
+    assert row_counts(app) == before
 
 
-def test_unknown_ids_are_404_in_zep_shape(server: Server, http: httpx.Client, uid: str) -> None:
-    before = _counts(server)
+def test_unknown_ids_are_404_in_zep_shape(app: App, client: httpx.Client, uid: str) -> None:
+    before = row_counts(app)
     cases = [
-        http.get(f"/api/v2/users/nobody-{uid}"),
-        http.patch(f"/api/v2/users/nobody-{uid}", json={"email": "a@b.c"}),
-        http.get(f"/api/v2/users/nobody-{uid}/sessions"),
-        http.post("/api/v2/sessions", json={"session_id": f"s-{uid}", "user_id": f"nobody-{uid}"}),
-        http.patch(f"/api/v2/sessions/none-{uid}", json={"metadata": {"a": 1}}),
-        http.post(f"/api/v2/sessions/none-{uid}/memory", json={"messages": [_msg()]}),
-        http.delete(f"/api/v2/sessions/none-{uid}/memory"),
-        http.post("/api/v2/sessions/search", json={"text": "x", "user_id": f"nobody-{uid}"}),
+        client.get(f"/api/v2/users/nobody-{uid}"),
+        client.patch(f"/api/v2/users/nobody-{uid}", json={"email": "a@b.c"}),
+        client.get(f"/api/v2/users/nobody-{uid}/sessions"),
+        client.post(
+            "/api/v2/sessions", json={"session_id": f"s-{uid}", "user_id": f"nobody-{uid}"}
+        ),
+        client.patch(f"/api/v2/sessions/none-{uid}", json={"metadata": {"a": 1}}),
+        client.post(f"/api/v2/sessions/none-{uid}/memory", json={"messages": [_msg()]}),
+        client.delete(f"/api/v2/sessions/none-{uid}/memory"),
+        client.post("/api/v2/sessions/search", json={"text": "x", "user_id": f"nobody-{uid}"}),
     ]
     for r in cases:
         assert r.status_code == 404, (r.request.url, r.text)
         assert set(r.json()) >= {"message"} and "not found" in r.json()["message"]
-    assert _counts(server) == before
+    assert row_counts(app) == before
 
 
-def test_duplicate_user_is_400(server: Server, http: httpx.Client, uid: str) -> None:
+def test_duplicate_user_is_400(app: App, client: httpx.Client, uid: str) -> None:
     assert (
-        http.post("/api/v2/users", json={"user_id": f"u-{uid}", "email": "a@x"}).status_code == 201
+        client.post("/api/v2/users", json={"user_id": f"u-{uid}", "email": "a@x"}).status_code
+        == 201
     )
-    r = http.post("/api/v2/users", json={"user_id": f"u-{uid}", "email": "b@x"})
+    r = client.post("/api/v2/users", json={"user_id": f"u-{uid}", "email": "b@x"})
     assert r.status_code == 400 and "already exists" in r.json()["message"]
-    assert http.get(f"/api/v2/users/u-{uid}").json()["email"] == "a@x"
+    assert client.get(f"/api/v2/users/u-{uid}").json()["email"] == "a@x"
 
 
-def test_missing_or_wrong_key_is_401(server: Server) -> None:
-    assert httpx.get(f"{server.base_url}/api/v2/users-ordered").status_code == 401
-    r = httpx.get(
-        f"{server.base_url}/api/v2/users-ordered", headers={"Authorization": "Api-Key wrong"}
-    )
+def test_missing_or_wrong_key_is_401(app: App) -> None:
+    with app.client(anonymous=True) as anonymous:
+        assert anonymous.get("/api/v2/users-ordered").status_code == 401
+    with app.client("wrong") as wrong:
+        r = wrong.get("/api/v2/users-ordered")
     assert r.status_code == 401 and "invalid API key" in r.json()["message"]
 
 
-def test_probes_and_openapi(server: Server) -> None:
-    assert httpx.get(f"{server.base_url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{server.base_url}/readyz").json()
-    assert ready["status"] == "ready" and ready["checks"]["dimensions"] == "ok"
-    paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
+def test_probes_and_openapi(app: App) -> None:
+    with app.client(anonymous=True) as anonymous:
+        assert anonymous.get("/healthz").json() == {"status": "ok"}
+        ready = anonymous.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["checks"]["dimensions"] == "ok"
+        paths = anonymous.get("/openapi.json").json()["paths"]
     assert "/api/v2/sessions/{session_id}/memory" in paths
 
 
 def test_a_message_uuid_taken_is_400_and_writes_nothing(
-    server: Server, http: httpx.Client, session_id: str
+    app: App, client: httpx.Client, session_id: str
 ) -> None:
     taken = "6a0c4a7e-57b1-4d54-9a6c-0d9e8c1d2f3a"
     path = f"/api/v2/sessions/{session_id}/memory"
-    assert http.post(path, json={"messages": [_msg(uuid=taken)]}).status_code == 200
-    before = _counts(server)
+    assert client.post(path, json={"messages": [_msg(uuid=taken)]}).status_code == 200
+    before = row_counts(app)
     for body in (
         {"messages": [_msg(), _msg(uuid=taken)]},  # once used
         {"messages": [_msg(uuid=str(u)) for u in ("1" * 32, "1" * 32)]},  # twice in one
     ):
-        r = http.post(path, json=body)
+        r = client.post(path, json=body)
         assert r.status_code == 400 and r.json()["field"] == "messages.uuid", r.text
-    assert _counts(server) == before
+    assert row_counts(app) == before
 
 
 def test_metadata_numbers_come_back_exactly_and_nan_is_refused(
-    http: httpx.Client, session_id: str
+    client: httpx.Client, session_id: str
 ) -> None:
     # Integers of any size exactly, and 1.5e300 as the same float (not its 301 digits).
     big = {"n": 2**70, "m": -(2**90), "f": 1.5e300}
-    r = http.patch(f"/api/v2/sessions/{session_id}", json={"metadata": big})
+    r = client.patch(f"/api/v2/sessions/{session_id}", json={"metadata": big})
     assert r.status_code == 200, r.text
-    for got in (r.json(), http.get(f"/api/v2/sessions/{session_id}").json()):
+    for got in (r.json(), client.get(f"/api/v2/sessions/{session_id}").json()):
         assert got["metadata"] == big
         assert isinstance(got["metadata"]["f"], float)
-    assert http.get(f"/api/v2/sessions/{session_id}/memory").status_code == 200
-    r = http.patch(
+    assert client.get(f"/api/v2/sessions/{session_id}/memory").status_code == 200
+    r = client.patch(
         f"/api/v2/sessions/{session_id}",
         content=b'{"metadata": {"x": NaN}}',
         headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 400 and "NaN" in r.json()["message"]
-    assert http.get(f"/api/v2/sessions/{session_id}").json()["metadata"]["n"] == 2**70
+    assert client.get(f"/api/v2/sessions/{session_id}").json()["metadata"]["n"] == 2**70
 
 
-def test_metadata_nested_too_deep_is_400(http: httpx.Client, session_id: str) -> None:
+def test_metadata_nested_too_deep_is_400(client: httpx.Client, session_id: str) -> None:
     deep: object = "bottom"
     for _ in range(200):
         deep = [deep]
-    r = http.patch(f"/api/v2/sessions/{session_id}", json={"metadata": {"a": deep}})
+    r = client.patch(f"/api/v2/sessions/{session_id}", json={"metadata": {"a": deep}})
     assert r.status_code == 400 and "nested deeper than 64" in r.json()["message"], r.text
-    assert http.get(f"/api/v2/sessions/{session_id}").status_code == 200
+    assert client.get(f"/api/v2/sessions/{session_id}").status_code == 200
 
 
-def test_nul_characters_are_400(server: Server, http: httpx.Client, session_id: str) -> None:
-    before = _counts(server)
+def test_nul_characters_are_400(app: App, client: httpx.Client, session_id: str) -> None:
+    before = row_counts(app)
     for path, body in (
         (f"/api/v2/sessions/{session_id}/memory", {"messages": [_msg(content="a\x00b")]}),
         ("/api/v2/users", {"user_id": "nul", "metadata": {"k": "a\x00b"}}),
     ):
-        r = http.post(path, json=body)
+        r = client.post(path, json=body)
         assert r.status_code == 400 and "NUL character" in r.json()["message"], r.text
-    assert _counts(server) == before
+    assert row_counts(app) == before
