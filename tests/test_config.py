@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,15 @@ def test_bad_settings_name_the_field(tmp_path: Path, text: str, needle: str) -> 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the default for root")
+def test_root_defaults_to_a_data_dir_its_database_can_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root's home is 0700 and Engram never widens it: `make run` as root must still start.
+    monkeypatch.delenv("ENGRAM_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert load_settings().data_dir == Path("/var/lib/engram")
+    (tmp_path / "engram").mkdir()  # data of an earlier release stays where it is
+    assert load_settings().data_dir == tmp_path / "engram"

@@ -45,6 +45,7 @@ __all__ = [
     "VaultTransitSettings",
     "VectorSettings",
     "WorkerSettings",
+    "default_data_dir",
     "load_settings",
 ]
 
@@ -400,6 +401,21 @@ class LifecycleSettings(BaseModel):
     blob: BlobSettings = BlobSettings()
 
 
+def default_data_dir() -> Path:
+    """The user's data directory; for root, /var/lib/engram unless root's user data
+    directory holds Engram's data already (from an earlier release).
+
+    Root's home is 0700 on most systems, and the embedded PostgreSQL, which runs as an
+    unprivileged user when Engram runs as root, must pass through every parent of its
+    data directory: Engram never widens permissions outside it, so the default for root
+    is a directory it can reach.
+    """
+    user = platformdirs.user_data_path("engram")
+    if os.name == "posix" and os.geteuid() == 0 and not user.exists():
+        return Path("/var/lib/engram")
+    return user
+
+
 class Settings(BaseSettings):
     """Everything Engram can be told."""
 
@@ -410,7 +426,7 @@ class Settings(BaseSettings):
     profile: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    data_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("engram"))
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
     # External PostgreSQL: the app role's DSN, and the owner role's DSN for migrations.
     database_url: SecretStr | None = None
     migrate_database_url: SecretStr | None = None
