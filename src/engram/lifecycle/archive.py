@@ -26,7 +26,13 @@ from engram.lifecycle.blobs import BlobStore, delete_prefix, key_part
 from engram.store import archives, retention
 from engram.store.db import Database
 
-__all__ = ["ArchiveError", "archive_session", "restore_session", "session_prefix"]
+__all__ = [
+    "ArchiveError",
+    "archive_session",
+    "list_archives",
+    "restore_session",
+    "session_prefix",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -252,3 +258,13 @@ async def restore_session(
         "inserted": inserted,
         "counts": manifest["counts"],
     }
+
+
+async def list_archives(
+    db: Database, tenant: str, *, session_id: str | None, user_id: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The tenant's archives, newest first, optionally of one session or user."""
+    async with db.tenant(tenant) as conn:
+        return await archives.list_records(
+            conn, session_id=session_id, user_id=user_id, limit=limit
+        )

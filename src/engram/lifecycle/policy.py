@@ -8,9 +8,15 @@ from typing import Any, Literal
 from engram.config import LifecycleSettings
 from engram.errors import ValidationError
 from engram.store import retention
-from engram.store.db import Conn
+from engram.store.db import Conn, Database
 
-__all__ = ["RetentionPolicy", "effective_policy", "set_policy"]
+__all__ = [
+    "RetentionPolicy",
+    "change_policy",
+    "effective_policy",
+    "set_policy",
+    "tenant_policy",
+]
 
 Action = Literal["archive", "delete"]
 
@@ -89,3 +95,17 @@ async def set_policy(
         conn, tenant, retention_days=days, action=action, fact_cleanup_days=facts, actor=actor
     )
     return _from_row(row)
+
+
+async def tenant_policy(db: Database, tenant: str, defaults: LifecycleSettings) -> RetentionPolicy:
+    """The tenant's policy (`effective_policy`), in a transaction bound to it."""
+    async with db.tenant(tenant) as conn:
+        return await effective_policy(conn, defaults)
+
+
+async def change_policy(
+    db: Database, tenant: str, defaults: LifecycleSettings, changes: dict[str, Any], actor: str
+) -> RetentionPolicy:
+    """`set_policy`, in a transaction bound to the tenant."""
+    async with db.tenant(tenant) as conn:
+        return await set_policy(conn, tenant, defaults, changes, actor)

@@ -21,20 +21,23 @@ from engram.crypto.envelope import FieldContext
 from engram.crypto.protect import KeyRef, Protector, SealedMetadata, has_values
 from engram.crypto.sensitivity import Sensitivity, combine, from_metadata, stored_class
 from engram.embed.batcher import BatchingEmbedder
-from engram.errors import ValidationError
-from engram.memory.focus import recall
+from engram.errors import ConflictError, ValidationError
+from engram.memory.focus import FOCUS, recall
 from engram.memory.guard import refuse_unreadable
 from engram.memory.page import Page
+from engram.search import Hit
 from engram.store import messages, sessions
 from engram.store.db import Database
 
 __all__ = [
     "SessionMemory",
+    "SessionRecall",
     "delete_messages",
     "get_message",
     "list_messages",
     "seal_message_metadata",
     "session_memory",
+    "session_recall",
     "update_message",
 ]
 
@@ -157,6 +160,39 @@ async def session_memory(
     await reveal.facts(protector, tenant, relevant, plaintext)
     await reveal.sessions(protector, tenant, [session], plaintext)
     return SessionMemory(session, rows, relevant)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecall:
+    """What a session's user remembers relevant to the session now: the uuids of the
+    session's latest messages (oldest first) and the hits (revealed as the caller may
+    read them)."""
+
+    latest: list[uuidlib.UUID]
+    hits: list[Hit]
+
+
+async def session_recall(
+    db: Database, embedder: BatchingEmbedder, protector: Protector, tenant: str,
+    settings: Settings, session_id: str, *, recent: int, query: str | None, plaintext: bool,
+) -> SessionRecall:  # fmt: skip
+    """The session's (404 for an unknown one, 409 for one without a user) latest
+    max(`recent`, FOCUS) messages, and up to 50 facts and messages of its user relevant
+    to them (or to `query`)."""
+    async with db.tenant(tenant, pipeline=True) as conn:
+        session = await sessions.get(conn, session_id)
+        if session["user_id"] is None:
+            raise ConflictError(
+                f"session {session_id!r} has no user, so it has no memory beyond itself",
+                hint="create sessions with a user_id",
+            )
+        latest = await messages.last_n(conn, session_id, max(recent, FOCUS))
+        hits = await recall(
+            conn, embedder, tenant, settings, session["user_id"], latest,
+            targets=("facts", "messages"), limit=50, query=query,
+        )  # fmt: skip
+    await reveal.hits(protector, tenant, hits, plaintext)
+    return SessionRecall([m["uuid"] for m in latest], hits)
 
 
 async def delete_messages(db: Database, tenant: str, session_id: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from engram.crypto import reveal
 from engram.crypto.protect import Protector
 from engram.embed.batcher import BatchingEmbedder
@@ -15,15 +17,17 @@ __all__ = ["search"]
 
 async def search(
     db: Database, embedder: BatchingEmbedder, protector: Protector, tenant: str,
-    query: HybridQuery, *, user_id: str | None, plaintext: bool,
+    query: HybridQuery, *, user_ids: Sequence[str] | None, plaintext: bool,
 ) -> list[Hit]:  # fmt: skip
     """The hybrid engine's hits for `query`, revealed as the caller may read them.
 
-    `user_id`: the user the search is for (when the caller named one): 404 when unknown."""
-    if user_id is not None:
+    `user_ids`: the users the search is for (when the caller named some): 404 for the
+    first unknown one."""
+    if user_ids:
         async with db.tenant(tenant) as conn:
-            if not await users.exists(conn, user_id):
-                raise NotFoundError("user", user_id)
+            for user_id in user_ids:
+                if not await users.exists(conn, user_id):
+                    raise NotFoundError("user", user_id)
     hits = await hybrid_search(db, embedder, tenant, query)
     await reveal.hits(protector, tenant, hits, plaintext)
     return hits

@@ -13,9 +13,7 @@ from engram.api.responses import FastJSON
 from engram.api.v1.models import AuditEvents, AuditVerdict
 from engram.api.validation import IsoDateTime
 from engram.audit.checkpoints import from_settings
-from engram.audit.subjects import attach_subjects
-from engram.audit.verify import verify_tenant
-from engram.store import audit as store
+from engram.audit.events import read_events, verify_log
 
 __all__ = ["router"]
 
@@ -32,22 +30,13 @@ async def events(
         default=False, description="add 'subjects': pseudonyms mapped to user/session ids"
     ),
 ) -> Any:
-    out: list[dict[str, Any]] = []
-    async with db.tenant(tenant) as conn:
-        async for row in store.iterate(conn, tenant, since=since, batch=min(limit, 2000)):
-            out.append(row)
-            if len(out) >= limit:
-                break
-        if resolve:
-            await attach_subjects(conn, out)
-    return {"events": out}
+    return {"events": await read_events(db, tenant, since=since, limit=limit, resolve=resolve)}
 
 
 @router.get("/audit/verify", responses=returns(AuditVerdict))
 async def verify(db: Db, tenant: Tenant, runtime: RuntimeDep) -> Any:
     checkpoints, signer = from_settings(runtime.settings)
-    async with db.tenant(tenant) as conn:
-        report = await verify_tenant(conn, tenant, checkpoints, signer.public_key)
+    report = await verify_log(db, tenant, checkpoints, signer.public_key)
     return {
         "tenant": tenant,
         "ok": report.ok,

@@ -17,10 +17,9 @@ from engram.api.v1.models import EntityWithFacts, FactEpisodes, FactSearchResult
 from engram.api.validation import IsoDateTime, Number, search_bounds, whole
 from engram.api.zep.schemas import message_json
 from engram.errors import ValidationError
-from engram.memory import reveal
-from engram.search.hybrid import HybridQuery, hybrid_search
-from engram.store import entities, episodes, facts, users
-from engram.store.retrieval import Scope
+from engram.memory import graph
+from engram.memory.search import search
+from engram.search import HybridQuery, Scope
 
 __all__ = ["router"]
 
@@ -69,21 +68,17 @@ async def user_graph(
 ) -> Any:
     """Entities, facts and episodes of a user's graph, bi-temporally."""
     valid, known = _aware(as_of, "as_of"), _aware(known_at, "known_at")
-    async with db.tenant(tenant) as conn:
-        await users.get(conn, user_id)
-        rows = await facts.as_of(conn, user_id, valid, known, limit)
-        ids = list({r["source_uuid"] for r in rows} | {r["target_uuid"] for r in rows})
-        nodes = await entities.many(conn, ids)
-        eps = await episodes.of_user(conn, user_id, limit)
-    await reveal.facts(protector, tenant, rows, plaintext)
-    await reveal.entities(protector, tenant, nodes, plaintext)
+    found = await graph.user_graph(
+        db, protector, tenant, user_id, valid=valid, known=known, limit=limit,
+        plaintext=plaintext,
+    )  # fmt: skip
     return {
         "user_id": user_id,
         "as_of": valid,
         "known_at": known,
-        "entities": nodes,
-        "facts": [_fact(r) for r in rows],
-        "episodes": eps,
+        "entities": found.entities,
+        "facts": [_fact(r) for r in found.facts],
+        "episodes": found.episodes,
     }
 
 
@@ -98,12 +93,11 @@ async def entity(
     include_invalid: bool = False,
 ) -> Any:
     """One entity with its facts (only current ones unless include_invalid)."""
-    async with db.tenant(tenant) as conn:
-        node = await entities.get(conn, user_id, entity_uuid)
-        rows = await facts.of_entity(conn, entity_uuid, include_invalid)
-    await reveal.facts(protector, tenant, rows, plaintext)
-    await reveal.entities(protector, tenant, [node], plaintext)
-    return {**node, "facts": [_fact(r) for r in rows]}
+    found = await graph.entity_facts(
+        db, protector, tenant, user_id, entity_uuid, include_invalid=include_invalid,
+        plaintext=plaintext,
+    )  # fmt: skip
+    return {**found.entity, "facts": [_fact(r) for r in found.facts]}
 
 
 class FactSearch(BaseModel):
@@ -123,11 +117,10 @@ async def fact_search(
 ) -> Any:  # fmt: skip
     """Currently valid facts of a user closest in meaning to the text."""
     search_bounds(runtime.settings.limits, body.limit, body.text)
-    async with db.tenant(tenant) as conn:
-        await users.get(conn, body.user_id)
-    hits = await hybrid_search(
+    hits = await search(
         db,
         embed,
+        protector,
         tenant,
         HybridQuery(
             text=body.text,
@@ -138,8 +131,9 @@ async def fact_search(
             ef_search=runtime.settings.vector.hnsw_ef_search,
             ts_config=runtime.settings.text_search_config,
         ),
+        user_ids=[body.user_id],
+        plaintext=plaintext,
     )
-    await reveal.hits(protector, tenant, hits, plaintext)
     return {"results": [_fact({**h.item, "score": h.score}) for h in hits]}
 
 
@@ -148,7 +142,5 @@ async def fact_episodes(
     fact_uuid: UUID, db: Db, tenant: Tenant, protector: Protect, plaintext: ReadProtected
 ) -> Any:
     """The messages a fact was extracted from."""
-    async with db.tenant(tenant) as conn:
-        rows = await facts.provenance(conn, fact_uuid)
-    await reveal.messages(protector, tenant, rows, plaintext)
+    rows = await graph.fact_provenance(db, protector, tenant, fact_uuid, plaintext=plaintext)
     return {"messages": [{**message_json(r), "session_id": r["session_id"]} for r in rows]}

@@ -21,12 +21,13 @@ from engram.api.v1.models import (
     RetentionPolicy,
 )
 from engram.api.validation import whole
+from engram.lifecycle import archive
 from engram.lifecycle.archive import restore_session
 from engram.lifecycle.blobs import BlobStore, build_blob_store
 from engram.lifecycle.erasure import erase_user
-from engram.lifecycle.policy import effective_policy, set_policy
+from engram.lifecycle.policy import change_policy, tenant_policy
+from engram.memory.users import delete_user as delete_rows
 from engram.runtime import Runtime
-from engram.store import archives, users
 
 __all__ = ["router"]
 
@@ -39,8 +40,7 @@ def _store(runtime: Runtime) -> BlobStore:
 
 @router.get("/admin/retention", responses=returns(RetentionPolicy))
 async def get_retention(db: Db, tenant: Tenant, runtime: RuntimeDep) -> Any:
-    async with db.tenant(tenant) as conn:
-        return (await effective_policy(conn, runtime.settings.lifecycle)).to_json()
+    return (await tenant_policy(db, tenant, runtime.settings.lifecycle)).to_json()
 
 
 class RetentionChange(BaseModel):
@@ -71,14 +71,9 @@ async def put_retention(
     principal: CurrentPrincipal,
 ) -> Any:
     """Change the given fields: retention_days, action, fact_cleanup_days (null = keep)."""
-    async with db.tenant(tenant) as conn:
-        policy = await set_policy(
-            conn,
-            tenant,
-            runtime.settings.lifecycle,
-            body.model_dump(exclude_unset=True),
-            principal.actor,
-        )
+    policy = await change_policy(
+        db, tenant, runtime.settings.lifecycle, body.model_dump(exclude_unset=True), principal.actor
+    )
     return policy.to_json()
 
 
@@ -108,10 +103,9 @@ async def list_archives(
     user_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> Any:
-    async with db.tenant(tenant) as conn:
-        rows = await archives.list_records(
-            conn, session_id=session_id, user_id=user_id, limit=limit
-        )
+    rows = await archive.list_archives(
+        db, tenant, session_id=session_id, user_id=user_id, limit=limit
+    )
     return {"archives": [_archive_json(r) for r in rows]}
 
 
@@ -134,8 +128,7 @@ async def delete_user(
     """Without erase: delete the user's rows (archives stay). With erase=true: GDPR
     erasure of everything, archives and data keys included; answers the receipt."""
     if not erase:
-        async with db.tenant(tenant) as conn:
-            await users.delete(conn, user_id)
+        await delete_rows(db, tenant, user_id)
         return {"message": "OK"}
     return await erase_user(
         db, lambda: _store(runtime), tenant, user_id, principal.actor, keyrings=runtime.keyrings

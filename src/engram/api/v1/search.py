@@ -22,12 +22,9 @@ from engram.api.openapi import returns
 from engram.api.responses import FastJSON
 from engram.api.v1.models import Context, SearchResults
 from engram.api.validation import IsoDateTime, JsonObject, Number, json_within, search_bounds, whole
-from engram.errors import ConflictError
-from engram.memory import estimate_tokens, reveal
-from engram.memory.focus import FOCUS, recall
-from engram.search.hybrid import Hit, HybridQuery, hybrid_search
-from engram.store import messages, sessions, users
-from engram.store.retrieval import Scope
+from engram.memory import estimate_tokens, messages
+from engram.memory.search import search as search_memory
+from engram.search import Hit, HybridQuery, Scope
 
 __all__ = ["router"]
 
@@ -98,10 +95,6 @@ async def search(
     json_within(runtime.settings.limits.max_metadata_bytes, {"metadata": body.metadata})
     search_bounds(runtime.settings.limits, body.limit, body.text)
     user_ids = body.user_ids or ([body.user_id] if body.user_id else None)
-    if user_ids:
-        async with db.tenant(tenant) as conn:
-            for u in user_ids:
-                await users.get(conn, u)
     scope = Scope(
         user_ids=user_ids,
         session_ids=body.session_ids,
@@ -111,9 +104,10 @@ async def search(
         metadata=body.metadata,
         roles=body.roles,
     )
-    hits = await hybrid_search(
+    hits = await search_memory(
         db,
         embed,
+        protector,
         tenant,
         HybridQuery(
             text=body.text,
@@ -126,8 +120,9 @@ async def search(
             ef_search=body.ef_search or runtime.settings.vector.hnsw_ef_search,
             ts_config=runtime.settings.text_search_config,
         ),
+        user_ids=user_ids,
+        plaintext=plaintext,
     )
-    await reveal.hits(protector, tenant, hits, plaintext)
     return {"results": [hit_json(h) for h in hits]}
 
 
@@ -152,26 +147,17 @@ async def context(
 ) -> Any:
     """Facts (with validity dates) and earlier messages relevant to the session now,
     as a block of text that fits ``max_tokens``."""
-    async with db.tenant(tenant, pipeline=True) as conn:
-        session = await sessions.get(conn, session_id)
-        if session["user_id"] is None:
-            raise ConflictError(
-                f"session {session_id!r} has no user, so it has no memory beyond itself",
-                hint="create sessions with a user_id",
-            )
-        latest = await messages.last_n(conn, session_id, max(recent, FOCUS))
-        hits = await recall(
-            conn, embed, tenant, runtime.settings, session["user_id"], latest,
-            targets=("facts", "messages"), limit=50, query=query,
-        )  # fmt: skip
-    skip = {m["uuid"] for m in latest[-recent:]} if recent else set()
-    await reveal.hits(protector, tenant, hits, plaintext)
+    remembered = await messages.session_recall(
+        db, embed, protector, tenant, runtime.settings, session_id, recent=recent, query=query,
+        plaintext=plaintext,
+    )  # fmt: skip
+    skip = set(remembered.latest[-recent:]) if recent else set()
     facts_part: list[dict[str, Any]] = []
     msgs_part: list[dict[str, Any]] = []
     lines_f: list[str] = []
     lines_m: list[str] = []
     budget = max_tokens - estimate_tokens("FACTS:\nEARLIER MESSAGES:\n")
-    for h in hits:
+    for h in remembered.hits:
         if h.kind == "fact":
             f = h.item
             until = _day(f["invalid_at"]) if f["invalid_at"] else "present"

@@ -110,7 +110,7 @@ async def search(
             ef_search=runtime.settings.vector.hnsw_ef_search,
             ts_config=runtime.settings.text_search_config,
         ),
-        user_id=body.user_id,
+        user_ids=None if body.user_id is None else [body.user_id],
         plaintext=plaintext,
     )
     if facts:
