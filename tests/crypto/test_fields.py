@@ -579,16 +579,8 @@ def test_a_session_declared_class_cannot_be_lowered(
 def test_callers_without_read_protected_get_the_redacted_form(
     app: App, client: httpx.Client, uid: str
 ) -> None:
-    tenant = f"t-{uid}"
-    assert client.post("/v1/admin/tenants", json={"id": tenant}).status_code == 201
-
-    def key_client(**extra: Any) -> httpx.Client:
-        body = {"name": "k", "role": "writer", "tenant": tenant, **extra}
-        r = client.post("/v1/admin/apikeys", json=body)
-        assert r.status_code == 201, r.text
-        return app.client(r.json()["key"])
-
-    with key_client() as writer, key_client(read_protected=True) as reader:
+    plain, protected = _keys(app, client, f"t-{uid}")
+    with plain as writer, protected as reader:
         r = writer.post(
             "/api/v2/users",
             json={"user_id": "ada", "email": EMAIL, "first_name": "Ada", "metadata": {"ssn": SSN}},
