@@ -86,6 +86,7 @@ class Runtime:
         self.extractor: Extractor = build_extractor(settings.extractor)
         self.queue: procrastinate.App | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._closing = False  # set by close(): the worker is not started again
         self.metrics = Metrics(settings.metrics)
         self._sampler: Sampler | None = None
         self.watchdog: Watchdog | None = None  # restarts the embedded server (serve only)
@@ -255,6 +256,12 @@ class Runtime:
                 reason = "it stopped"
             except Exception as exc:  # e.g. procrastinate's ConnectorException
                 reason = f"{type(exc).__name__}: {str(exc).strip()}"
+            task = asyncio.current_task()
+            if self._closing or (task is not None and task.cancelling()):
+                # Asked to stop: a cancel swallowed on the way (the worker then returns as
+                # if it had stopped on its own) must not start it again, or close() waits
+                # for ever (seen once: `engram serve` hung at SIGTERM after a restart).
+                return
             logger.warning("the extraction worker stopped (%s); starting it again in 5 s", reason)
             await asyncio.sleep(5.0)
 
@@ -264,6 +271,7 @@ class Runtime:
         if self._sampler is not None:
             await self._sampler.stop()
         if self._worker is not None:
+            self._closing = True
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
